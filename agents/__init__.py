@@ -1,0 +1,29 @@
+"""tether.agents: one agent — its model, its tools, and its loop."""
+
+from .loop import ActionGate, ActionResult, AgentLoop, AgentOutcome
+from .model import Message, Model, ModelRequest, ModelTurn, ToolCall, ToolSpec, Usage
+from .scripted import ScriptedModel, call, calls, say
+from .tools import HANDOFF, Tool, ToolContext, handoff, tool
+
+__all__ = [
+    "HANDOFF",
+    "ActionGate",
+    "ActionResult",
+    "AgentLoop",
+    "AgentOutcome",
+    "Message",
+    "Model",
+    "ModelRequest",
+    "ModelTurn",
+    "ScriptedModel",
+    "Tool",
+    "ToolCall",
+    "ToolContext",
+    "ToolSpec",
+    "Usage",
+    "call",
+    "calls",
+    "handoff",
+    "say",
+    "tool",
+]

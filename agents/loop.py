@@ -1,0 +1,229 @@
+"""The agent loop: think (a model call) → act (each call through the gate) → observe.
+
+The loop is plain Python: it knows nothing of Ray or SQL. Its state is a fold of its own
+stream, so a loop rebuilt in a new process (``tether resume``) continues exactly where
+the recorded history stops, without asking the model again for a recorded turn.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from tether.memory.events import (
+    ActionProposed,
+    ActionRecorded,
+    AgentFailed,
+    AgentFinished,
+    AgentHandedOff,
+    AgentWaiting,
+    ApprovalAwaited,
+    Event,
+    ModelResponded,
+    TaskAssigned,
+)
+from tether.memory.store import Journal
+from tether.runtime.errors import ModelError
+
+from .model import Message, Model, ModelRequest, ToolCall, ToolSpec
+from .tools import HANDOFF
+
+Outcome = Literal["finished", "handed_off", "waiting", "failed"]
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What the gate made of one tool call."""
+
+    action: int
+    """The action's number."""
+    outcome: Literal["executed", "denied", "failed", "waiting"]
+    """How it ended, or ``waiting`` for a person."""
+    observation: str
+    """What the agent is told."""
+    result: dict[str, object] | None = None
+    """The tool's result when it ran."""
+    approval_id: str | None = None
+    """The inbox item when it waits."""
+
+
+class ActionGate(Protocol):
+    """The gate as the loop sees it: every intended action goes through ``submit``."""
+
+    def submit(self, call: ToolCall) -> ActionResult:
+        """Run one call through every stage; never raises for a denied action."""
+        ...
+
+    def settle_approval(self, action: int) -> ActionResult:
+        """Finish an action that waited, if its approval was decided; else ``waiting``."""
+        ...
+
+
+@dataclass(frozen=True)
+class AgentOutcome:
+    """How one run of the loop ended."""
+
+    agent: str
+    """The agent."""
+    outcome: Outcome
+    """finished, handed_off, waiting or failed."""
+    output: str = ""
+    """The final answer, the handoff note, or the failure reason."""
+    handoff_to: str | None = None
+    """The receiving agent of a handoff."""
+    waiting: tuple[str, ...] = ()
+    """Approval ids the agent waits for."""
+    reason: str = ""
+    """Why the agent handed off, in its words."""
+
+
+@dataclass
+class LoopState:
+    """The loop's state, folded from its stream."""
+
+    task: dict[str, object] | None = None
+    turns: int = 0
+    messages: list[Message] = field(default_factory=list)
+    calls: dict[int, str] = field(default_factory=dict)
+    """action number → call id."""
+    open_actions: list[int] = field(default_factory=list)
+    """Actions proposed in the last turn that have not been recorded yet."""
+    ended: AgentOutcome | None = None
+
+    def apply(self, event: Event, agent: str, instructions: str) -> None:
+        """Fold one event of the agent's stream."""
+        if isinstance(event, TaskAssigned):
+            self.task = event.task
+            self.turns = 0
+            self.ended = None
+            self.messages = [
+                Message("system", instructions),
+                Message("user", json.dumps(event.task, sort_keys=True, default=str)),
+            ]
+        elif isinstance(event, ModelResponded):
+            self.turns = event.turn + 1
+            tool_calls = tuple(
+                ToolCall(name=c["name"], arguments=c["arguments"], id=c["id"])
+                for c in event.tool_calls
+            )
+            self.messages.append(Message("assistant", event.text, tool_calls=tool_calls))
+        elif isinstance(event, ActionProposed):
+            self.calls[event.action] = event.call_id
+            self.open_actions.append(event.action)
+        elif isinstance(event, ActionRecorded):
+            if event.action in self.open_actions:
+                self.open_actions.remove(event.action)
+            self.messages.append(
+                Message("tool", event.observation, call_id=self.calls.get(event.action))
+            )
+        elif isinstance(event, AgentFinished):
+            self.ended = AgentOutcome(agent, "finished", output=event.output)
+        elif isinstance(event, AgentHandedOff):
+            self.ended = AgentOutcome(agent, "handed_off", output=event.note, handoff_to=event.to,
+                                      reason=event.reason)
+        elif isinstance(event, AgentFailed):
+            self.ended = AgentOutcome(agent, "failed", output=event.reason)
+        elif isinstance(event, AgentWaiting | ApprovalAwaited):
+            pass  # waiting is a pause, not an end: resuming settles the open actions
+
+
+class AgentLoop:
+    """Runs one agent's task to an outcome, recording each step in its journal."""
+
+    def __init__(
+        self,
+        agent: str,
+        model: Model,
+        tools: tuple[ToolSpec, ...],
+        gate: ActionGate,
+        journal: Journal,
+        *,
+        instructions: str = "",
+        max_turns: int = 10,
+    ) -> None:
+        self.agent = agent
+        self.model = model
+        self.tools = tools
+        self.gate = gate
+        self.journal = journal
+        self.instructions = instructions
+        self.max_turns = max_turns
+        self.state = LoopState()
+
+    def observe(self, event: Event) -> None:
+        """Fold an event of this agent's stream into the loop's state."""
+        self.state.apply(event, self.agent, self.instructions)
+
+    def run(self) -> AgentOutcome:
+        """Work until the task is finished, handed off, waiting for a person, or failed."""
+        state = self.state
+        if state.ended is not None:
+            return state.ended
+        if state.task is None:
+            return self._end(AgentOutcome(self.agent, "failed", "no task assigned"))
+        # Finish what the last turn left open (actions that waited for approval).
+        waiting: list[str] = []
+        handoff: AgentOutcome | None = None
+        for action in list(state.open_actions):
+            result = self.gate.settle_approval(action)
+            handoff = handoff or self._take(result)
+            if result.outcome == "waiting" and result.approval_id:
+                waiting.append(result.approval_id)
+        while True:
+            if waiting:
+                return self._end(AgentOutcome(
+                    self.agent, "waiting", waiting=tuple(waiting)))
+            if handoff is not None:
+                return self._end(handoff)
+            if state.turns >= self.max_turns:
+                reason = f"max_turns ({self.max_turns}) reached without a final answer"
+                return self._end(AgentOutcome(self.agent, "failed", reason))
+            request = ModelRequest(self.agent, state.turns, tuple(state.messages), self.tools)
+            try:
+                turn = self.model.respond(request)
+            except ModelError as e:
+                return self._end(AgentOutcome(self.agent, "failed", str(e)))
+            self._record(ModelResponded, turn=request.turn, text=turn.text,
+                         tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments}
+                                     for c in turn.tool_calls],
+                         usage={"input_tokens": turn.usage.input_tokens,
+                                "output_tokens": turn.usage.output_tokens})
+            if not turn.tool_calls:
+                return self._end(AgentOutcome(
+                    self.agent, "finished", output=turn.text))
+            for c in turn.tool_calls:
+                result = self.gate.submit(c)
+                handoff = handoff or self._take(result)
+                if result.outcome == "waiting" and result.approval_id:
+                    waiting.append(result.approval_id)
+
+    def _take(self, result: ActionResult) -> AgentOutcome | None:
+        """A handoff that executed ends the loop once the turn's other calls are done."""
+        if result.outcome != "executed" or not result.result:
+            return None
+        to = result.result.get("to")
+        if isinstance(to, str) and result.result.get("accepted") is True:
+            reason = str(result.result.get("reason", ""))
+            note = str(result.result.get("note", ""))
+            return AgentOutcome(self.agent, "handed_off", output=note, handoff_to=to, reason=reason)
+        return None
+
+    def _record(self, cls: type[Event], **fields: object) -> None:
+        self.journal.record(cls, **fields)  # the journal feeds it back to ``observe``
+
+    def _end(self, outcome: AgentOutcome) -> AgentOutcome:
+        if outcome.outcome == "waiting":
+            self._record(AgentWaiting, approvals=list(outcome.waiting))
+        elif outcome.outcome == "handed_off":
+            self._record(AgentHandedOff, to=outcome.handoff_to or "", reason=outcome.reason,
+                         note=outcome.output)
+        elif outcome.outcome == "finished":
+            self._record(AgentFinished, output=outcome.output)
+        else:
+            self._record(AgentFailed, reason=outcome.output)
+        self.journal.flush()
+        return outcome
+
+
+__all__ = ["HANDOFF", "ActionGate", "ActionResult", "AgentLoop", "AgentOutcome", "LoopState"]

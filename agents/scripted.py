@@ -1,0 +1,68 @@
+"""``ScriptedModel``: the one fake model, shipped for tests and demos.
+
+A script is a list of turns, one per model call of the agent's task: a ``ModelTurn``, a
+function of the request that returns one, or an exception to raise. The turn number in
+the request picks the entry, so a model rebuilt in another process (a resumed episode)
+continues where the recorded history stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from tether.runtime.errors import ScriptExhausted
+
+from .model import ModelRequest, ModelTurn, ToolCall, Usage
+
+ScriptEntry = ModelTurn | Callable[[ModelRequest], ModelTurn] | BaseException
+
+
+def say(text: str) -> ModelTurn:
+    """A turn that answers with text and calls no tool."""
+    return ModelTurn(text=text, usage=Usage(input_tokens=0, output_tokens=len(text.split())))
+
+
+def call(name: str, /, text: str = "", **arguments: Any) -> ModelTurn:
+    """A turn that calls one tool with ``arguments``."""
+    return calls(ToolCall(name=name, arguments=arguments), text=text)
+
+
+def calls(*tool_calls: ToolCall, text: str = "") -> ModelTurn:
+    """A turn that calls several tools in order."""
+    return ModelTurn(text=text, tool_calls=tuple(tool_calls))
+
+
+class ScriptedModel:
+    """A model that plays back a script, turn by turn."""
+
+    def __init__(self, script: Sequence[ScriptEntry], name: str = "scripted") -> None:
+        self.script = tuple(script)
+        self._name = name
+        self.used: set[int] = set()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def respond(self, request: ModelRequest) -> ModelTurn:
+        if request.turn >= len(self.script):
+            raise ScriptExhausted(request.agent, request.turn, len(self.script))
+        self.used.add(request.turn)
+        entry = self.script[request.turn]
+        if isinstance(entry, BaseException):
+            raise entry
+        turn = entry(request) if callable(entry) else entry
+        # Give every call a stable id, so a replayed turn answers the same calls.
+        numbered = tuple(
+            c if c.id else replace(c, id=f"call_{request.turn}_{i}")
+            for i, c in enumerate(turn.tool_calls)
+        )
+        return replace(turn, tool_calls=numbered)
+
+    def assert_complete(self) -> None:
+        """Fail if any scripted turn was never asked for."""
+        unused = sorted(set(range(len(self.script))) - self.used)
+        if unused:
+            raise AssertionError(f"scripted turns never used: {unused} of {len(self.script)}")

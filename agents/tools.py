@@ -1,0 +1,148 @@
+"""Tools: declared once, with a pydantic argument schema and MCP-style annotations.
+
+A tool function takes its validated arguments and a ``ToolContext`` and returns a
+pydantic model or a dict. It never sees raw model output: the gate validates first.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from .model import ToolSpec
+
+HANDOFF = "handoff"
+"""The built-in tool an agent uses to pass control to another agent."""
+
+
+class FactSink(Protocol):
+    """Where a tool writes org-memory facts; they are recorded with the tool's effect."""
+
+    def __call__(self, subject: str, key: str, statement: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What the delegate hands a tool at execution time."""
+
+    episode_id: uuid.UUID
+    """The episode."""
+    agent: str
+    """The calling agent."""
+    action: int
+    """The action's number in the agent's stream."""
+    idempotency_key: str
+    """Pass this to any external system that takes one; the ledger also dedupes by it."""
+    context: dict[str, Any]
+    """Trusted structured data of the episode (records from systems, not from text)."""
+    record_fact: FactSink
+    """Record a fact in org memory (written atomically with the tool's effect)."""
+
+
+ToolFn = Callable[[Any, ToolContext], BaseModel | dict[str, Any]]
+Verifier = Callable[[Any, dict[str, Any]], str | None]
+"""A post-condition: given the arguments and the result, a failure reason or None."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool an agent may be granted."""
+
+    name: str
+    """Its name, as the model calls it."""
+    description: str
+    """What it does, as the model reads it."""
+    args: type[BaseModel]
+    """The pydantic schema of its arguments."""
+    fn: ToolFn = field(repr=False)
+    """The function that does the work, run only by the gate's delegate."""
+    read_only: bool = False
+    """It changes nothing in the world (MCP readOnlyHint)."""
+    destructive: bool = False
+    """It may destroy or move something of value (MCP destructiveHint)."""
+    idempotent: bool = False
+    """Calling it twice with the same arguments has no extra effect (MCP idempotentHint)."""
+    open_world: bool = False
+    """It reaches systems outside the fleet's control (MCP openWorldHint)."""
+    verify: Verifier | None = field(default=None, repr=False)
+    """Post-condition checked on every result before anything builds on it."""
+
+    def spec(self) -> ToolSpec:
+        """The tool as a model sees it."""
+        return ToolSpec(self.name, self.description, self.args.model_json_schema())
+
+    @property
+    def has_effect(self) -> bool:
+        """Whether a call must go through the effects ledger (anything not read-only)."""
+        return not self.read_only
+
+
+def tool(
+    *,
+    read_only: bool = False,
+    destructive: bool = False,
+    idempotent: bool = False,
+    open_world: bool = False,
+    verify: Verifier | None = None,
+    name: str | None = None,
+) -> Callable[[ToolFn], Tool]:
+    """Declare a tool from a function ``fn(args: ArgsModel, ctx: ToolContext)``.
+
+    The argument schema is the annotation of the first parameter; the description is the
+    docstring's first line.
+    """
+
+    def wrap(fn: ToolFn) -> Tool:
+        params = list(inspect.signature(fn).parameters)
+        hints = typing.get_type_hints(fn)
+        args = hints.get(params[0]) if params else None
+        if not (isinstance(args, type) and issubclass(args, BaseModel)):
+            raise TypeError(f"tool {fn.__name__}: first parameter must be a pydantic model")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        return Tool(
+            name=name or fn.__name__,
+            description=doc[0] if doc else fn.__name__,
+            args=args,
+            fn=fn,
+            read_only=read_only,
+            destructive=destructive,
+            idempotent=idempotent,
+            open_world=open_world,
+            verify=verify,
+        )
+
+    return wrap
+
+
+class HandoffArgs(BaseModel):
+    """Arguments of the built-in handoff tool."""
+
+    to: str = Field(description="The agent that takes over.")
+    reason: str = Field(description="Why it should.")
+    note: str = Field(default="", description="What it needs to know.")
+
+
+def _handoff(args: HandoffArgs, ctx: ToolContext) -> dict[str, Any]:
+    return {"to": args.to, "accepted": True, "reason": args.reason, "note": args.note}
+
+
+def _handoff_verified(args: HandoffArgs, result: dict[str, Any]) -> str | None:
+    return None if result.get("to") == args.to else "handoff went to another agent"
+
+
+handoff = Tool(
+    name=HANDOFF,
+    description="Pass the task to another agent, with a reason.",
+    args=HandoffArgs,
+    fn=_handoff,
+    read_only=True,
+    idempotent=True,
+    verify=_handoff_verified,
+)
+"""The built-in handoff tool; a topology lists the agents each agent may hand off to."""

@@ -1,0 +1,384 @@
+"""The events tether records: frozen, past tense, serialized by one mapper.
+
+Streams, each written by one writer:
+
+- the **episode** stream (id = the episode id): the episode's life;
+- one **agent** stream per agent and episode (``agent_stream_id``): its task, model turns,
+  and every action with one event per gate stage;
+- one **approval** stream per request (id = the approval id): requested, then decided once;
+- one **effect** stream per idempotency key (``effect_stream_id``): the effects ledger.
+  An effect is version 1 of its stream, so a second attempt to record it conflicts;
+- one **subject** stream per org-memory subject (``subject_stream_id``): facts about it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+NAMESPACE = uuid.UUID("5d0f6a52-8f3e-4c4e-9a55-746574686572")
+"""Namespace for the name-based (version 5) ids of derived streams."""
+
+
+def agent_stream_id(episode_id: uuid.UUID, agent: str) -> uuid.UUID:
+    """The stream of one agent within one episode."""
+    return uuid.uuid5(episode_id, f"agent:{agent}")
+
+
+def effect_stream_id(key: str) -> uuid.UUID:
+    """The effects-ledger stream of one idempotency key."""
+    return uuid.uuid5(NAMESPACE, f"effect:{key}")
+
+
+def subject_stream_id(subject: str) -> uuid.UUID:
+    """The org-memory stream of one data subject (``customer:ada``)."""
+    return uuid.uuid5(NAMESPACE, f"subject:{subject}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every recorded event: which stream, which position, when."""
+
+    originator_id: uuid.UUID
+    """The stream this event belongs to."""
+    originator_version: int
+    """Its position in that stream, from 1."""
+    at: datetime
+    """When it happened, from the injected clock."""
+
+
+# --- the episode stream -------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpisodeStarted(Event):
+    """A fleet started working on one input."""
+
+    topology: str
+    """The topology's name."""
+    source: dict[str, Any]
+    """How to load the topology again (``{"kind": "file", "path": ..., "attr": ...}``)."""
+    agents: list[str]
+    """Every agent of the topology, in declaration order."""
+    entry: str
+    """The agent that receives the input."""
+    input: dict[str, Any]
+    """The task given to the entry agent (untrusted content may be inside)."""
+    context: dict[str, Any]
+    """Trusted structured data (the operator's and systems' records) rails may rely on."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpisodeSuspended(Event):
+    """The episode stopped making progress until a person decides."""
+
+    waiting: list[str]
+    """Ids of the approval requests it waits for."""
+    agent: str
+    """The agent that waits."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpisodeResumed(Event):
+    """Work on a suspended episode started again."""
+
+    agent: str
+    """The agent that continues."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpisodeCompleted(Event):
+    """The fleet finished the episode."""
+
+    agent: str
+    """The agent that produced the final output."""
+    output: str
+    """The final output."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpisodeFailed(Event):
+    """The episode ended without a result."""
+
+    agent: str
+    """The agent whose failure ended it."""
+    reason: str
+    """Why."""
+
+
+# --- an agent stream ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskAssigned(Event):
+    """An agent was given a task: the episode's input, or a handoff."""
+
+    episode_id: uuid.UUID
+    """The episode the agent works in."""
+    agent: str
+    """The agent's name."""
+    task: dict[str, Any]
+    """What it was asked to do."""
+    by: str
+    """Who assigned it: ``operator`` or the agent that handed off."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelResponded(Event):
+    """A model answered one turn (a nondeterministic input, so recorded as is)."""
+
+    turn: int
+    """The turn's number within the agent's task, from 0."""
+    text: str
+    """The model's text."""
+    tool_calls: list[dict[str, Any]]
+    """The tool calls it asked for: ``{"id", "name", "arguments"}``."""
+    usage: dict[str, int]
+    """Token usage the model reported."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionProposed(Event):
+    """An agent asked to use a tool; the gate takes over."""
+
+    action: int
+    """The action's number within the agent's stream, from 1."""
+    call_id: str
+    """The model's id for the tool call."""
+    tool: str
+    """The tool's name."""
+    arguments: dict[str, Any]
+    """The arguments exactly as the model gave them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageEvent(Event):
+    """The outcome of one gate stage for one action."""
+
+    stage: ClassVar[str]
+    action: int
+    """The action this outcome belongs to."""
+    decision: str
+    """What the stage decided (``pass``, ``deny``, ``allow``, ``approval`` ...)."""
+    reason: str
+    """Why, in words a person reads at 3 a.m."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoundariesChecked(StageEvent):
+    """Stage 1: schema and rails. ``pass`` or ``deny``."""
+
+    stage: ClassVar[str] = "boundaries"
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    """Each failed rule: ``{"rule", "field", "message"}``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetReserved(StageEvent):
+    """Stage 2: budget reserved (``reserved``) or refused (``deny``)."""
+
+    stage: ClassVar[str] = "budget"
+    steps: int
+    """Steps reserved (0 when refused)."""
+    left: dict[str, int | None]
+    """Steps left after the reservation, per ledger (agent, supervisor); None = no limit."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GovernanceDecided(StageEvent):
+    """Stage 3: ``allow``, ``deny`` or ``approval``, at a risk tier."""
+
+    stage: ClassVar[str] = "governance"
+    tier: str
+    """Risk tier: low, medium or high."""
+    rules: list[str]
+    """Ids of the rules that decided."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalSettled(StageEvent):
+    """Stage 4: ``auto`` (tier low), or the decision a person took (``granted``/``denied``)."""
+
+    stage: ClassVar[str] = "approval"
+    approval_id: uuid.UUID | None = None
+    """The inbox item, if a person was asked."""
+    approver: str | None = None
+    """Who decided, if a person did."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalAwaited(StageEvent):
+    """Stage 4: the action waits in the inbox (``waiting``)."""
+
+    stage: ClassVar[str] = "approval"
+    approval_id: uuid.UUID
+    """The inbox item."""
+    tier: str
+    """Its risk tier."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionExecuted(StageEvent):
+    """Stage 5: the delegate ran the tool (``ok`` or ``error``)."""
+
+    stage: ClassVar[str] = "execution"
+    result: dict[str, Any] | None
+    """The tool's result, if it returned one."""
+    attempts: int
+    """How many times the delegate called the tool (retries of transient errors)."""
+    effect_key: str | None = None
+    """The idempotency key of the side effect, for tools that have one."""
+    effect_replayed: bool = False
+    """True when the effect was already in the ledger and its result was fed back."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionVerified(StageEvent):
+    """Stage 6: the post-condition held (``pass``) or not (``fail``)."""
+
+    stage: ClassVar[str] = "verification"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetSettled(StageEvent):
+    """Budget settled after the action: steps used, or released when nothing ran."""
+
+    stage: ClassVar[str] = "budget"
+    used: int
+    """Steps consumed."""
+    released: int
+    """Steps returned to the ledger."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionRecorded(StageEvent):
+    """Stage 7: the action's final outcome (``executed``, ``denied`` or ``failed``)."""
+
+    stage: ClassVar[str] = "record"
+    ended_at: str
+    """The stage that ended the action (``record`` when it ran to the end)."""
+    observation: str
+    """What the agent is told, as the tool message of its next model call."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentFinished(Event):
+    """The agent gave its final answer."""
+
+    output: str
+    """The answer."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentHandedOff(Event):
+    """The agent passed control to another agent."""
+
+    to: str
+    """The receiving agent."""
+    reason: str
+    """Why, as the agent put it."""
+    note: str
+    """What the receiver is told."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentWaiting(Event):
+    """The agent cannot go on until the named approvals are decided."""
+
+    approvals: list[str]
+    """The approval ids."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentFailed(Event):
+    """The agent stopped without an answer."""
+
+    reason: str
+    """Why."""
+
+
+# --- an approval stream ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalRequested(Event):
+    """An action waits for a person (an inbox item)."""
+
+    episode_id: uuid.UUID
+    """The episode."""
+    agent: str
+    """The asking agent."""
+    action: int
+    """The action's number in the agent's stream."""
+    tool: str
+    """The tool."""
+    arguments: dict[str, Any]
+    """The arguments as proposed."""
+    tier: str
+    """Risk tier."""
+    rules: list[str]
+    """The governance rules that asked for approval."""
+    reason: str
+    """Why approval is needed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalGranted(Event):
+    """A person approved the request."""
+
+    approver: str
+    """Who."""
+    reason: str
+    """Why, in their words."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalDenied(Event):
+    """A person denied the request."""
+
+    approver: str
+    """Who."""
+    reason: str
+    """Why, in their words."""
+
+
+# --- the effects ledger -------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class EffectApplied(Event):
+    """A side effect happened in the world, once, under its idempotency key."""
+
+    key: str
+    """The idempotency key."""
+    episode_id: uuid.UUID
+    """The episode."""
+    agent: str
+    """The agent whose action caused it."""
+    action: int
+    """The action's number."""
+    tool: str
+    """The tool."""
+    arguments: dict[str, Any]
+    """The validated arguments."""
+    result: dict[str, Any]
+    """What the tool returned."""
+
+
+# --- org memory -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class FactRecorded(Event):
+    """The fleet learned a fact about a subject."""
+
+    subject: str
+    """Whom it is about (``customer:ada``)."""
+    key: str
+    """Which fact (a newer fact with the same key supersedes this one)."""
+    statement: str
+    """The fact."""
+    source: dict[str, Any]
+    """Where it came from: episode, agent, action."""

@@ -1,0 +1,212 @@
+"""eventsourcing's ``ApplicationRecorder`` on SQLAlchemy Core: one recorder, two backends.
+
+Design note — how events reach SQL. eventsourcing ships a SQLite recorder (on ``sqlite3``)
+and a PostgreSQL recorder (on psycopg), each configured by environment variables, and the
+``eventsourcing-sqlalchemy`` package, which pins SQLAlchemy below 2.1. tether instead
+implements eventsourcing's recorder interface itself, on SQLAlchemy Core, because:
+
+- every command takes one SQLAlchemy URL (``--db``); one engine serves SQLite and
+  PostgreSQL with the same SQL, so the conformance suite exercises one code path twice;
+- the store owns its transactions: several streams are appended atomically (an action's
+  events with its approval request or its effect), SQLite writers take the write lock up
+  front (``BEGIN IMMEDIATE``) so two processes never deadlock on a lock upgrade, and
+  PostgreSQL inserts take a table lock so notification ids commit in order, as
+  eventsourcing's own PostgreSQL recorder does;
+- no version pin holds SQLAlchemy back.
+
+What stays eventsourcing's: ``StoredEvent``/``Notification``, the ``Mapper`` with its
+transcoder (and, later, its cipher hook), and the recorder contract, including
+``IntegrityError`` for a conflicting append.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    Notification,
+    OperationalError,
+    StoredEvent,
+    Subscription,
+)
+from sqlalchemy.engine import Connection, Engine
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _originator(value: str) -> uuid.UUID | str:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return value
+
+
+class SqlRecorder(ApplicationRecorder):
+    """Records events in one table, ``tether_events``; the notification id is the global order."""
+
+    def __init__(self, engine: Engine, table_name: str = "tether_events") -> None:
+        self.engine = engine
+        self.metadata = sa.MetaData()
+        self.table = sa.Table(
+            table_name,
+            self.metadata,
+            sa.Column("id", _ID, primary_key=True, autoincrement=True),
+            sa.Column("originator_id", sa.String(100), nullable=False),
+            sa.Column("originator_version", sa.Integer, nullable=False),
+            sa.Column("topic", sa.String(200), nullable=False),
+            sa.Column("state", sa.LargeBinary, nullable=False),
+            sa.UniqueConstraint("originator_id", "originator_version", name=f"{table_name}_uq"),
+            sa.Index(f"{table_name}_topic_ix", "topic", "id"),
+        )
+        t = self.table
+        self._insert = t.insert().returning(t.c.id, sort_by_parameter_order=True)
+        self._is_postgres = engine.dialect.name == "postgresql"
+        self._lock = sa.text(f"LOCK TABLE {table_name} IN EXCLUSIVE MODE")
+
+    def create_table(self) -> None:
+        """Create the table and its indexes if they do not exist."""
+        self.metadata.create_all(self.engine)
+
+    # --- writing ----------------------------------------------------------------------
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> list[int]:
+        """Append events, of one or several streams, in one transaction; return their ids."""
+        if not stored_events:
+            return []
+        rows = [
+            {
+                "originator_id": str(e.originator_id),
+                "originator_version": e.originator_version,
+                "topic": e.topic,
+                "state": e.state,
+            }
+            for e in stored_events
+        ]
+        try:
+            with self.writing() as conn:
+                if self._is_postgres:
+                    conn.execute(self._lock)
+                return [row[0] for row in conn.execute(self._insert, rows)]
+        except sa.exc.IntegrityError as e:
+            raise IntegrityError(str(e.orig)) from e
+        except sa.exc.OperationalError as e:
+            raise OperationalError(str(e.orig)) from e
+
+    def writing(self) -> _Writing:
+        """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, a plain one elsewhere."""
+        return _Writing(self.engine)
+
+    # --- reading ----------------------------------------------------------------------
+
+    def select_events(
+        self,
+        originator_id: uuid.UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        t = self.table
+        q = sa.select(t.c.originator_id, t.c.originator_version, t.c.topic, t.c.state).where(
+            t.c.originator_id == str(originator_id)
+        )
+        if gt is not None:
+            q = q.where(t.c.originator_version > gt)
+        if lte is not None:
+            q = q.where(t.c.originator_version <= lte)
+        q = q.order_by(t.c.originator_version.desc() if desc else t.c.originator_version)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [StoredEvent(_originator(r[0]), r[1], r[2], bytes(r[3])) for r in rows]
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> list[Notification]:
+        t = self.table
+        q = self._notification_query()
+        if start is not None:
+            q = q.where(t.c.id >= start if inclusive_of_start else t.c.id > start)
+        if stop is not None:
+            q = q.where(t.c.id <= stop)
+        if topics:
+            q = q.where(t.c.topic.in_(list(topics)))
+        q = q.order_by(t.c.id).limit(limit)
+        return self._notifications(q)
+
+    def select_streams(self, originator_ids: Sequence[uuid.UUID | str]) -> list[Notification]:
+        """Every event of the given streams, in global (notification) order."""
+        if not originator_ids:
+            return []
+        t = self.table
+        ids = [str(i) for i in originator_ids]
+        q = self._notification_query().where(t.c.originator_id.in_(ids)).order_by(t.c.id)
+        return self._notifications(q)
+
+    def max_notification_id(self) -> int | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(self.table.c.id))).scalar()
+        return None if value is None else int(value)
+
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> Subscription[ApplicationRecorder]:
+        """Not supported yet, as with eventsourcing's own SQLite recorder; poll instead."""
+        msg = f"The {type(self).__qualname__} recorder does not support subscriptions"
+        raise NotImplementedError(msg)
+
+    def _notification_query(self) -> sa.Select[Any]:
+        t = self.table
+        return sa.select(t.c.id, t.c.originator_id, t.c.originator_version, t.c.topic, t.c.state)
+
+    def _notifications(self, q: sa.Select[Any]) -> list[Notification]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [
+            Notification(
+                id=int(r[0]),
+                originator_id=_originator(r[1]),
+                originator_version=r[2],
+                topic=r[3],
+                state=bytes(r[4]),
+            )
+            for r in rows
+        ]
+
+
+class _Writing:
+    """Context manager for one write transaction, committed on success."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Connection:
+        conn = self._engine.connect().execution_options(tether_write=True)
+        self._conn = conn
+        conn.begin()
+        return conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            if exc_type is None:
+                conn.commit()
+            else:
+                conn.rollback()
+        finally:
+            conn.close()

@@ -1,0 +1,247 @@
+"""The event store: one SQLAlchemy URL, eventsourcing's mapper, and tether's recorder.
+
+SQLite (a file, ``.tether/tether.db`` by default) for one machine; PostgreSQL for a fleet
+that spans nodes. ``Store`` appends events of any number of streams atomically and reads
+them back as typed events; ``Journal`` is the single writer of one stream.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    IntegrityError,
+    JSONTranscoder,
+    Mapper,
+    Notification,
+    OperationalError,
+    StoredEvent,
+    UUIDAsHex,
+)
+from sqlalchemy.engine import Engine, make_url
+
+from tether.runtime.errors import StoreCorrupt, StoreUnavailable, StoreUrlError, StreamConflict
+
+from .events import Event
+from .sources import Clock
+
+DEFAULT_URL = "sqlite:///.tether/tether.db"
+"""Where the store lives when neither ``--db`` nor ``TETHER_DB`` says otherwise."""
+
+E = TypeVar("E", bound=Event)
+
+
+def resolve_url(url: str | None) -> str:
+    """The store URL to use: ``url``, else ``$TETHER_DB``, else the default SQLite file.
+
+    A relative SQLite path is made absolute here, once, so every process of a fleet (the
+    driver and its Ray workers, which may run elsewhere) opens the same file.
+    """
+    raw = url or os.environ.get("TETHER_DB") or DEFAULT_URL
+    try:
+        parsed = make_url(raw)
+    except sa.exc.ArgumentError as e:
+        raise StoreUrlError(raw, "not a URL") from e
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:":
+            raise StoreUrlError(raw, "an in-memory SQLite database cannot be shared; name a file")
+        path = Path(database).expanduser()
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        return parsed.set(database=str(path)).render_as_string(hide_password=False)
+    if backend == "postgresql":
+        return parsed.render_as_string(hide_password=False)
+    raise StoreUrlError(raw, f"unsupported backend {backend!r} (sqlite or postgresql)")
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for a resolved URL, with tether's SQLite settings."""
+    parsed = make_url(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            assert parsed.database is not None
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+            _tune_sqlite(engine)
+            return engine
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except (sa.exc.NoSuchModuleError, ModuleNotFoundError) as e:
+        raise StoreUrlError(url, f"no database driver: {e}") from e
+    except OSError as e:
+        raise StoreUnavailable(redact(url), str(e)) from e
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    # WAL lets readers run beside the writer; NORMAL syncs at checkpoints, which WAL keeps
+    # durable against process crashes. The driver's own transaction handling is turned off
+    # so that tether decides how each transaction begins (IMMEDIATE for writes).
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        write = conn.get_execution_options().get("tether_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+def new_mapper() -> Mapper[uuid.UUID]:
+    """The one mapper every event goes through."""
+    transcoder = JSONTranscoder()
+    transcoder.register(UUIDAsHex())
+    transcoder.register(DecimalAsStr())
+    transcoder.register(DatetimeAsISO())
+    return Mapper(transcoder=transcoder)
+
+
+class Store:
+    """Appends and reads tether's events."""
+
+    def __init__(self, url: str | None = None) -> None:
+        from .recorder import SqlRecorder
+
+        self.url = resolve_url(url)
+        self.engine = open_engine(self.url)
+        self.recorder = SqlRecorder(self.engine)
+        self.mapper = new_mapper()
+        try:
+            self.recorder.create_table()
+        except sa.exc.SQLAlchemyError as e:
+            self.engine.dispose()
+            raise StoreUnavailable(redact(self.url), _first_line(e)) from e
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing ----------------------------------------------------------------------
+
+    def append(self, events: Sequence[Event]) -> list[int]:
+        """Append events (of any streams) in one transaction; return their notification ids.
+
+        Raises ``StreamConflict`` if any stream already has an event at one of the positions.
+        """
+        stored = [self.mapper.to_stored_event(e) for e in events]
+        try:
+            return list(self.recorder.insert_events(stored) or [])
+        except IntegrityError as e:
+            streams = sorted({str(e_.originator_id) for e_ in events})
+            raise StreamConflict(streams, _first_line(e)) from e
+        except OperationalError as e:
+            raise StoreUnavailable(redact(self.url), _first_line(e)) from e
+
+    # --- reading ----------------------------------------------------------------------
+
+    def read(self, stream_id: uuid.UUID, *, after: int = 0) -> list[Event]:
+        """The events of one stream, in order, after position ``after``."""
+        try:
+            stored = self.recorder.select_events(stream_id, gt=after or None)
+        except sa.exc.OperationalError as e:
+            raise StoreUnavailable(redact(self.url), _first_line(e)) from e
+        return [self._decode(s) for s in stored]
+
+    def read_streams(self, stream_ids: Iterable[uuid.UUID]) -> list[tuple[int, Event]]:
+        """Every event of the given streams, in the order they were recorded."""
+        return [(n.id, self._decode(n)) for n in self.recorder.select_streams(list(stream_ids))]
+
+    def of_type(self, *types: type[E], start: int = 1, limit: int = 100_000) -> list[tuple[int, E]]:
+        """Events of the given types across all streams, in recorded order."""
+        from eventsourcing.utils import get_topic
+
+        topics = [get_topic(t) for t in types]
+        found = self.recorder.select_notifications(start=start, limit=limit, topics=topics)
+        out: list[tuple[int, E]] = []
+        for n in found:
+            event = self._decode(n)
+            assert isinstance(event, types)
+            out.append((n.id, event))
+        return out
+
+    def _decode(self, stored: StoredEvent | Notification) -> Event:
+        try:
+            event = self.mapper.to_domain_event(stored)
+        except Exception as e:
+            raise StoreCorrupt(str(stored.originator_id), stored.originator_version, str(e)) from e
+        assert isinstance(event, Event)
+        return event
+
+
+class Journal:
+    """The single writer of one stream: numbers events, holds them, appends them in one go.
+
+    Events are held until ``flush``; the caller flushes at durability points (before a
+    side effect, at an approval request, at the end of an action), so an action costs one
+    or two transactions however many stages it passes.
+    """
+
+    def __init__(self, store: Store, stream_id: uuid.UUID, clock: Clock, version: int = 0):
+        self.store = store
+        self.stream_id = stream_id
+        self.clock = clock
+        self.version = version
+        self.pending: list[Event] = []
+        self.observers: list[Callable[[Event], None]] = []
+        """Called with each new event, so state folded from the stream stays current."""
+
+    def record(self, cls: type[E], **fields: Any) -> E:
+        """Number and stamp a new event of this stream; it is written at the next flush."""
+        self.version += 1
+        event = cls(originator_id=self.stream_id, originator_version=self.version,
+                    at=self.clock.now(), **fields)
+        self.pending.append(event)
+        for observe in self.observers:
+            observe(event)
+        return event
+
+    def flush(self, *others: Event) -> None:
+        """Append the held events, and ``others`` of other streams, in one transaction."""
+        if not self.pending and not others:
+            return
+        own = self.pending
+        self.pending = []
+        try:
+            self.store.append([*own, *others])
+        except BaseException:
+            self.pending = own  # nothing was written; keep them for the caller to retry
+            raise
+
+
+def new_event(cls: type[E], stream_id: uuid.UUID, version: int, at: datetime, **fields: Any) -> E:
+    """An event of a stream that has no journal (an approval decision, an effect)."""
+    return cls(originator_id=stream_id, originator_version=version, at=at, **fields)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e)
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+

@@ -1,0 +1,39 @@
+"""tether.runtime: running a fleet — the gate, hosts on Ray, the supervisor, the CLI.
+
+The public names load on first use: ``tether.memory`` imports the error tree from here,
+and the CLI's quick commands should not pay for importing Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import TetherError
+
+if TYPE_CHECKING:
+    from .gate import Gate
+    from .host import Host
+    from .inbox import Inbox
+    from .launch import resume, run
+    from .supervisor import EpisodeReport, RootSupervisor
+
+_LAZY = {
+    "EpisodeReport": ".supervisor",
+    "Gate": ".gate",
+    "Host": ".host",
+    "Inbox": ".inbox",
+    "RootSupervisor": ".supervisor",
+    "resume": ".launch",
+    "run": ".launch",
+}
+
+__all__ = ["EpisodeReport", "Gate", "Host", "Inbox", "RootSupervisor", "TetherError",
+           "resume", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tether.runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

@@ -1,0 +1,140 @@
+"""Gate stage 1, boundaries: is this action even possible?
+
+The tool's pydantic schema validates the arguments; deterministic rails (allowlists,
+spend caps, handoff targets) refuse what can never be allowed. Code, never a prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from tether.agents.tools import HANDOFF, Tool
+from tether.topologies.spec import Agent, AllowedValues, Rail, SpendCap
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One rule an action broke."""
+
+    rule: str
+    """The rule's id (``schema``, ``allow:send_email.to``, ``cap:issue_refund.amount``)."""
+    field: str
+    """The argument concerned."""
+    message: str
+    """What is wrong, and what would be allowed."""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"rule": self.rule, "field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True)
+class BoundaryCheck:
+    """The result of stage 1: validated arguments, or the violations."""
+
+    tool: Tool | None
+    args: BaseModel | None
+    violations: tuple[Violation, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    @property
+    def reason(self) -> str:
+        if self.passed:
+            return "arguments match the schema and every rail"
+        return "; ".join(f"{v.message} (rule {v.rule})" for v in self.violations)
+
+
+def lookup(context: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted path of the trusted context, or None."""
+    value: Any = context
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _number(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+class Boundaries:
+    """Stage 1 for one agent: schema plus rails, with per-episode spend kept here."""
+
+    def __init__(self, agent: Agent, context: dict[str, Any]) -> None:
+        self.tools = agent.all_tools()
+        self.rails: dict[str, list[Rail]] = {}
+        for rail in agent.rails:
+            self.rails.setdefault(rail.tool, []).append(rail)
+        if agent.handoffs:
+            self.rails.setdefault(HANDOFF, []).append(
+                AllowedValues(tool=HANDOFF, field="to", values=agent.handoffs))
+        # Allowed sets are resolved once, from trusted records, never from model text.
+        self.allowed: dict[AllowedValues, frozenset[str]] = {}
+        for rails in self.rails.values():
+            for rail in rails:
+                if isinstance(rail, AllowedValues):
+                    extra = lookup(context, rail.from_context) if rail.from_context else None
+                    values = {*rail.values, *([str(extra)] if extra is not None else [])}
+                    self.allowed[rail] = frozenset(v.casefold() for v in values)
+        self.spent: dict[SpendCap, Decimal] = {}
+
+    def check(self, tool_name: str, arguments: dict[str, Any]) -> BoundaryCheck:
+        """Validate and check one call; never raises for bad input from a model."""
+        found = self.tools.get(tool_name)
+        if found is None:
+            return BoundaryCheck(None, None, (Violation(
+                "tool", "name", f"unknown tool {tool_name!r}; known: {sorted(self.tools)}"),))
+        if not isinstance(arguments, dict):
+            return BoundaryCheck(found, None, (Violation(
+                "schema", "arguments", "arguments must be a JSON object"),))
+        try:
+            args = found.args.model_validate(arguments)
+        except ValidationError as e:
+            return BoundaryCheck(found, None, tuple(
+                Violation("schema", ".".join(str(p) for p in err["loc"]) or "arguments",
+                          f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}")
+                for err in e.errors()))
+        violations = [v for rail in self.rails.get(tool_name, [])
+                      for v in self._rail(rail, args)]
+        return BoundaryCheck(found, args, tuple(violations))
+
+    def _rail(self, rail: Rail, args: BaseModel) -> list[Violation]:
+        value = getattr(args, rail.field, None)
+        if isinstance(rail, AllowedValues):
+            allowed = self.allowed[rail]
+            if value is None or str(value).casefold() not in allowed:
+                return [Violation(rail.rule_id, rail.field,
+                                  f"{rail.field} {value!r} is not allowed; allowed: "
+                                  f"{sorted(allowed)}")]
+            return []
+        amount = _number(value)
+        if amount is None:
+            return [Violation(rail.rule_id, rail.field, f"{rail.field} {value!r} is not a number")]
+        out = []
+        if rail.per_call is not None and amount > rail.per_call:
+            out.append(Violation(rail.rule_id, rail.field,
+                                 f"{rail.field} {amount} exceeds the per-call cap {rail.per_call}"))
+        spent = self.spent.get(rail, Decimal(0))
+        if rail.per_episode is not None and spent + amount > rail.per_episode:
+            out.append(Violation(rail.rule_id, rail.field,
+                                 f"{rail.field} {amount} would bring the episode's total to "
+                                 f"{spent + amount}, over the cap {rail.per_episode}"))
+        return out
+
+    def note_executed(self, tool_name: str, arguments: dict[str, Any]) -> None:
+        """Count an executed call toward the spend caps (folded from the stream)."""
+        for rail in self.rails.get(tool_name, []):
+            if isinstance(rail, SpendCap):
+                amount = _number(arguments.get(rail.field))
+                if amount is not None:
+                    self.spent[rail] = self.spent.get(rail, Decimal(0)) + amount

@@ -1,0 +1,337 @@
+"""The ``tether`` command: run fleets, decide approvals, replay episodes.
+
+Every command takes ``--db URL`` (or ``TETHER_DB``). Bad input gets one line naming the
+problem and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import shlex
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from tether.memory.episodes import Timeline, list_episodes, load_timeline
+from tether.memory.events import Event
+from tether.memory.sources import SystemClock
+from tether.memory.store import Store
+from tether.runtime.errors import TetherError
+
+app = typer.Typer(help="tether: run a fleet of AI agents safely, and replay what it did.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+inbox_app = typer.Typer(help="The approvals inbox: actions waiting for a person.",
+                        no_args_is_help=True)
+app.add_typer(inbox_app, name="inbox")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+Db = Annotated[str | None, typer.Option(
+    "--db", envvar="TETHER_DB", show_envvar=True,
+    help="Store URL (SQLAlchemy form): sqlite:///path.db or postgresql://user@host/db.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Address = Annotated[str | None, typer.Option(
+    "--address", help="Join a running Ray cluster at this address instead of starting one.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handled(fn: F) -> F:
+    """Turn tether's errors into one line on stderr and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TetherError as e:
+            lines = str(e).splitlines() or [type(e).__name__]
+            err.print(f"[bold red]error:[/] {lines[0]}", markup=True)
+            for line in lines[1:]:
+                err.print(line, markup=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _db_flag(db: str | None) -> str:
+    """The ``--db`` part of a command we print for the user to run next."""
+    if db is None or db == os.environ.get("TETHER_DB"):
+        return ""
+    return f" --db {shlex.quote(db)}"
+
+
+# --- running ------------------------------------------------------------------------
+
+
+@app.command()
+@handled
+def demo(db: Db = None, address: Address = None) -> None:
+    """Run the refund desk to completion, unattended, and summarize what the gate did."""
+    from tether.runtime.launch import run
+    from tether.topologies.loader import load_module
+
+    loaded = load_module("tether.topologies.demo")
+    with err.status("running the refund desk on Ray…"):
+        report = run(loaded, db=db, address=address)
+    _summarize(report.episode_id, db)
+
+
+@app.command("run")
+@handled
+def run_file(
+    file: Annotated[Path, typer.Argument(help="A Python file that defines a Topology.")],
+    db: Db = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", help="The entry agent's input as JSON (default: the file's `task`).")] = None,
+    attr: Annotated[str | None, typer.Option(
+        "--attr", help="Name of the Topology in the file (default: `topology`).")] = None,
+    address: Address = None,
+) -> None:
+    """Run a topology defined in a Python file."""
+    from tether.runtime.errors import ConfigError
+    from tether.runtime.launch import run
+    from tether.topologies.loader import load_file
+
+    loaded = load_file(file, attr)
+    given = None
+    if task is not None:
+        try:
+            given = json.loads(task)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--task: not valid JSON ({e.msg} at column {e.colno})") from e
+        if not isinstance(given, dict):
+            raise ConfigError("--task: must be a JSON object, e.g. '{\"question\": \"...\"}'")
+    with err.status(f"running {loaded.topology.name} on Ray…"):
+        report = run(loaded, given, db=db, address=address)
+    _summarize(report.episode_id, db)
+
+
+@app.command()
+@handled
+def resume(
+    episode: Annotated[str, typer.Argument(help="The episode id.")],
+    db: Db = None,
+    address: Address = None,
+) -> None:
+    """Continue an episode: after approvals were decided, or after a crash."""
+    from tether.runtime.launch import resume as resume_episode
+
+    with err.status("resuming on Ray…"):
+        report = resume_episode(episode, db=db, address=address)
+    _summarize(report.episode_id, db)
+
+
+def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
+    with Store(db) as store:
+        t = load_timeline(store, episode_id)
+    out.print(f"episode: {t.episode_id}")
+    out.print(f"{t.topology}: {t.status}" + (f" — {t.output}" if t.output else ""))
+    out.print(f"actions: {t.count('executed')} allowed, {t.count('denied')} denied, "
+              f"{t.count('waiting')} waiting for approval"
+              + (f", {t.count('failed')} failed" if t.count("failed") else ""))
+    for a in t.agents:
+        for act in a.actions:
+            if act.outcome == "denied":
+                out.print(f"  denied  {a.name} #{act.action} {act.tool}: "
+                          f"{act.stages[-1].reason if act.stages else ''}", markup=False)
+    for a in t.agents:
+        for act in a.actions:
+            if act.outcome == "waiting":
+                args = json.dumps(act.arguments, sort_keys=True)
+                out.print(f"  waiting {a.name} #{act.action} {act.tool} {args}", markup=False)
+                out.print(f"    approve: tether inbox approve {act.approval_id}{_db_flag(db)}",
+                          markup=False)
+                out.print(f"    deny:    tether inbox deny {act.approval_id}{_db_flag(db)}",
+                          markup=False)
+    if t.status == "waiting":
+        out.print(f"then finish it: tether resume {t.episode_id}{_db_flag(db)}", markup=False)
+    out.print(f"replay it: tether replay {t.episode_id}{_db_flag(db)}", markup=False)
+
+
+# --- looking back ---------------------------------------------------------------------
+
+
+@app.command()
+@handled
+def episodes(db: Db = None, as_json: Json = False) -> None:
+    """List episodes, oldest first."""
+    with Store(db) as store:
+        found = list_episodes(store)
+    if as_json:
+        out.print_json(data=[{**asdict(e), "episode_id": str(e.episode_id)} for e in found])
+        return
+    table = Table("episode", "topology", "started", "status", "detail")
+    for e in found:
+        table.add_row(str(e.episode_id), e.topology, e.started_at, e.status, e.detail)
+    out.print(table)
+
+
+@app.command()
+@handled
+def replay(
+    episode: Annotated[str, typer.Argument(help="The episode id.")],
+    db: Db = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the events as a JSON array.")]
+    = False,
+) -> None:
+    """Show an episode: agent → action → each gate stage's decision and reason."""
+    from tether.runtime.launch import parse_episode_id
+
+    with Store(db) as store:
+        t = load_timeline(store, parse_episode_id(episode))
+    if as_json:
+        sys.stdout.write(json.dumps([event_json(i, e) for i, e in t.events], indent=1,
+                                    default=str) + "\n")
+        return
+    out.print(render(t))
+
+
+def event_json(notification_id: int, e: Event) -> dict[str, Any]:
+    """An event as a JSON object: its position, type, and fields."""
+    fields = {k: v for k, v in vars(e).items()
+              if k not in ("originator_id", "originator_version", "at")}
+    return {"id": notification_id, "stream": str(e.originator_id),
+            "version": e.originator_version, "type": type(e).__name__,
+            "at": e.at.isoformat(), **fields}
+
+
+def render(t: Timeline) -> Tree:
+    """The episode as a rich tree."""
+    colors = {"executed": "green", "denied": "red", "failed": "red", "waiting": "yellow"}
+    root = Tree(f"[bold]episode {t.episode_id}[/] · {t.topology} · "
+                f"[{'green' if t.status == 'completed' else 'yellow'}]{t.status}[/] · "
+                f"started {t.started_at}")
+    for a in t.agents:
+        by = ", ".join(a.assigned_by) or "nobody"
+        branch = root.add(f"[bold cyan]{a.name}[/] (task from {by}) · {a.turns} model turns · "
+                          f"{a.steps_used} steps used · {a.status}"
+                          + (f": {_esc(a.detail)}" if a.detail else ""))
+        for act in a.actions:
+            color = colors.get(act.outcome, "white")
+            args = _esc(json.dumps(act.arguments, sort_keys=True))
+            node = branch.add(f"#{act.action} [bold]{act.tool}[/] {args} → "
+                              f"[{color}]{act.outcome}[/]")
+            for s in act.stages:
+                extra = _stage_extra(s.stage, s.detail)
+                node.add(f"{s.stage:<12} [{_stage_color(s.decision)}]{s.decision:<9}[/] "
+                         f"{_esc(s.reason)}{extra}")
+    if t.effects:
+        effects = root.add("[bold]effects[/] (the ledger: each key once)")
+        for e in t.effects:
+            effects.add(f"{e.key} · {e.tool} · {_esc(json.dumps(e.result, sort_keys=True))}")
+    return root
+
+
+def _stage_extra(stage: str, detail: dict[str, Any]) -> str:
+    if stage == "budget" and "left" in detail:
+        left = ", ".join(f"{k} {'∞' if v is None else v}" for k, v in detail["left"].items())
+        return f" [dim](left: {left})[/]"
+    if stage == "governance":
+        return f" [dim](tier {detail.get('tier')}; rules {', '.join(detail.get('rules', []))})[/]"
+    if stage == "execution" and detail.get("effect_key"):
+        return f" [dim](effect {detail['effect_key']})[/]"
+    return ""
+
+
+def _stage_color(decision: str) -> str:
+    if decision in ("deny", "denied", "fail", "error"):
+        return "red"
+    if decision in ("waiting", "approval"):
+        return "yellow"
+    return "green"
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+# --- the inbox ------------------------------------------------------------------------
+
+
+@inbox_app.command("list")
+@handled
+def inbox_list(
+    db: Db = None,
+    as_json: Json = False,
+    everything: Annotated[bool, typer.Option("--all", help="Include decided requests.")] = False,
+) -> None:
+    """Show requests waiting for a person."""
+    from tether.runtime.inbox import Inbox
+
+    with Store(db) as store:
+        items = Inbox(store, SystemClock()).items(None if everything else "pending")
+    if as_json:
+        out.print_json(data=[i.as_dict() for i in items])
+        return
+    table = Table("id", "status", "tier", "agent", "tool", "arguments", "why", "episode")
+    for i in items:
+        r = i.request
+        table.add_row(str(i.id), i.status, r.tier, r.agent, r.tool,
+                      json.dumps(r.arguments, sort_keys=True), r.reason, str(r.episode_id))
+    out.print(table)
+    if not items:
+        out.print("nothing waits for a person")
+
+
+Approver = Annotated[str | None, typer.Option(
+    "--as", help="Who decides (recorded); default: the current user.")]
+Reason = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
+
+
+@inbox_app.command("approve")
+@handled
+def inbox_approve(
+    approval: Annotated[str, typer.Argument(help="The request id.")],
+    db: Db = None, approver: Approver = None, reason: Reason = "",
+) -> None:
+    """Approve a request; `tether resume EPISODE` then carries the action out."""
+    _decide(approval, db, approver, reason, grant=True)
+
+
+@inbox_app.command("deny")
+@handled
+def inbox_deny(
+    approval: Annotated[str, typer.Argument(help="The request id.")],
+    db: Db = None, approver: Approver = None, reason: Reason = "",
+) -> None:
+    """Deny a request; the agent is told, and `tether resume EPISODE` lets it go on."""
+    _decide(approval, db, approver, reason, grant=False)
+
+
+def _decide(approval: str, db: str | None, approver: str | None, reason: str,
+            grant: bool) -> None:
+    from tether.runtime.inbox import Inbox
+
+    who = approver or _current_user()
+    with Store(db) as store:
+        inbox = Inbox(store, SystemClock())
+        item = (inbox.approve if grant else inbox.deny)(approval, who, reason)
+    out.print(f"{item.status}: {item.id} ({item.request.tool} by {item.request.agent}) "
+              f"as {who}", markup=False)
+    out.print(f"continue: tether resume {item.request.episode_id}{_db_flag(db)}", markup=False)
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
+
+
+def main() -> None:
+    """Entry point of the ``tether`` script."""
+    app()

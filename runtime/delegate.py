@@ -1,0 +1,115 @@
+"""Gate stage 5, execution: a delegate runs the tool, retries transient failures, and
+journals side effects under an idempotency key so each happens once.
+
+A tool that is not read-only goes through the effects ledger: if its key is already
+there, the recorded result is fed back instead of calling the tool again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import tenacity
+from pydantic import BaseModel
+
+from tether.agents.tools import Tool, ToolContext
+from tether.memory.events import (
+    EffectApplied,
+    Event,
+    FactRecorded,
+    effect_stream_id,
+    subject_stream_id,
+)
+from tether.memory.sources import Clock
+from tether.memory.store import Store, new_event
+from tether.runtime.errors import TransientToolError
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What the delegate did."""
+
+    result: dict[str, Any] | None
+    """The tool's result, when it returned one."""
+    error: str | None
+    """Why it failed, when it did."""
+    attempts: int
+    """Calls made (1 plus retries); 0 when the ledger answered."""
+    effect_key: str | None = None
+    """The idempotency key, for tools with a side effect."""
+    replayed: bool = False
+    """True when the result came from the ledger, not from a call."""
+    events: tuple[Event, ...] = field(default=())
+    """Ledger and memory events to append with the action's record."""
+
+
+def idempotency_key(episode_id: uuid.UUID, agent: str, action: int) -> str:
+    """The key of one action's side effect: stable across restarts and resumes."""
+    return f"{episode_id}/{agent}/{action}"
+
+
+class Delegate:
+    """Runs tools for one agent."""
+
+    def __init__(self, store: Store, clock: Clock, *, attempts: int = 3,
+                 backoff_s: float = 0.05) -> None:
+        self.store = store
+        self.clock = clock
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+
+    def execute(self, tool: Tool, args: BaseModel, *, episode_id: uuid.UUID, agent: str,
+                action: int, context: dict[str, Any]) -> Execution:
+        key = idempotency_key(episode_id, agent, action) if tool.has_effect else None
+        if key is not None:
+            recorded = self.store.read(effect_stream_id(key))
+            if recorded and isinstance(recorded[0], EffectApplied):
+                return Execution(recorded[0].result, None, 0, key, replayed=True)
+        facts: list[tuple[str, str, str]] = []
+        ctx = ToolContext(episode_id=episode_id, agent=agent, action=action,
+                          idempotency_key=key or "", context=context,
+                          record_fact=lambda s, k, t: facts.append((s, k, t)))
+        attempts = 0
+
+        def once() -> dict[str, Any]:
+            nonlocal attempts
+            attempts += 1
+            facts.clear()
+            out = tool.fn(args, ctx)
+            return out.model_dump(mode="json") if isinstance(out, BaseModel) else dict(out)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=2.0),
+            retry=tenacity.retry_if_exception_type(TransientToolError),
+            reraise=True,
+        )
+        try:
+            result = retrying(once)
+        except Exception as e:  # a tool's failure is an outcome of the action, not a crash
+            return Execution(None, f"{type(e).__name__}: {e}", attempts, key)
+        events: list[Event] = []
+        if key is not None:
+            events.append(new_event(
+                EffectApplied, effect_stream_id(key), 1, self.clock.now(), key=key,
+                episode_id=episode_id, agent=agent, action=action, tool=tool.name,
+                arguments=args.model_dump(mode="json"), result=result))
+        events += self._facts(facts, episode_id, agent, action)
+        return Execution(result, None, attempts, key, events=tuple(events))
+
+    def _facts(self, facts: list[tuple[str, str, str]], episode_id: uuid.UUID, agent: str,
+               action: int) -> list[Event]:
+        out: list[Event] = []
+        versions: dict[uuid.UUID, int] = {}
+        for subject, key, statement in facts:
+            stream = subject_stream_id(subject)
+            if stream not in versions:
+                versions[stream] = len(self.store.read(stream))
+            versions[stream] += 1
+            out.append(new_event(
+                FactRecorded, stream, versions[stream], self.clock.now(), subject=subject,
+                key=key, statement=statement,
+                source={"episode": str(episode_id), "agent": agent, "action": action}))
+        return out

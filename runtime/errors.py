@@ -1,0 +1,165 @@
+"""Every error tether raises, as one tree under ``TetherError``.
+
+Users catch families, not strings. An error carries its evidence as attributes and has
+no side effects. Signals (an action needs approval, an agent handed off, a budget ran
+out inside the gate) are values or events, never these exceptions.
+
+    TetherError
+    ├── ConfigError                 bad input from a person: fix the named field
+    │   ├── TopologyError           a fleet definition; lists every problem with its path
+    │   ├── StoreUrlError           a --db / TETHER_DB value that is not a usable URL
+    │   └── TopologyLoadError       a topology file that cannot be imported or has no fleet
+    ├── StoreError                  the event store
+    │   ├── StoreUnavailable        the database cannot be reached or opened
+    │   ├── StreamConflict          another writer appended to the same stream first
+    │   └── StoreCorrupt            a stored record cannot be decoded (names stream and position)
+    ├── NotFound                    a named thing does not exist
+    │   ├── EpisodeNotFound
+    │   └── ApprovalNotFound
+    ├── ApprovalError               an approval cannot be decided as asked (already decided)
+    ├── ModelError                  a model could not produce a turn
+    │   └── ScriptExhausted         the scripted model has no turn left for a request
+    ├── ToolError                   a tool raised while executing
+    │   └── TransientToolError      raised by tools for failures worth retrying
+    └── HostError                   a Ray host actor failed or could not be reached
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class TetherError(Exception):
+    """Root of every error tether raises."""
+
+
+class ConfigError(TetherError):
+    """Bad input from a person; the message names the field and the fix."""
+
+
+class TopologyError(ConfigError):
+    """A fleet definition with one or more problems, each with its path."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        head = f"topology has {count} problem{'s' if count != 1 else ''}"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class StoreUrlError(ConfigError):
+    """A store URL that cannot be used."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"--db {url!r}: {reason}; use SQLAlchemy's URL form, e.g. "
+            "sqlite:///.tether/tether.db or postgresql://postgres@127.0.0.1:5432/test"
+        )
+
+
+class TopologyLoadError(ConfigError):
+    """A topology file that cannot be loaded."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class StoreError(TetherError):
+    """The event store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or opened."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"store {url} is unavailable: {reason}")
+
+
+class StreamConflict(StoreError):
+    """Another writer appended to one of the streams first."""
+
+    def __init__(self, stream_ids: Sequence[str], reason: str) -> None:
+        self.stream_ids = tuple(stream_ids)
+        super().__init__(f"conflicting append to stream(s) {', '.join(self.stream_ids)}: {reason}")
+
+
+class StoreCorrupt(StoreError):
+    """A stored record cannot be decoded; other streams stay readable."""
+
+    def __init__(self, stream_id: str, position: int, reason: str) -> None:
+        self.stream_id = stream_id
+        self.position = position
+        super().__init__(f"stream {stream_id} position {position} cannot be decoded: {reason}")
+
+
+class NotFound(TetherError):
+    """A named thing does not exist."""
+
+
+class EpisodeNotFound(NotFound):
+    """No episode has this id."""
+
+    def __init__(self, episode_id: str) -> None:
+        self.episode_id = episode_id
+        super().__init__(f"no episode {episode_id!r}; `tether episodes` lists them")
+
+
+class ApprovalNotFound(NotFound):
+    """No approval request has this id."""
+
+    def __init__(self, approval_id: str) -> None:
+        self.approval_id = approval_id
+        super().__init__(f"no approval request {approval_id!r}; `tether inbox list` shows them")
+
+
+class ApprovalError(TetherError):
+    """An approval request cannot be decided as asked."""
+
+    def __init__(self, approval_id: str, reason: str) -> None:
+        self.approval_id = approval_id
+        self.reason = reason
+        super().__init__(f"approval {approval_id}: {reason}")
+
+
+class ModelError(TetherError):
+    """A model could not produce a turn."""
+
+
+class ScriptExhausted(ModelError):
+    """The scripted model was asked for a turn it does not have."""
+
+    def __init__(self, agent: str, turn: int, scripted: int) -> None:
+        self.agent = agent
+        self.turn = turn
+        self.scripted = scripted
+        super().__init__(
+            f"scripted model for agent {agent!r} has {scripted} turn(s); turn {turn} was requested"
+        )
+
+
+class ToolError(TetherError):
+    """A tool raised while executing."""
+
+    def __init__(self, tool: str, reason: str) -> None:
+        self.tool = tool
+        self.reason = reason
+        super().__init__(f"tool {tool!r} failed: {reason}")
+
+
+class TransientToolError(ToolError):
+    """A tool failure worth retrying (a timeout, a 503); tools raise it themselves."""
+
+
+class HostError(TetherError):
+    """A Ray host actor failed or could not be reached."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        self.reason = reason
+        super().__init__(f"host {host}: {reason}")

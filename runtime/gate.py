@@ -1,0 +1,219 @@
+"""The gate: every intended action passes boundaries → budget → governance → approval →
+execution → verification → record, and each stage's outcome is an event.
+
+The gate only records events; its state (next action number, budget, spend, actions
+waiting for a person) is a fold of those events, the same fold whether they were just
+recorded or read back from the store after a restart.
+
+Durability: an action's events are held in the agent's journal and written at most twice:
+before a side effect runs (write-ahead, so a crash never leaves an effect without its
+decision on record), and with its outcome, atomically with the effects ledger. A
+read-only action is written once. An approval request is written atomically with the
+action's events, so it is in the inbox exactly when the agent waits for it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from tether.agents.loop import ActionResult
+from tether.agents.model import ToolCall
+from tether.agents.tools import Tool
+from tether.memory.events import (
+    ActionExecuted,
+    ActionProposed,
+    ActionRecorded,
+    ActionVerified,
+    ApprovalAwaited,
+    ApprovalSettled,
+    BoundariesChecked,
+    BudgetReserved,
+    BudgetSettled,
+    Event,
+    GovernanceDecided,
+)
+from tether.memory.sources import Ids
+from tether.memory.store import Journal
+
+from .boundaries import Boundaries
+from .budget import StepLedger
+from .delegate import Delegate
+from .governance import Governance
+from .inbox import Inbox
+
+
+Outcome = Literal["executed", "denied", "failed"]
+
+
+@dataclass
+class _Open:
+    """An action in flight, as folded from its events."""
+
+    tool: str
+    arguments: dict[str, Any]
+    approval_id: uuid.UUID | None = None
+    reserved: int = 0
+    executed: bool = False
+
+
+class Gate:
+    """The seven stages for one agent in one episode."""
+
+    def __init__(self, *, agent: str, episode_id: uuid.UUID, journal: Journal,
+                 boundaries: Boundaries, ledger: StepLedger, governance: Governance,
+                 inbox: Inbox, delegate: Delegate, ids: Ids,
+                 context: dict[str, Any]) -> None:
+        self.agent = agent
+        self.episode_id = episode_id
+        self.journal = journal
+        self.boundaries = boundaries
+        self.ledger = ledger
+        self.governance = governance
+        self.inbox = inbox
+        self.delegate = delegate
+        self.ids = ids
+        self.context = context
+        self.actions = 0
+        self.open: dict[int, _Open] = {}
+
+    # --- the fold ---------------------------------------------------------------------
+
+    def observe(self, event: Event) -> None:
+        """Fold one event of the agent's stream into the gate's state."""
+        if isinstance(event, ActionProposed):
+            self.actions = max(self.actions, event.action)
+            self.open[event.action] = _Open(event.tool, event.arguments)
+        elif isinstance(event, BudgetReserved) and event.steps:
+            self.ledger.reserve(event.steps)
+            self.open[event.action].reserved = event.steps
+        elif isinstance(event, BudgetSettled):
+            self.ledger.settle(event.used, event.released)
+            self.open[event.action].reserved = 0
+        elif isinstance(event, ApprovalAwaited):
+            self.open[event.action].approval_id = event.approval_id
+        elif isinstance(event, ActionExecuted) and event.decision == "ok":
+            opened = self.open[event.action]
+            opened.executed = True
+            self.boundaries.note_executed(opened.tool, opened.arguments)
+        elif isinstance(event, ActionRecorded):
+            self.open.pop(event.action, None)
+
+    # --- the stages -------------------------------------------------------------------
+
+    def submit(self, call: ToolCall) -> ActionResult:
+        """Run one tool call through every stage."""
+        n = self.actions + 1
+        self._record(ActionProposed, action=n, call_id=call.id, tool=call.name,
+                     arguments=call.arguments)
+        # 1. boundaries
+        check = self.boundaries.check(call.name, call.arguments)
+        self._record(BoundariesChecked, action=n, decision="pass" if check.passed else "deny",
+                     reason=check.reason, violations=[v.as_dict() for v in check.violations])
+        if not check.passed or check.tool is None or check.args is None:
+            return self._end(n, "denied", "boundaries", f"denied by boundaries: {check.reason}")
+        tool, args = check.tool, check.args
+        # 2. budget
+        short = self.ledger.can_reserve(1)
+        if short is not None:
+            reason = f"no step left on {short.name}'s budget (limit {short.limit})"
+            self._record(BudgetReserved, action=n, decision="deny", reason=reason, steps=0,
+                         left=self.ledger.left_by_ledger())
+            return self._end(n, "denied", "budget", f"denied by budget: {reason}")
+        left = {name: None if steps is None else steps - 1
+                for name, steps in self.ledger.left_by_ledger().items()}
+        self._record(BudgetReserved, action=n, decision="reserved", steps=1, left=left,
+                     reason="1 step reserved")
+        # 3. governance
+        decision = self.governance.decide(tool, args)
+        self._record(GovernanceDecided, action=n, decision=decision.verdict,
+                     reason=decision.reason, tier=decision.tier, rules=list(decision.rules))
+        if decision.verdict == "deny":
+            return self._end(n, "denied", "governance", f"denied by governance: "
+                             f"{decision.reason}")
+        # 4. approval
+        if decision.verdict == "approval":
+            approval_id = self.ids.new()
+            self._record(ApprovalAwaited, action=n, decision="waiting", approval_id=approval_id,
+                         tier=decision.tier, reason=f"waiting for a person: {decision.reason}")
+            self.journal.flush(self.inbox.request(
+                approval_id, episode_id=self.episode_id, agent=self.agent, action=n,
+                tool=tool.name, arguments=call.arguments, tier=decision.tier,
+                rules=list(decision.rules), reason=decision.reason))
+            return ActionResult(n, "waiting", f"waiting for approval {approval_id}",
+                                approval_id=str(approval_id))
+        self._record(ApprovalSettled, action=n, decision="auto",
+                     reason=f"tier {decision.tier} needs no person")
+        return self._execute(n, tool, args)
+
+    def settle_approval(self, action: int) -> ActionResult:
+        """Finish an action that waited for a person, if the person has decided."""
+        opened = self.open.get(action)
+        if opened is None or opened.approval_id is None:
+            return ActionResult(action, "failed", f"action {action} is not waiting for approval")
+        item = self.inbox.get(opened.approval_id)
+        if item.status == "pending":
+            return ActionResult(action, "waiting", f"waiting for approval {item.id}",
+                                approval_id=str(item.id))
+        granted = item.status == "granted"
+        self._record(ApprovalSettled, action=action, decision=item.status,
+                     reason=f"{item.status} by {item.approver}: {item.reason or 'no reason given'}",
+                     approval_id=item.id, approver=item.approver)
+        if not granted:
+            return self._end(action, "denied", "approval",
+                             f"denied by {item.approver}: {item.reason or 'no reason given'}")
+        check = self.boundaries.check(opened.tool, opened.arguments)
+        if not check.passed or check.tool is None or check.args is None:
+            # The world moved on while a person decided (a cap was reached meanwhile).
+            return self._end(action, "denied", "boundaries",
+                             f"denied by boundaries after approval: {check.reason}")
+        return self._execute(action, check.tool, check.args)
+
+    def _execute(self, n: int, tool: Tool, args: BaseModel) -> ActionResult:
+        # 5. execution
+        if tool.has_effect:
+            self.journal.flush()  # write-ahead: the decision is durable before the effect
+        done = self.delegate.execute(tool, args, episode_id=self.episode_id, agent=self.agent,
+                                     action=n, context=self.context)
+        if done.error is not None:
+            self._record(ActionExecuted, action=n, decision="error", reason=done.error,
+                         result=None, attempts=done.attempts, effect_key=done.effect_key)
+            return self._end(n, "failed", "execution", f"the tool failed: {done.error}")
+        how = "fed back from the effects ledger" if done.replayed else (
+            f"ran in {done.attempts} attempt{'s' if done.attempts != 1 else ''}")
+        self._record(ActionExecuted, action=n, decision="ok", reason=how, result=done.result,
+                     attempts=done.attempts, effect_key=done.effect_key,
+                     effect_replayed=done.replayed)
+        # 6. verification
+        assert done.result is not None
+        failure = tool.verify(args, done.result) if tool.verify else None
+        if failure is not None:
+            self._record(ActionVerified, action=n, decision="fail", reason=failure)
+            return self._end(n, "failed", "verification",
+                             f"the result failed verification: {failure}", done.events)
+        self._record(ActionVerified, action=n, decision="pass",
+                     reason="post-condition held" if tool.verify else "no post-condition declared")
+        # 7. record
+        return self._end(n, "executed", "record", json.dumps(done.result, sort_keys=True),
+                         done.events, result=done.result)
+
+    def _end(self, n: int, outcome: Outcome, ended_at: str, observation: str,
+             others: tuple[Event, ...] = (), result: dict[str, Any] | None = None) -> ActionResult:
+        opened = self.open.get(n)
+        if opened is not None and opened.reserved:
+            used = 1 if opened.executed else 0
+            self._record(BudgetSettled, action=n, decision="settled", used=used,
+                         released=opened.reserved - used,
+                         reason="1 step used" if used else "nothing ran; step released")
+        self._record(ActionRecorded, action=n, decision=outcome, ended_at=ended_at,
+                     observation=observation,
+                     reason="executed" if outcome == "executed" else f"{outcome} at {ended_at}")
+        self.journal.flush(*others)
+        return ActionResult(n, outcome, observation, result=result)
+
+    def _record(self, cls: type[Event], **fields: Any) -> None:
+        self.journal.record(cls, **fields)

@@ -1,0 +1,112 @@
+"""A host carries many agents of one fleet; each agent is rebuilt from its stream.
+
+``Host`` is plain Python, testable without Ray. ``runtime.actor`` wraps it in a Ray
+actor, a thin shell: the actor's constructor builds a ``Host`` and every method forwards.
+A restarted actor therefore comes back with exactly the state its events describe.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome
+from tether.agents.model import ToolCall
+from tether.memory.events import EpisodeStarted, TaskAssigned, agent_stream_id
+from tether.memory.sources import Clock, Ids
+from tether.memory.store import Journal, Store
+from tether.runtime.errors import ConfigError, EpisodeNotFound
+from tether.topologies.spec import Topology
+
+from .boundaries import Boundaries
+from .budget import StepLedger
+from .delegate import Delegate
+from .gate import Gate
+from .governance import Governance
+from .inbox import Inbox
+
+
+@dataclass
+class AgentRuntime:
+    """One agent at work in one episode: its journal, gate and loop."""
+
+    name: str
+    journal: Journal
+    gate: Gate
+    loop: AgentLoop
+
+    def assign(self, task: dict[str, Any], by: str) -> None:
+        """Give the agent a task (the episode's input or a handoff)."""
+        self.journal.record(TaskAssigned, episode_id=self.gate.episode_id, agent=self.name,
+                            task=task, by=by)
+        self.journal.flush()
+
+
+class Host:
+    """Agents of one topology, by (episode, agent), sharing one store."""
+
+    def __init__(self, topology: Topology, store: Store, clock: Clock, ids: Ids) -> None:
+        self.topology = topology
+        self.store = store
+        self.clock = clock
+        self.ids = ids
+        self.inbox = Inbox(store, clock)
+        self.delegate = Delegate(store, clock)
+        self.agents: dict[tuple[uuid.UUID, str], AgentRuntime] = {}
+        self.supervisors: dict[uuid.UUID, StepLedger] = {}
+        self.contexts: dict[uuid.UUID, dict[str, Any]] = {}
+
+    def run(self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None = None,
+            by: str = "operator") -> AgentOutcome:
+        """Run an agent until it finishes, hands off, waits or fails; assign ``task`` first."""
+        runtime = self.agent(episode_id, agent)
+        if task is not None:
+            runtime.assign(task, by)
+        return runtime.loop.run()
+
+    def act(self, episode_id: uuid.UUID, agent: str, call: ToolCall) -> ActionResult:
+        """Pass one tool call through the gate, outside the model loop (ops and benchmarks)."""
+        return self.agent(episode_id, agent).gate.submit(call)
+
+    def agent(self, episode_id: uuid.UUID, name: str) -> AgentRuntime:
+        """The agent's runtime, rebuilt from its stream the first time it is asked for."""
+        self._load_episode(episode_id)
+        try:
+            return self.agents[(episode_id, name)]
+        except KeyError:
+            raise ConfigError(f"agent {name!r} is not in topology "
+                              f"{self.topology.name!r}") from None
+
+    def _load_episode(self, episode_id: uuid.UUID) -> None:
+        if episode_id in self.contexts:
+            return
+        events = self.store.read(episode_id)
+        if not events or not isinstance(events[0], EpisodeStarted):
+            raise EpisodeNotFound(str(episode_id))
+        self.contexts[episode_id] = events[0].context
+        root = self.topology.root
+        self.supervisors[episode_id] = StepLedger(root.name, root.budget.steps)
+        # The supervisor's ledger is shared: fold every agent's history into it now.
+        for name in self.topology.agents():
+            self.agents[(episode_id, name)] = self._rebuild(episode_id, name)
+
+    def _rebuild(self, episode_id: uuid.UUID, name: str) -> AgentRuntime:
+        spec = self.topology.agents()[name]
+        context = self.contexts[episode_id]
+        stream = agent_stream_id(episode_id, name)
+        history = self.store.read(stream)
+        journal = Journal(self.store, stream, self.clock, version=len(history))
+        ledger = StepLedger(name, spec.budget.steps, parent=self.supervisors[episode_id])
+        gate = Gate(agent=name, episode_id=episode_id, journal=journal,
+                    boundaries=Boundaries(spec, context), ledger=ledger,
+                    governance=Governance(spec), inbox=self.inbox, delegate=self.delegate,
+                    ids=self.ids, context=context)
+        tools = tuple(t.spec() for t in spec.all_tools().values())
+        loop = AgentLoop(name, spec.model, tools, gate, journal,
+                         instructions=spec.instructions, max_turns=spec.max_turns)
+        for event in history:
+            gate.observe(event)
+            loop.observe(event)
+        journal.observers += [gate.observe, loop.observe]
+        return AgentRuntime(name, journal, gate, loop)

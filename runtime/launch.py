@@ -1,0 +1,74 @@
+"""One call to run a fleet: ``run(topology, task=...)``; one to continue it: ``resume(id)``.
+
+Both start Ray if it is not running (``ray.init`` locally, or join ``address``), place
+the fleet's agents on one host actor, and stop the actor when the supervisor is done.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tether.memory.events import EpisodeStarted
+from tether.memory.sources import RandomIds, SystemClock
+from tether.memory.store import Store
+from tether.runtime.errors import EpisodeNotFound
+from tether.topologies.loader import Loaded, load_source
+from tether.topologies.spec import Topology
+
+from .supervisor import EpisodeReport, RayHost, RootSupervisor
+
+
+def run(topology: Topology | Loaded, task: dict[str, Any] | None = None, *,
+        context: dict[str, Any] | None = None, db: str | None = None,
+        address: str | None = None) -> EpisodeReport:
+    """Run one episode of ``topology`` on Ray until it completes, fails, or waits for a person."""
+    loaded = topology if isinstance(topology, Loaded) else Loaded(
+        topology, {"kind": "python", "name": topology.name})
+    the_task = task if task is not None else (loaded.task or {})
+    the_context = context if context is not None else loaded.context
+    with Store(db) as store:
+        return _with_host(loaded, store, address,
+                          lambda sup: sup.start(the_task, the_context, loaded.source))
+
+
+def resume(episode_id: uuid.UUID | str, *, topology: Topology | None = None,
+           db: str | None = None, address: str | None = None) -> EpisodeReport:
+    """Continue an episode from the store; its topology is loaded from where it came from."""
+    episode = parse_episode_id(episode_id)
+    with Store(db) as store:
+        events = store.read(episode)
+        if not events or not isinstance(events[0], EpisodeStarted):
+            raise EpisodeNotFound(str(episode_id))
+        if topology is not None:
+            loaded = Loaded(topology, events[0].source)
+        else:
+            loaded = load_source(events[0].source)
+        return _with_host(loaded, store, address, lambda sup: sup.resume(episode))
+
+
+def parse_episode_id(value: uuid.UUID | str) -> uuid.UUID:
+    """An episode id from user input; ``EpisodeNotFound`` for anything that is not one."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        raise EpisodeNotFound(value) from None
+
+
+def _with_host(loaded: Loaded, store: Store, address: str | None,
+               work: Any) -> EpisodeReport:
+    import ray
+
+    from .actor import ensure_ray, spawn_host
+
+    ensure_ray(address)
+    actor = spawn_host(loaded.topology, store.url, loaded.user_module)
+    try:
+        supervisor = RootSupervisor(loaded.topology, store, RayHost(actor), SystemClock(),
+                                    RandomIds())
+        report: EpisodeReport = work(supervisor)
+        return report
+    finally:
+        ray.kill(actor)

@@ -1,0 +1,158 @@
+"""The root supervisor: starts an episode, routes handoffs, and ends or suspends it.
+
+It runs in the driver and talks to agents through a host handle: a Ray host actor in a
+fleet, a plain ``Host`` in tests. What it records is the episode stream; what the agents
+record is theirs. An episode waiting for a person is suspended, not failed: its agents
+keep their state in the store, and ``resume`` continues it from there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from tether.agents.loop import AgentOutcome
+from tether.memory.events import (
+    EpisodeCompleted,
+    EpisodeFailed,
+    EpisodeResumed,
+    EpisodeStarted,
+    EpisodeSuspended,
+    TaskAssigned,
+    agent_stream_id,
+)
+from tether.memory.sources import Clock, Ids
+from tether.memory.store import Journal, Store
+from tether.runtime.errors import EpisodeNotFound
+from tether.topologies.spec import Topology
+
+from .host import Host
+
+MAX_HANDOFFS = 50
+"""Handoffs one episode may make before the supervisor calls it a loop and fails it."""
+
+
+class AgentHost(Protocol):
+    """Where agents run: a Ray host actor or an in-process ``Host``."""
+
+    def run(self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None,
+            by: str) -> AgentOutcome: ...
+
+
+class LocalHost:
+    """Agents in this process (tests, and tools that need no Ray)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def run(self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None,
+            by: str) -> AgentOutcome:
+        return self.host.run(episode_id, agent, task, by)
+
+
+class RayHost:
+    """Agents in a Ray host actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def run(self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None,
+            by: str) -> AgentOutcome:
+        import ray
+
+        from .errors import HostError
+
+        try:
+            outcome: AgentOutcome = ray.get(self.actor.run.remote(episode_id, agent, task, by))
+        except ray.exceptions.RayActorError as e:
+            raise HostError("host actor", f"died while running {agent!r}: {e}") from e
+        return outcome
+
+
+@dataclass(frozen=True)
+class EpisodeReport:
+    """Where an episode stands after the supervisor stopped working on it."""
+
+    episode_id: uuid.UUID
+    """The episode."""
+    status: Literal["completed", "waiting", "failed"]
+    """completed, waiting (for a person), or failed."""
+    agent: str
+    """The agent that finished, waits, or failed."""
+    output: str = ""
+    """The final answer, or why it failed."""
+    waiting: tuple[str, ...] = ()
+    """Approval ids it waits for."""
+
+
+class RootSupervisor:
+    """Runs episodes of one topology."""
+
+    def __init__(self, topology: Topology, store: Store, host: AgentHost, clock: Clock,
+                 ids: Ids) -> None:
+        self.topology = topology
+        self.store = store
+        self.host = host
+        self.clock = clock
+        self.ids = ids
+
+    def start(self, task: dict[str, Any], context: dict[str, Any] | None = None,
+              source: dict[str, Any] | None = None) -> EpisodeReport:
+        """Start an episode: the entry agent gets ``task``; ``context`` is trusted data."""
+        episode_id = self.ids.new()
+        journal = Journal(self.store, episode_id, self.clock)
+        journal.record(EpisodeStarted, topology=self.topology.name,
+                       source=source or {"kind": "python", "name": self.topology.name},
+                       agents=list(self.topology.agents()), entry=self.topology.entry,
+                       input=task, context=context or {})
+        journal.flush()
+        return self._drive(journal, self.topology.entry, task, "operator", task)
+
+    def resume(self, episode_id: uuid.UUID) -> EpisodeReport:
+        """Continue an episode from its events: a suspended one, or one a crash cut short."""
+        events = self.store.read(episode_id)
+        if not events or not isinstance(events[0], EpisodeStarted):
+            raise EpisodeNotFound(str(episode_id))
+        last = events[-1]
+        if isinstance(last, EpisodeCompleted):
+            return EpisodeReport(episode_id, "completed", last.agent, last.output)
+        if isinstance(last, EpisodeFailed):
+            return EpisodeReport(episode_id, "failed", last.agent, last.reason)
+        agent = self._active_agent(episode_id)
+        journal = Journal(self.store, episode_id, self.clock, version=len(events))
+        journal.record(EpisodeResumed, agent=agent)
+        journal.flush()
+        return self._drive(journal, agent, None, "operator", events[0].input)
+
+    def _active_agent(self, episode_id: uuid.UUID) -> str:
+        """The agent that was given a task last."""
+        streams = {agent_stream_id(episode_id, name): name for name in self.topology.agents()}
+        assigned = [e for _, e in self.store.read_streams(streams) if isinstance(e, TaskAssigned)]
+        return assigned[-1].agent if assigned else self.topology.entry
+
+    def _drive(self, journal: Journal, agent: str, task: dict[str, Any] | None,
+               by: str, episode_input: dict[str, Any]) -> EpisodeReport:
+        episode_id = journal.stream_id
+        for _ in range(MAX_HANDOFFS + 1):
+            outcome = self.host.run(episode_id, agent, task, by)
+            if outcome.outcome == "handed_off" and outcome.handoff_to:
+                task = {"handoff_from": agent, "reason": outcome.reason, "note": outcome.output,
+                        "input": episode_input}
+                by, agent = agent, outcome.handoff_to
+                continue
+            if outcome.outcome == "finished":
+                journal.record(EpisodeCompleted, agent=agent, output=outcome.output)
+                journal.flush()
+                return EpisodeReport(episode_id, "completed", agent, outcome.output)
+            if outcome.outcome == "waiting":
+                journal.record(EpisodeSuspended, agent=agent, waiting=list(outcome.waiting))
+                journal.flush()
+                return EpisodeReport(episode_id, "waiting", agent, waiting=outcome.waiting)
+            return self._fail(journal, agent, outcome.output or "the agent failed")
+        return self._fail(journal, agent, f"more than {MAX_HANDOFFS} handoffs: a handoff loop")
+
+    def _fail(self, journal: Journal, agent: str, reason: str) -> EpisodeReport:
+        journal.record(EpisodeFailed, agent=agent, reason=reason)
+        journal.flush()
+        return EpisodeReport(journal.stream_id, "failed", agent, reason)

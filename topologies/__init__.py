@@ -1,0 +1,29 @@
+"""tether.topologies: how a user describes a fleet."""
+
+from .loader import Loaded, load_file, load_module
+from .spec import (
+    Agent,
+    AllowedValues,
+    ApprovalThreshold,
+    Budget,
+    Grant,
+    Role,
+    SpendCap,
+    Supervisor,
+    Topology,
+)
+
+__all__ = [
+    "Agent",
+    "AllowedValues",
+    "ApprovalThreshold",
+    "Budget",
+    "Grant",
+    "Loaded",
+    "Role",
+    "SpendCap",
+    "Supervisor",
+    "Topology",
+    "load_file",
+    "load_module",
+]

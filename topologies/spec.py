@@ -1,0 +1,284 @@
+"""How a user describes a fleet: frozen specs, validated as a whole before anything runs.
+
+A ``Topology`` is a root ``Supervisor`` over ``Agent`` specs. Each agent names its role
+(the tools it is granted, at which risk tier, with which approval thresholds), its model,
+its tools, its rails, its budget and the agents it may hand off to. ``None`` means "no
+limit" wherever a limit is optional.
+
+Validation collects every problem, each with its path
+(``refund_desk.root.children[1].grants[0].tool: ...``), and raises one ``TopologyError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+from tether.agents.model import Model
+from tether.agents.tools import HANDOFF, Tool, handoff
+from tether.runtime.errors import TopologyError
+
+Tier = Literal["low", "medium", "high"]
+TIERS: tuple[Tier, ...] = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What an agent or a supervisor may spend. A child's budget is carved from its parent's."""
+
+    steps: int | None = None
+    """Governed actions (tool calls that pass the boundaries); None = no limit."""
+
+
+@dataclass(frozen=True)
+class ApprovalThreshold:
+    """Above this value of a numeric argument, a person must approve the call."""
+
+    field: str
+    """The argument compared (``amount``)."""
+    above: Decimal
+    """Values strictly greater need approval."""
+    tier: Tier = "high"
+    """The tier the approval is asked at."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Permission to use one tool, at a risk tier, maybe with an approval threshold."""
+
+    tool: str
+    """The tool's name."""
+    tier: Tier | None = None
+    """Risk tier of a call; None derives it: read-only → low, destructive → high, else medium."""
+    approval: ApprovalThreshold | None = None
+    """Ask a person when an argument passes a threshold."""
+
+
+@dataclass(frozen=True)
+class Role:
+    """What an agent is allowed to do: a name and its grants (least privilege)."""
+
+    name: str
+    """The role's name, as recorded in decisions."""
+    grants: tuple[Grant, ...] = ()
+    """The tools the role may use; anything else is denied."""
+
+
+@dataclass(frozen=True)
+class AllowedValues:
+    """Rail: an argument must be one of a set of values (recipients, hosts, paths)."""
+
+    tool: str
+    """The tool whose argument is checked."""
+    field: str
+    """The argument."""
+    values: tuple[str, ...] = ()
+    """Values allowed outright."""
+    from_context: str | None = None
+    """A dotted path into the episode's trusted context whose value is also allowed
+    (``customer.email``): the set comes from records, never from text."""
+
+    @property
+    def rule_id(self) -> str:
+        return f"allow:{self.tool}.{self.field}"
+
+
+@dataclass(frozen=True)
+class SpendCap:
+    """Rail: caps on a numeric argument, per call and summed over the agent's episode."""
+
+    tool: str
+    """The tool whose argument is capped."""
+    field: str
+    """The argument (``amount``)."""
+    per_call: Decimal | None = None
+    """Largest value one call may carry; None = no per-call cap."""
+    per_episode: Decimal | None = None
+    """Largest sum over the agent's executed calls in the episode; None = no cap."""
+
+    @property
+    def rule_id(self) -> str:
+        return f"cap:{self.tool}.{self.field}"
+
+
+Rail = AllowedValues | SpendCap
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One agent of a fleet."""
+
+    name: str
+    """Unique within the topology; addresses the agent."""
+    role: Role
+    """Its grants."""
+    model: Model
+    """What thinks for it."""
+    tools: tuple[Tool, ...] = ()
+    """Tools it knows; it may only call those its role grants."""
+    instructions: str = ""
+    """Its system message."""
+    rails: tuple[Rail, ...] = ()
+    """Boundaries on its tool arguments."""
+    budget: Budget = field(default_factory=Budget)
+    """What it may spend; carved from its supervisor's budget."""
+    handoffs: tuple[str, ...] = ()
+    """Agents it may hand off to (the built-in ``handoff`` tool is granted for them)."""
+    max_turns: int = 10
+    """Model calls per task before the agent fails with its best so far."""
+
+    def all_tools(self) -> dict[str, Tool]:
+        """Its tools by name, with the built-in handoff tool when it may hand off."""
+        found = {t.name: t for t in self.tools}
+        if self.handoffs:
+            found.setdefault(HANDOFF, handoff)
+        return found
+
+
+@dataclass(frozen=True)
+class Supervisor:
+    """A supervisor over agents; the root of a topology is one."""
+
+    name: str
+    """Its name."""
+    children: tuple[Agent, ...]
+    """The agents it supervises, started in order."""
+    budget: Budget = field(default_factory=Budget)
+    """The budget its children's budgets are carved from."""
+    entry: str | None = None
+    """The child that receives an episode's input; None = the first child."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A fleet: a named tree of supervisors and agents. Constructing one validates it."""
+
+    name: str
+    """The fleet's name."""
+    root: Supervisor
+    """The root supervisor."""
+
+    def __post_init__(self) -> None:
+        problems = problems_of(self)
+        if problems:
+            raise TopologyError(problems)
+
+    @property
+    def entry(self) -> str:
+        """The agent that receives an episode's input."""
+        return self.root.entry or self.root.children[0].name
+
+    def agents(self) -> dict[str, Agent]:
+        """Every agent by name, in declaration order."""
+        return {a.name: a for a in self.root.children}
+
+
+def problems_of(topology: Topology) -> list[str]:
+    """Every problem with a topology, each with its path; empty when it is valid."""
+    out: list[str] = []
+    name = topology.name if isinstance(topology.name, str) and topology.name else "topology"
+    if not isinstance(topology.name, str) or not topology.name.strip():
+        out.append("topology.name: must be a non-empty string")
+    root = topology.root
+    path = f"{name}.root"
+    if not isinstance(root, Supervisor):
+        return [*out, f"{path}: must be a Supervisor, got {type(root).__name__}"]
+    out += _budget_problems(root.budget, f"{path}.budget")
+    if not isinstance(root.children, tuple) or not root.children:
+        return [*out, f"{path}.children: a supervisor needs at least one agent (a tuple)"]
+    names: list[str] = []
+    for i, agent in enumerate(root.children):
+        p = f"{path}.children[{i}]"
+        if not isinstance(agent, Agent):
+            out.append(f"{p}: must be an Agent, got {type(agent).__name__}")
+            continue
+        if agent.name in names:
+            out.append(f"{p}.name: duplicate agent name {agent.name!r}; names must be unique")
+        names.append(agent.name)
+        out += _agent_problems(agent, p, root.budget)
+    known = set(names)
+    if root.entry is not None and root.entry not in known:
+        out.append(f"{path}.entry: unknown agent {root.entry!r}; choose one of {sorted(known)}")
+    for i, agent in enumerate(root.children):
+        if not isinstance(agent, Agent):
+            continue
+        for j, target in enumerate(agent.handoffs):
+            if target not in known:
+                out.append(f"{path}.children[{i}].handoffs[{j}]: unknown agent {target!r}; "
+                           f"choose one of {sorted(known)}")
+            elif target == agent.name:
+                out.append(f"{path}.children[{i}].handoffs[{j}]: an agent cannot hand off "
+                           "to itself")
+    return out
+
+
+def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
+    out: list[str] = []
+    if not isinstance(agent.name, str) or not agent.name.strip():
+        out.append(f"{p}.name: must be a non-empty string")
+    if not isinstance(agent.model, Model):
+        out.append(f"{p}.model: missing model; give a Model such as ScriptedModel([...])")
+    if not isinstance(agent.max_turns, int) or agent.max_turns < 1:
+        out.append(f"{p}.max_turns: must be a positive integer, got {agent.max_turns!r}")
+    out += _budget_problems(agent.budget, f"{p}.budget")
+    if (isinstance(agent.budget, Budget) and isinstance(parent, Budget)
+            and parent.steps is not None and agent.budget.steps is not None
+            and agent.budget.steps > parent.steps):
+        out.append(f"{p}.budget.steps: {agent.budget.steps} exceeds the supervisor's "
+                   f"{parent.steps}; a child's budget is carved from its parent's")
+    if isinstance(agent.budget, Budget) and isinstance(parent, Budget) and (
+            parent.steps is not None and agent.budget.steps is None):
+        out.append(f"{p}.budget.steps: unlimited under a supervisor limited to {parent.steps}; "
+                   "give the agent a step budget")
+    tools = agent.all_tools() if isinstance(agent.tools, tuple) else {}
+    if not isinstance(agent.tools, tuple):
+        out.append(f"{p}.tools: must be a tuple of Tool")
+    for i, t in enumerate(agent.tools if isinstance(agent.tools, tuple) else ()):
+        if not isinstance(t, Tool):
+            out.append(f"{p}.tools[{i}]: must be a Tool (declare it with @tool)")
+    if not isinstance(agent.role, Role):
+        out.append(f"{p}.role: must be a Role")
+        return out
+    granted: set[str] = set()
+    for i, g in enumerate(agent.role.grants):
+        gp = f"{p}.role.grants[{i}]"
+        if not isinstance(g, Grant):
+            out.append(f"{gp}: must be a Grant")
+            continue
+        granted.add(g.tool)
+        if g.tool not in tools:
+            out.append(f"{gp}.tool: unknown tool {g.tool!r}; the agent's tools are "
+                       f"{sorted(tools)}")
+        if g.tier is not None and g.tier not in TIERS:
+            out.append(f"{gp}.tier: {g.tier!r} is not a tier; use low, medium or high")
+        if g.approval is not None:
+            if g.approval.tier not in TIERS:
+                out.append(f"{gp}.approval.tier: {g.approval.tier!r} is not a tier")
+            if g.tool in tools and g.approval.field not in tools[g.tool].args.model_fields:
+                out.append(f"{gp}.approval.field: tool {g.tool!r} has no argument "
+                           f"{g.approval.field!r}")
+    for i, rail in enumerate(agent.rails):
+        rp = f"{p}.rails[{i}]"
+        if not isinstance(rail, AllowedValues | SpendCap):
+            out.append(f"{rp}: must be AllowedValues or SpendCap")
+            continue
+        if rail.tool not in tools:
+            out.append(f"{rp}.tool: unknown tool {rail.tool!r}; the agent's tools are "
+                       f"{sorted(tools)}")
+        elif rail.field not in tools[rail.tool].args.model_fields:
+            out.append(f"{rp}.field: tool {rail.tool!r} has no argument {rail.field!r}; it has "
+                       f"{sorted(tools[rail.tool].args.model_fields)}")
+        if isinstance(rail, AllowedValues) and not rail.values and not rail.from_context:
+            out.append(f"{rp}: allows nothing; give values or from_context")
+        if isinstance(rail, SpendCap) and rail.per_call is None and rail.per_episode is None:
+            out.append(f"{rp}: caps nothing; give per_call or per_episode")
+    return out
+
+
+def _budget_problems(budget: Any, p: str) -> list[str]:
+    if not isinstance(budget, Budget):
+        return [f"{p}: must be a Budget"]
+    if budget.steps is not None and (not isinstance(budget.steps, int) or budget.steps < 0):
+        return [f"{p}.steps: must be a non-negative integer or None, got {budget.steps!r}"]
+    return []
