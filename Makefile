@@ -9,9 +9,11 @@ PACKAGES := runtime agents memory topologies
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing tether and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@( $(BIN)/python -m pip install --upgrade pip && \
+	   $(BIN)/python -m pip install -e '.[dev]' ) > $(VENV)/install.log 2>&1 \
+	   || { tail -n 40 $(VENV)/install.log; exit 1; }
+	@touch $(STAMP)
 
 # mypy does not follow setuptools' editable import hook; a symlink tree lets it see tether.*.
 .typing/tether: 

@@ -120,8 +120,9 @@ class LoopState:
         elif isinstance(event, AgentFinished):
             self.ended = AgentOutcome(agent, "finished", output=event.output)
         elif isinstance(event, AgentHandedOff):
-            self.ended = AgentOutcome(agent, "handed_off", output=event.note, handoff_to=event.to,
-                                      reason=event.reason)
+            self.ended = AgentOutcome(
+                agent, "handed_off", output=event.note, handoff_to=event.to, reason=event.reason
+            )
         elif isinstance(event, AgentFailed):
             self.ended = AgentOutcome(agent, "failed", output=event.reason)
         elif isinstance(event, AgentWaiting | ApprovalAwaited):
@@ -172,8 +173,7 @@ class AgentLoop:
                 waiting.append(result.approval_id)
         while True:
             if waiting:
-                return self._end(AgentOutcome(
-                    self.agent, "waiting", waiting=tuple(waiting)))
+                return self._end(AgentOutcome(self.agent, "waiting", waiting=tuple(waiting)))
             if handoff is not None:
                 return self._end(handoff)
             if state.turns >= self.max_turns:
@@ -184,14 +184,20 @@ class AgentLoop:
                 turn = self.model.respond(request)
             except ModelError as e:
                 return self._end(AgentOutcome(self.agent, "failed", str(e)))
-            self._record(ModelResponded, turn=request.turn, text=turn.text,
-                         tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments}
-                                     for c in turn.tool_calls],
-                         usage={"input_tokens": turn.usage.input_tokens,
-                                "output_tokens": turn.usage.output_tokens})
+            self._record(
+                ModelResponded,
+                turn=request.turn,
+                text=turn.text,
+                tool_calls=[
+                    {"id": c.id, "name": c.name, "arguments": c.arguments} for c in turn.tool_calls
+                ],
+                usage={
+                    "input_tokens": turn.usage.input_tokens,
+                    "output_tokens": turn.usage.output_tokens,
+                },
+            )
             if not turn.tool_calls:
-                return self._end(AgentOutcome(
-                    self.agent, "finished", output=turn.text))
+                return self._end(AgentOutcome(self.agent, "finished", output=turn.text))
             for c in turn.tool_calls:
                 result = self.gate.submit(c)
                 handoff = handoff or self._take(result)
@@ -216,8 +222,12 @@ class AgentLoop:
         if outcome.outcome == "waiting":
             self._record(AgentWaiting, approvals=list(outcome.waiting))
         elif outcome.outcome == "handed_off":
-            self._record(AgentHandedOff, to=outcome.handoff_to or "", reason=outcome.reason,
-                         note=outcome.output)
+            self._record(
+                AgentHandedOff,
+                to=outcome.handoff_to or "",
+                reason=outcome.reason,
+                note=outcome.output,
+            )
         elif outcome.outcome == "finished":
             self._record(AgentFinished, output=outcome.output)
         else:

@@ -61,6 +61,8 @@ class ActionRow:
     """executed, denied, failed, waiting, or open (in flight)."""
     effect_key: str | None = None
     approval_id: str | None = None
+    reason: str = ""
+    """Why it ended as it did (for a denied or failed action, the deciding stage's words)."""
 
 
 @dataclass
@@ -95,8 +97,12 @@ class Timeline:
         return sum(1 for a in self.agents for act in a.actions if act.outcome == outcome)
 
     def waiting_approvals(self) -> list[str]:
-        return [act.approval_id for a in self.agents for act in a.actions
-                if act.outcome == "waiting" and act.approval_id]
+        return [
+            act.approval_id
+            for a in self.agents
+            for act in a.actions
+            if act.outcome == "waiting" and act.approval_id
+        ]
 
 
 def episode_status(events: list[Event]) -> tuple[str, str]:
@@ -143,9 +149,12 @@ def load_timeline(store: Store, episode_id: uuid.UUID) -> Timeline:
             agent.actions.append(row)
         elif isinstance(e, StageEvent):
             row = rows[(name, e.action)]
-            detail = {k: v for k, v in vars(e).items()
-                      if k not in ("originator_id", "originator_version", "at", "action",
-                                   "decision", "reason")}
+            detail = {
+                k: v
+                for k, v in vars(e).items()
+                if k
+                not in ("originator_id", "originator_version", "at", "action", "decision", "reason")
+            }
             row.stages.append(StageRow(e.stage, e.decision, e.reason, detail))
             if isinstance(e, ApprovalAwaited):
                 row.outcome, row.approval_id = "waiting", str(e.approval_id)
@@ -158,7 +167,7 @@ def load_timeline(store: Store, episode_id: uuid.UUID) -> Timeline:
                 if e.decision == "ok":
                     agent.steps_used += 1
             elif isinstance(e, ActionRecorded):
-                row.outcome = e.decision
+                row.outcome, row.reason = e.decision, e.observation
         elif isinstance(e, AgentFinished):
             agent.status, agent.detail = "finished", e.output
         elif isinstance(e, AgentHandedOff):
@@ -168,11 +177,20 @@ def load_timeline(store: Store, episode_id: uuid.UUID) -> Timeline:
         elif isinstance(e, AgentFailed):
             agent.status, agent.detail = "failed", e.reason
     effects = [
-        e for _, e in store.read_streams([effect_stream_id(k) for k in effect_keys])
+        e
+        for _, e in store.read_streams([effect_stream_id(k) for k in effect_keys])
         if isinstance(e, EffectApplied)
     ]
-    return Timeline(episode_id, started.topology, status, started.at.isoformat(),
-                    list(agents.values()), effects, events, output)
+    return Timeline(
+        episode_id,
+        started.topology,
+        status,
+        started.at.isoformat(),
+        list(agents.values()),
+        effects,
+        events,
+        output,
+    )
 
 
 @dataclass(frozen=True)
@@ -191,6 +209,9 @@ def list_episodes(store: Store) -> list[EpisodeSummary]:
     out = []
     for _, started in store.of_type(EpisodeStarted):
         status, detail = episode_status(store.read(started.originator_id))
-        out.append(EpisodeSummary(started.originator_id, started.topology,
-                                  started.at.isoformat(), status, detail))
+        out.append(
+            EpisodeSummary(
+                started.originator_id, started.topology, started.at.isoformat(), status, detail
+            )
+        )
     return out

@@ -215,8 +215,12 @@ class Journal:
     def record(self, cls: type[E], **fields: Any) -> E:
         """Number and stamp a new event of this stream; it is written at the next flush."""
         self.version += 1
-        event = cls(originator_id=self.stream_id, originator_version=self.version,
-                    at=self.clock.now(), **fields)
+        event = cls(
+            originator_id=self.stream_id,
+            originator_version=self.version,
+            at=self.clock.now(),
+            **fields,
+        )
         self.pending.append(event)
         for observe in self.observers:
             observe(event)
@@ -243,5 +247,3 @@ def new_event(cls: type[E], stream_id: uuid.UUID, version: int, at: datetime, **
 def _first_line(e: BaseException) -> str:
     text = str(getattr(e, "orig", None) or e)
     return text.strip().splitlines()[0] if text.strip() else type(e).__name__
-
-

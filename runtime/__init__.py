@@ -28,8 +28,16 @@ _LAZY = {
     "run": ".launch",
 }
 
-__all__ = ["EpisodeReport", "Gate", "Host", "Inbox", "RootSupervisor", "TetherError",
-           "resume", "run"]
+__all__ = [
+    "EpisodeReport",
+    "Gate",
+    "Host",
+    "Inbox",
+    "RootSupervisor",
+    "TetherError",
+    "resume",
+    "run",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ Nothing here decides anything. The constructor opens the store and builds a ``Ho
 
 from __future__ import annotations
 
-import sys
+import logging
 import uuid
 from typing import Any
 
@@ -16,7 +16,7 @@ from tether.agents.loop import ActionResult, AgentOutcome
 from tether.agents.model import ToolCall
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Store
-from tether.runtime.errors import ConfigError
+from tether.topologies.loader import Loaded
 from tether.topologies.spec import Topology
 
 from .host import Host
@@ -25,11 +25,17 @@ from .host import Host
 class HostActor:
     """Carries the agents of one fleet in one Ray worker process."""
 
-    def __init__(self, topology: Topology, store_url: str) -> None:
+    def __init__(self, topology: Topology | dict[str, Any], store_url: str) -> None:
+        if isinstance(topology, dict):
+            # A file or module is loaded here, in the worker, as the driver loaded it.
+            from tether.topologies.loader import load_source
+
+            topology = load_source(topology).topology
         self.host = Host(topology, Store(store_url), SystemClock(), RandomIds())
 
-    def run(self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None,
-            by: str) -> AgentOutcome:
+    def run(
+        self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
+    ) -> AgentOutcome:
         return self.host.run(episode_id, agent, task, by)
 
     def act(self, episode_id: uuid.UUID, agent: str, call: ToolCall) -> ActionResult:
@@ -45,21 +51,23 @@ def ensure_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     else:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=False)
+        ray.init(
+            num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False
+        )
 
 
-def spawn_host(topology: Topology, store_url: str, user_module: str | None = None) -> Any:
-    """Start a host actor for ``topology``. It takes no CPU slot, so many hosts fit a node;
-    Ray does not restart it: tether's supervisor decides what a dead host means."""
+def spawn_host(loaded: Loaded, store_url: str) -> Any:
+    """Start a host actor for a topology. It takes no CPU slot, so many hosts fit a node;
+    Ray does not restart it: tether's supervisor decides what a dead host means.
+
+    A topology from a file or a module is loaded again inside the worker, from its source;
+    one built in Python code is shipped by value (cloudpickle).
+    """
     ensure_ray()
-    if user_module is not None:
-        module = sys.modules.get(user_module)
-        if module is None:
-            raise ConfigError(f"topology module {user_module!r} is not loaded")
-        # A topology from a user's file is not importable in the worker: ship it by value.
-        ray.cloudpickle.register_pickle_by_value(module)
+    shipped: Topology | dict[str, Any] = (
+        loaded.source if loaded.source.get("kind") in ("file", "module") else loaded.topology
+    )
     remote = ray.remote(num_cpus=0, max_restarts=0)(HostActor)
-    return remote.remote(topology, store_url)
+    return remote.remote(shipped, store_url)

@@ -77,7 +77,8 @@ class Boundaries:
             self.rails.setdefault(rail.tool, []).append(rail)
         if agent.handoffs:
             self.rails.setdefault(HANDOFF, []).append(
-                AllowedValues(tool=HANDOFF, field="to", values=agent.handoffs))
+                AllowedValues(tool=HANDOFF, field="to", values=agent.handoffs)
+            )
         # Allowed sets are resolved once, from trusted records, never from model text.
         self.allowed: dict[AllowedValues, frozenset[str]] = {}
         for rails in self.rails.values():
@@ -92,20 +93,35 @@ class Boundaries:
         """Validate and check one call; never raises for bad input from a model."""
         found = self.tools.get(tool_name)
         if found is None:
-            return BoundaryCheck(None, None, (Violation(
-                "tool", "name", f"unknown tool {tool_name!r}; known: {sorted(self.tools)}"),))
+            return BoundaryCheck(
+                None,
+                None,
+                (
+                    Violation(
+                        "tool", "name", f"unknown tool {tool_name!r}; known: {sorted(self.tools)}"
+                    ),
+                ),
+            )
         if not isinstance(arguments, dict):
-            return BoundaryCheck(found, None, (Violation(
-                "schema", "arguments", "arguments must be a JSON object"),))
+            return BoundaryCheck(
+                found, None, (Violation("schema", "arguments", "arguments must be a JSON object"),)
+            )
         try:
             args = found.args.model_validate(arguments)
         except ValidationError as e:
-            return BoundaryCheck(found, None, tuple(
-                Violation("schema", ".".join(str(p) for p in err["loc"]) or "arguments",
-                          f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}")
-                for err in e.errors()))
-        violations = [v for rail in self.rails.get(tool_name, [])
-                      for v in self._rail(rail, args)]
+            return BoundaryCheck(
+                found,
+                None,
+                tuple(
+                    Violation(
+                        "schema",
+                        ".".join(str(p) for p in err["loc"]) or "arguments",
+                        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}",
+                    )
+                    for err in e.errors()
+                ),
+            )
+        violations = [v for rail in self.rails.get(tool_name, []) for v in self._rail(rail, args)]
         return BoundaryCheck(found, args, tuple(violations))
 
     def _rail(self, rail: Rail, args: BaseModel) -> list[Violation]:
@@ -113,22 +129,36 @@ class Boundaries:
         if isinstance(rail, AllowedValues):
             allowed = self.allowed[rail]
             if value is None or str(value).casefold() not in allowed:
-                return [Violation(rail.rule_id, rail.field,
-                                  f"{rail.field} {value!r} is not allowed; allowed: "
-                                  f"{sorted(allowed)}")]
+                return [
+                    Violation(
+                        rail.rule_id,
+                        rail.field,
+                        f"{rail.field} {value!r} is not allowed; allowed: {sorted(allowed)}",
+                    )
+                ]
             return []
         amount = _number(value)
         if amount is None:
             return [Violation(rail.rule_id, rail.field, f"{rail.field} {value!r} is not a number")]
         out = []
         if rail.per_call is not None and amount > rail.per_call:
-            out.append(Violation(rail.rule_id, rail.field,
-                                 f"{rail.field} {amount} exceeds the per-call cap {rail.per_call}"))
+            out.append(
+                Violation(
+                    rail.rule_id,
+                    rail.field,
+                    f"{rail.field} {amount} exceeds the per-call cap {rail.per_call}",
+                )
+            )
         spent = self.spent.get(rail, Decimal(0))
         if rail.per_episode is not None and spent + amount > rail.per_episode:
-            out.append(Violation(rail.rule_id, rail.field,
-                                 f"{rail.field} {amount} would bring the episode's total to "
-                                 f"{spent + amount}, over the cap {rail.per_episode}"))
+            out.append(
+                Violation(
+                    rail.rule_id,
+                    rail.field,
+                    f"{rail.field} {amount} would bring the episode's total to "
+                    f"{spent + amount}, over the cap {rail.per_episode}",
+                )
+            )
         return out
 
     def note_executed(self, tool_name: str, arguments: dict[str, Any]) -> None:

@@ -29,21 +29,38 @@ from tether.memory.sources import SystemClock
 from tether.memory.store import Store
 from tether.runtime.errors import TetherError
 
-app = typer.Typer(help="tether: run a fleet of AI agents safely, and replay what it did.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-inbox_app = typer.Typer(help="The approvals inbox: actions waiting for a person.",
-                        no_args_is_help=True)
+app = typer.Typer(
+    help="tether: run a fleet of AI agents safely, and replay what it did.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+inbox_app = typer.Typer(
+    help="The approvals inbox: actions waiting for a person.", no_args_is_help=True
+)
 app.add_typer(inbox_app, name="inbox")
 
-out = Console(highlight=False, soft_wrap=True)
+# Off a terminal (a pipe, a file, CI logs), lines are not cut to 80 columns: a post-mortem
+# must not lose the end of a reason.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-Db = Annotated[str | None, typer.Option(
-    "--db", envvar="TETHER_DB", show_envvar=True,
-    help="Store URL (SQLAlchemy form): sqlite:///path.db or postgresql://user@host/db.")]
+Db = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="TETHER_DB",
+        show_envvar=True,
+        help="Store URL (SQLAlchemy form): sqlite:///path.db or postgresql://user@host/db.",
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-Address = Annotated[str | None, typer.Option(
-    "--address", help="Join a running Ray cluster at this address instead of starting one.")]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        "--address", help="Join a running Ray cluster at this address instead of starting one."
+    ),
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,10 +110,16 @@ def demo(db: Db = None, address: Address = None) -> None:
 def run_file(
     file: Annotated[Path, typer.Argument(help="A Python file that defines a Topology.")],
     db: Db = None,
-    task: Annotated[str | None, typer.Option(
-        "--task", help="The entry agent's input as JSON (default: the file's `task`).")] = None,
-    attr: Annotated[str | None, typer.Option(
-        "--attr", help="Name of the Topology in the file (default: `topology`).")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task", help="The entry agent's input as JSON (default: the file's `task`)."
+        ),
+    ] = None,
+    attr: Annotated[
+        str | None,
+        typer.Option("--attr", help="Name of the Topology in the file (default: `topology`)."),
+    ] = None,
     address: Address = None,
 ) -> None:
     """Run a topology defined in a Python file."""
@@ -112,7 +135,7 @@ def run_file(
         except json.JSONDecodeError as e:
             raise ConfigError(f"--task: not valid JSON ({e.msg} at column {e.colno})") from e
         if not isinstance(given, dict):
-            raise ConfigError("--task: must be a JSON object, e.g. '{\"question\": \"...\"}'")
+            raise ConfigError('--task: must be a JSON object, e.g. \'{"question": "..."}\'')
     with err.status(f"running {loaded.topology.name} on Ray…"):
         report = run(loaded, given, db=db, address=address)
     _summarize(report.episode_id, db)
@@ -138,26 +161,41 @@ def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
         t = load_timeline(store, episode_id)
     out.print(f"episode: {t.episode_id}")
     out.print(f"{t.topology}: {t.status}" + (f" — {t.output}" if t.output else ""))
-    out.print(f"actions: {t.count('executed')} allowed, {t.count('denied')} denied, "
-              f"{t.count('waiting')} waiting for approval"
-              + (f", {t.count('failed')} failed" if t.count("failed") else ""))
+    out.print(
+        f"actions: {t.count('executed')} allowed, {t.count('denied')} denied, "
+        f"{t.count('waiting')} waiting for approval"
+        + (f", {t.count('failed')} failed" if t.count("failed") else "")
+    )
     for a in t.agents:
         for act in a.actions:
             if act.outcome == "denied":
-                out.print(f"  denied  {a.name} #{act.action} {act.tool}: "
-                          f"{act.stages[-1].reason if act.stages else ''}", markup=False)
+                out.print(
+                    f"  denied  {a.name} #{act.action} {act.tool}: {act.reason}",
+                    markup=False,
+                )
     for a in t.agents:
         for act in a.actions:
             if act.outcome == "waiting":
                 args = json.dumps(act.arguments, sort_keys=True)
                 out.print(f"  waiting {a.name} #{act.action} {act.tool} {args}", markup=False)
-                out.print(f"    approve: tether inbox approve {act.approval_id}{_db_flag(db)}",
-                          markup=False)
-                out.print(f"    deny:    tether inbox deny {act.approval_id}{_db_flag(db)}",
-                          markup=False)
+                out.print(
+                    f"    approve: tether inbox approve {act.approval_id}{_db_flag(db)}",
+                    markup=False,
+                )
+                out.print(
+                    f"    deny:    tether inbox deny {act.approval_id}{_db_flag(db)}", markup=False
+                )
     if t.status == "waiting":
         out.print(f"then finish it: tether resume {t.episode_id}{_db_flag(db)}", markup=False)
     out.print(f"replay it: tether replay {t.episode_id}{_db_flag(db)}", markup=False)
+
+
+def _table(*columns: str) -> Table:
+    """A table whose id columns are never cut: they are what people copy."""
+    table = Table()
+    for c in columns:
+        table.add_column(c, no_wrap=c in ("id", "episode"), overflow="fold")
+    return table
 
 
 # --- looking back ---------------------------------------------------------------------
@@ -172,7 +210,7 @@ def episodes(db: Db = None, as_json: Json = False) -> None:
     if as_json:
         out.print_json(data=[{**asdict(e), "episode_id": str(e.episode_id)} for e in found])
         return
-    table = Table("episode", "topology", "started", "status", "detail")
+    table = _table("episode", "topology", "started", "status", "detail")
     for e in found:
         table.add_row(str(e.episode_id), e.topology, e.started_at, e.status, e.detail)
     out.print(table)
@@ -183,8 +221,9 @@ def episodes(db: Db = None, as_json: Json = False) -> None:
 def replay(
     episode: Annotated[str, typer.Argument(help="The episode id.")],
     db: Db = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the events as a JSON array.")]
-    = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the events as a JSON array.")
+    ] = False,
 ) -> None:
     """Show an episode: agent → action → each gate stage's decision and reason."""
     from tether.runtime.launch import parse_episode_id
@@ -192,41 +231,54 @@ def replay(
     with Store(db) as store:
         t = load_timeline(store, parse_episode_id(episode))
     if as_json:
-        sys.stdout.write(json.dumps([event_json(i, e) for i, e in t.events], indent=1,
-                                    default=str) + "\n")
+        sys.stdout.write(
+            json.dumps([event_json(i, e) for i, e in t.events], indent=1, default=str) + "\n"
+        )
         return
     out.print(render(t))
 
 
 def event_json(notification_id: int, e: Event) -> dict[str, Any]:
     """An event as a JSON object: its position, type, and fields."""
-    fields = {k: v for k, v in vars(e).items()
-              if k not in ("originator_id", "originator_version", "at")}
-    return {"id": notification_id, "stream": str(e.originator_id),
-            "version": e.originator_version, "type": type(e).__name__,
-            "at": e.at.isoformat(), **fields}
+    fields = {
+        k: v for k, v in vars(e).items() if k not in ("originator_id", "originator_version", "at")
+    }
+    return {
+        "id": notification_id,
+        "stream": str(e.originator_id),
+        "version": e.originator_version,
+        "type": type(e).__name__,
+        "at": e.at.isoformat(),
+        **fields,
+    }
 
 
 def render(t: Timeline) -> Tree:
     """The episode as a rich tree."""
     colors = {"executed": "green", "denied": "red", "failed": "red", "waiting": "yellow"}
-    root = Tree(f"[bold]episode {t.episode_id}[/] · {t.topology} · "
-                f"[{'green' if t.status == 'completed' else 'yellow'}]{t.status}[/] · "
-                f"started {t.started_at}")
+    root = Tree(
+        f"[bold]episode {t.episode_id}[/] · {t.topology} · "
+        f"[{'green' if t.status == 'completed' else 'yellow'}]{t.status}[/] · "
+        f"started {t.started_at}"
+    )
     for a in t.agents:
         by = ", ".join(a.assigned_by) or "nobody"
-        branch = root.add(f"[bold cyan]{a.name}[/] (task from {by}) · {a.turns} model turns · "
-                          f"{a.steps_used} steps used · {a.status}"
-                          + (f": {_esc(a.detail)}" if a.detail else ""))
+        branch = root.add(
+            f"[bold cyan]{a.name}[/] (task from {by}) · {a.turns} model turns · "
+            f"{a.steps_used} steps used · {a.status}" + (f": {_esc(a.detail)}" if a.detail else "")
+        )
         for act in a.actions:
             color = colors.get(act.outcome, "white")
             args = _esc(json.dumps(act.arguments, sort_keys=True))
-            node = branch.add(f"#{act.action} [bold]{act.tool}[/] {args} → "
-                              f"[{color}]{act.outcome}[/]")
+            node = branch.add(
+                f"#{act.action} [bold]{act.tool}[/] {args} → [{color}]{act.outcome}[/]"
+            )
             for s in act.stages:
                 extra = _stage_extra(s.stage, s.detail)
-                node.add(f"{s.stage:<12} [{_stage_color(s.decision)}]{s.decision:<9}[/] "
-                         f"{_esc(s.reason)}{extra}")
+                node.add(
+                    f"{s.stage:<12} [{_stage_color(s.decision)}]{s.decision:<9}[/] "
+                    f"{_esc(s.reason)}{extra}"
+                )
     if t.effects:
         effects = root.add("[bold]effects[/] (the ledger: each key once)")
         for e in t.effects:
@@ -277,18 +329,27 @@ def inbox_list(
     if as_json:
         out.print_json(data=[i.as_dict() for i in items])
         return
-    table = Table("id", "status", "tier", "agent", "tool", "arguments", "why", "episode")
+    table = _table("id", "status", "tier", "agent", "tool", "arguments", "why", "episode")
     for i in items:
         r = i.request
-        table.add_row(str(i.id), i.status, r.tier, r.agent, r.tool,
-                      json.dumps(r.arguments, sort_keys=True), r.reason, str(r.episode_id))
+        table.add_row(
+            str(i.id),
+            i.status,
+            r.tier,
+            r.agent,
+            r.tool,
+            json.dumps(r.arguments, sort_keys=True),
+            r.reason,
+            str(r.episode_id),
+        )
     out.print(table)
     if not items:
         out.print("nothing waits for a person")
 
 
-Approver = Annotated[str | None, typer.Option(
-    "--as", help="Who decides (recorded); default: the current user.")]
+Approver = Annotated[
+    str | None, typer.Option("--as", help="Who decides (recorded); default: the current user.")
+]
 Reason = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
 
 
@@ -296,7 +357,9 @@ Reason = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
 @handled
 def inbox_approve(
     approval: Annotated[str, typer.Argument(help="The request id.")],
-    db: Db = None, approver: Approver = None, reason: Reason = "",
+    db: Db = None,
+    approver: Approver = None,
+    reason: Reason = "",
 ) -> None:
     """Approve a request; `tether resume EPISODE` then carries the action out."""
     _decide(approval, db, approver, reason, grant=True)
@@ -306,22 +369,25 @@ def inbox_approve(
 @handled
 def inbox_deny(
     approval: Annotated[str, typer.Argument(help="The request id.")],
-    db: Db = None, approver: Approver = None, reason: Reason = "",
+    db: Db = None,
+    approver: Approver = None,
+    reason: Reason = "",
 ) -> None:
     """Deny a request; the agent is told, and `tether resume EPISODE` lets it go on."""
     _decide(approval, db, approver, reason, grant=False)
 
 
-def _decide(approval: str, db: str | None, approver: str | None, reason: str,
-            grant: bool) -> None:
+def _decide(approval: str, db: str | None, approver: str | None, reason: str, grant: bool) -> None:
     from tether.runtime.inbox import Inbox
 
     who = approver or _current_user()
     with Store(db) as store:
         inbox = Inbox(store, SystemClock())
         item = (inbox.approve if grant else inbox.deny)(approval, who, reason)
-    out.print(f"{item.status}: {item.id} ({item.request.tool} by {item.request.agent}) "
-              f"as {who}", markup=False)
+    out.print(
+        f"{item.status}: {item.id} ({item.request.tool} by {item.request.agent}) as {who}",
+        markup=False,
+    )
     out.print(f"continue: tether resume {item.request.episode_id}{_db_flag(db)}", markup=False)
 
 

@@ -53,24 +53,38 @@ def idempotency_key(episode_id: uuid.UUID, agent: str, action: int) -> str:
 class Delegate:
     """Runs tools for one agent."""
 
-    def __init__(self, store: Store, clock: Clock, *, attempts: int = 3,
-                 backoff_s: float = 0.05) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, *, attempts: int = 3, backoff_s: float = 0.05
+    ) -> None:
         self.store = store
         self.clock = clock
         self.attempts = attempts
         self.backoff_s = backoff_s
 
-    def execute(self, tool: Tool, args: BaseModel, *, episode_id: uuid.UUID, agent: str,
-                action: int, context: dict[str, Any]) -> Execution:
+    def execute(
+        self,
+        tool: Tool,
+        args: BaseModel,
+        *,
+        episode_id: uuid.UUID,
+        agent: str,
+        action: int,
+        context: dict[str, Any],
+    ) -> Execution:
         key = idempotency_key(episode_id, agent, action) if tool.has_effect else None
         if key is not None:
             recorded = self.store.read(effect_stream_id(key))
             if recorded and isinstance(recorded[0], EffectApplied):
                 return Execution(recorded[0].result, None, 0, key, replayed=True)
         facts: list[tuple[str, str, str]] = []
-        ctx = ToolContext(episode_id=episode_id, agent=agent, action=action,
-                          idempotency_key=key or "", context=context,
-                          record_fact=lambda s, k, t: facts.append((s, k, t)))
+        ctx = ToolContext(
+            episode_id=episode_id,
+            agent=agent,
+            action=action,
+            idempotency_key=key or "",
+            context=context,
+            record_fact=lambda s, k, t: facts.append((s, k, t)),
+        )
         attempts = 0
 
         def once() -> dict[str, Any]:
@@ -92,15 +106,27 @@ class Delegate:
             return Execution(None, f"{type(e).__name__}: {e}", attempts, key)
         events: list[Event] = []
         if key is not None:
-            events.append(new_event(
-                EffectApplied, effect_stream_id(key), 1, self.clock.now(), key=key,
-                episode_id=episode_id, agent=agent, action=action, tool=tool.name,
-                arguments=args.model_dump(mode="json"), result=result))
+            events.append(
+                new_event(
+                    EffectApplied,
+                    effect_stream_id(key),
+                    1,
+                    self.clock.now(),
+                    key=key,
+                    episode_id=episode_id,
+                    agent=agent,
+                    action=action,
+                    tool=tool.name,
+                    arguments=args.model_dump(mode="json"),
+                    result=result,
+                )
+            )
         events += self._facts(facts, episode_id, agent, action)
         return Execution(result, None, attempts, key, events=tuple(events))
 
-    def _facts(self, facts: list[tuple[str, str, str]], episode_id: uuid.UUID, agent: str,
-               action: int) -> list[Event]:
+    def _facts(
+        self, facts: list[tuple[str, str, str]], episode_id: uuid.UUID, agent: str, action: int
+    ) -> list[Event]:
         out: list[Event] = []
         versions: dict[uuid.UUID, int] = {}
         for subject, key, statement in facts:
@@ -108,8 +134,16 @@ class Delegate:
             if stream not in versions:
                 versions[stream] = len(self.store.read(stream))
             versions[stream] += 1
-            out.append(new_event(
-                FactRecorded, stream, versions[stream], self.clock.now(), subject=subject,
-                key=key, statement=statement,
-                source={"episode": str(episode_id), "agent": agent, "action": action}))
+            out.append(
+                new_event(
+                    FactRecorded,
+                    stream,
+                    versions[stream],
+                    self.clock.now(),
+                    subject=subject,
+                    key=key,
+                    statement=statement,
+                    source={"episode": str(episode_id), "agent": agent, "action": action},
+                )
+            )
         return out

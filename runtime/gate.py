@@ -46,7 +46,6 @@ from .delegate import Delegate
 from .governance import Governance
 from .inbox import Inbox
 
-
 Outcome = Literal["executed", "denied", "failed"]
 
 
@@ -64,10 +63,20 @@ class _Open:
 class Gate:
     """The seven stages for one agent in one episode."""
 
-    def __init__(self, *, agent: str, episode_id: uuid.UUID, journal: Journal,
-                 boundaries: Boundaries, ledger: StepLedger, governance: Governance,
-                 inbox: Inbox, delegate: Delegate, ids: Ids,
-                 context: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        *,
+        agent: str,
+        episode_id: uuid.UUID,
+        journal: Journal,
+        boundaries: Boundaries,
+        ledger: StepLedger,
+        governance: Governance,
+        inbox: Inbox,
+        delegate: Delegate,
+        ids: Ids,
+        context: dict[str, Any],
+    ) -> None:
         self.agent = agent
         self.episode_id = episode_id
         self.journal = journal
@@ -108,12 +117,18 @@ class Gate:
     def submit(self, call: ToolCall) -> ActionResult:
         """Run one tool call through every stage."""
         n = self.actions + 1
-        self._record(ActionProposed, action=n, call_id=call.id, tool=call.name,
-                     arguments=call.arguments)
+        self._record(
+            ActionProposed, action=n, call_id=call.id, tool=call.name, arguments=call.arguments
+        )
         # 1. boundaries
         check = self.boundaries.check(call.name, call.arguments)
-        self._record(BoundariesChecked, action=n, decision="pass" if check.passed else "deny",
-                     reason=check.reason, violations=[v.as_dict() for v in check.violations])
+        self._record(
+            BoundariesChecked,
+            action=n,
+            decision="pass" if check.passed else "deny",
+            reason=check.reason,
+            violations=[v.as_dict() for v in check.violations],
+        )
         if not check.passed or check.tool is None or check.args is None:
             return self._end(n, "denied", "boundaries", f"denied by boundaries: {check.reason}")
         tool, args = check.tool, check.args
@@ -121,33 +136,72 @@ class Gate:
         short = self.ledger.can_reserve(1)
         if short is not None:
             reason = f"no step left on {short.name}'s budget (limit {short.limit})"
-            self._record(BudgetReserved, action=n, decision="deny", reason=reason, steps=0,
-                         left=self.ledger.left_by_ledger())
+            self._record(
+                BudgetReserved,
+                action=n,
+                decision="deny",
+                reason=reason,
+                steps=0,
+                left=self.ledger.left_by_ledger(),
+            )
             return self._end(n, "denied", "budget", f"denied by budget: {reason}")
-        left = {name: None if steps is None else steps - 1
-                for name, steps in self.ledger.left_by_ledger().items()}
-        self._record(BudgetReserved, action=n, decision="reserved", steps=1, left=left,
-                     reason="1 step reserved")
+        left = {
+            name: None if steps is None else steps - 1
+            for name, steps in self.ledger.left_by_ledger().items()
+        }
+        self._record(
+            BudgetReserved,
+            action=n,
+            decision="reserved",
+            steps=1,
+            left=left,
+            reason="1 step reserved",
+        )
         # 3. governance
         decision = self.governance.decide(tool, args)
-        self._record(GovernanceDecided, action=n, decision=decision.verdict,
-                     reason=decision.reason, tier=decision.tier, rules=list(decision.rules))
+        self._record(
+            GovernanceDecided,
+            action=n,
+            decision=decision.verdict,
+            reason=decision.reason,
+            tier=decision.tier,
+            rules=list(decision.rules),
+        )
         if decision.verdict == "deny":
-            return self._end(n, "denied", "governance", f"denied by governance: "
-                             f"{decision.reason}")
+            return self._end(n, "denied", "governance", f"denied by governance: {decision.reason}")
         # 4. approval
         if decision.verdict == "approval":
             approval_id = self.ids.new()
-            self._record(ApprovalAwaited, action=n, decision="waiting", approval_id=approval_id,
-                         tier=decision.tier, reason=f"waiting for a person: {decision.reason}")
-            self.journal.flush(self.inbox.request(
-                approval_id, episode_id=self.episode_id, agent=self.agent, action=n,
-                tool=tool.name, arguments=call.arguments, tier=decision.tier,
-                rules=list(decision.rules), reason=decision.reason))
-            return ActionResult(n, "waiting", f"waiting for approval {approval_id}",
-                                approval_id=str(approval_id))
-        self._record(ApprovalSettled, action=n, decision="auto",
-                     reason=f"tier {decision.tier} needs no person")
+            self._record(
+                ApprovalAwaited,
+                action=n,
+                decision="waiting",
+                approval_id=approval_id,
+                tier=decision.tier,
+                reason=f"waiting for a person: {decision.reason}",
+            )
+            self.journal.flush(
+                self.inbox.request(
+                    approval_id,
+                    episode_id=self.episode_id,
+                    agent=self.agent,
+                    action=n,
+                    tool=tool.name,
+                    arguments=call.arguments,
+                    tier=decision.tier,
+                    rules=list(decision.rules),
+                    reason=decision.reason,
+                )
+            )
+            return ActionResult(
+                n, "waiting", f"waiting for approval {approval_id}", approval_id=str(approval_id)
+            )
+        self._record(
+            ApprovalSettled,
+            action=n,
+            decision="auto",
+            reason=f"tier {decision.tier} needs no person",
+        )
         return self._execute(n, tool, args)
 
     def settle_approval(self, action: int) -> ActionResult:
@@ -157,61 +211,125 @@ class Gate:
             return ActionResult(action, "failed", f"action {action} is not waiting for approval")
         item = self.inbox.get(opened.approval_id)
         if item.status == "pending":
-            return ActionResult(action, "waiting", f"waiting for approval {item.id}",
-                                approval_id=str(item.id))
+            return ActionResult(
+                action, "waiting", f"waiting for approval {item.id}", approval_id=str(item.id)
+            )
         granted = item.status == "granted"
-        self._record(ApprovalSettled, action=action, decision=item.status,
-                     reason=f"{item.status} by {item.approver}: {item.reason or 'no reason given'}",
-                     approval_id=item.id, approver=item.approver)
+        self._record(
+            ApprovalSettled,
+            action=action,
+            decision=item.status,
+            reason=f"{item.status} by {item.approver}: {item.reason or 'no reason given'}",
+            approval_id=item.id,
+            approver=item.approver,
+        )
         if not granted:
-            return self._end(action, "denied", "approval",
-                             f"denied by {item.approver}: {item.reason or 'no reason given'}")
+            return self._end(
+                action,
+                "denied",
+                "approval",
+                f"denied by {item.approver}: {item.reason or 'no reason given'}",
+            )
         check = self.boundaries.check(opened.tool, opened.arguments)
         if not check.passed or check.tool is None or check.args is None:
             # The world moved on while a person decided (a cap was reached meanwhile).
-            return self._end(action, "denied", "boundaries",
-                             f"denied by boundaries after approval: {check.reason}")
+            return self._end(
+                action,
+                "denied",
+                "boundaries",
+                f"denied by boundaries after approval: {check.reason}",
+            )
         return self._execute(action, check.tool, check.args)
 
     def _execute(self, n: int, tool: Tool, args: BaseModel) -> ActionResult:
         # 5. execution
         if tool.has_effect:
             self.journal.flush()  # write-ahead: the decision is durable before the effect
-        done = self.delegate.execute(tool, args, episode_id=self.episode_id, agent=self.agent,
-                                     action=n, context=self.context)
+        done = self.delegate.execute(
+            tool, args, episode_id=self.episode_id, agent=self.agent, action=n, context=self.context
+        )
         if done.error is not None:
-            self._record(ActionExecuted, action=n, decision="error", reason=done.error,
-                         result=None, attempts=done.attempts, effect_key=done.effect_key)
+            self._record(
+                ActionExecuted,
+                action=n,
+                decision="error",
+                reason=done.error,
+                result=None,
+                attempts=done.attempts,
+                effect_key=done.effect_key,
+            )
             return self._end(n, "failed", "execution", f"the tool failed: {done.error}")
-        how = "fed back from the effects ledger" if done.replayed else (
-            f"ran in {done.attempts} attempt{'s' if done.attempts != 1 else ''}")
-        self._record(ActionExecuted, action=n, decision="ok", reason=how, result=done.result,
-                     attempts=done.attempts, effect_key=done.effect_key,
-                     effect_replayed=done.replayed)
+        how = (
+            "fed back from the effects ledger"
+            if done.replayed
+            else (f"ran in {done.attempts} attempt{'s' if done.attempts != 1 else ''}")
+        )
+        self._record(
+            ActionExecuted,
+            action=n,
+            decision="ok",
+            reason=how,
+            result=done.result,
+            attempts=done.attempts,
+            effect_key=done.effect_key,
+            effect_replayed=done.replayed,
+        )
         # 6. verification
         assert done.result is not None
         failure = tool.verify(args, done.result) if tool.verify else None
         if failure is not None:
             self._record(ActionVerified, action=n, decision="fail", reason=failure)
-            return self._end(n, "failed", "verification",
-                             f"the result failed verification: {failure}", done.events)
-        self._record(ActionVerified, action=n, decision="pass",
-                     reason="post-condition held" if tool.verify else "no post-condition declared")
+            return self._end(
+                n,
+                "failed",
+                "verification",
+                f"the result failed verification: {failure}",
+                done.events,
+            )
+        self._record(
+            ActionVerified,
+            action=n,
+            decision="pass",
+            reason="post-condition held" if tool.verify else "no post-condition declared",
+        )
         # 7. record
-        return self._end(n, "executed", "record", json.dumps(done.result, sort_keys=True),
-                         done.events, result=done.result)
+        return self._end(
+            n,
+            "executed",
+            "record",
+            json.dumps(done.result, sort_keys=True),
+            done.events,
+            result=done.result,
+        )
 
-    def _end(self, n: int, outcome: Outcome, ended_at: str, observation: str,
-             others: tuple[Event, ...] = (), result: dict[str, Any] | None = None) -> ActionResult:
+    def _end(
+        self,
+        n: int,
+        outcome: Outcome,
+        ended_at: str,
+        observation: str,
+        others: tuple[Event, ...] = (),
+        result: dict[str, Any] | None = None,
+    ) -> ActionResult:
         opened = self.open.get(n)
         if opened is not None and opened.reserved:
             used = 1 if opened.executed else 0
-            self._record(BudgetSettled, action=n, decision="settled", used=used,
-                         released=opened.reserved - used,
-                         reason="1 step used" if used else "nothing ran; step released")
-        self._record(ActionRecorded, action=n, decision=outcome, ended_at=ended_at,
-                     observation=observation,
-                     reason="executed" if outcome == "executed" else f"{outcome} at {ended_at}")
+            self._record(
+                BudgetSettled,
+                action=n,
+                decision="settled",
+                used=used,
+                released=opened.reserved - used,
+                reason="1 step used" if used else "nothing ran; step released",
+            )
+        self._record(
+            ActionRecorded,
+            action=n,
+            decision=outcome,
+            ended_at=ended_at,
+            observation=observation,
+            reason="executed" if outcome == "executed" else f"{outcome} at {ended_at}",
+        )
         self.journal.flush(*others)
         return ActionResult(n, outcome, observation, result=result)
 

@@ -52,8 +52,12 @@ class Governance:
     def decide(self, tool: Tool, args: BaseModel) -> Decision:
         grant = self.grants.get(tool.name)
         if grant is None:
-            return Decision("deny", default_tier(tool), (f"role:{self.role}",),
-                            f"role {self.role!r} is not granted tool {tool.name!r}")
+            return Decision(
+                "deny",
+                default_tier(tool),
+                (f"role:{self.role}",),
+                f"role {self.role!r} is not granted tool {tool.name!r}",
+            )
         rule = f"grant:{self.role}.{tool.name}"
         tier = grant.tier or default_tier(tool)
         threshold = grant.approval
@@ -64,12 +68,17 @@ class Governance:
             except (InvalidOperation, ValueError):
                 amount = None
             if amount is None or amount > threshold.above:
-                return Decision("approval", threshold.tier,
-                                (rule, f"{rule}.approval>{threshold.above}"),
-                                f"{threshold.field} {value} is above {threshold.above}: "
-                                f"a person must approve (tier {threshold.tier})")
+                return Decision(
+                    "approval",
+                    threshold.tier,
+                    (rule, f"{rule}.approval>{threshold.above}"),
+                    f"{threshold.field} {value} is above {threshold.above}: "
+                    f"a person must approve (tier {threshold.tier})",
+                )
         if tier == "low":
-            return Decision("allow", tier, (rule,),
-                            f"role {self.role!r} is granted {tool.name!r} at tier low")
-        return Decision("approval", tier, (rule,),
-                        f"{tool.name!r} is tier {tier}: a person must approve")
+            return Decision(
+                "allow", tier, (rule,), f"role {self.role!r} is granted {tool.name!r} at tier low"
+            )
+        return Decision(
+            "approval", tier, (rule,), f"{tool.name!r} is tier {tier}: a person must approve"
+        )

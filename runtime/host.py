@@ -38,8 +38,9 @@ class AgentRuntime:
 
     def assign(self, task: dict[str, Any], by: str) -> None:
         """Give the agent a task (the episode's input or a handoff)."""
-        self.journal.record(TaskAssigned, episode_id=self.gate.episode_id, agent=self.name,
-                            task=task, by=by)
+        self.journal.record(
+            TaskAssigned, episode_id=self.gate.episode_id, agent=self.name, task=task, by=by
+        )
         self.journal.flush()
 
 
@@ -57,8 +58,13 @@ class Host:
         self.supervisors: dict[uuid.UUID, StepLedger] = {}
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}
 
-    def run(self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None = None,
-            by: str = "operator") -> AgentOutcome:
+    def run(
+        self,
+        episode_id: uuid.UUID,
+        agent: str,
+        task: dict[str, Any] | None = None,
+        by: str = "operator",
+    ) -> AgentOutcome:
         """Run an agent until it finishes, hands off, waits or fails; assign ``task`` first."""
         runtime = self.agent(episode_id, agent)
         if task is not None:
@@ -75,8 +81,7 @@ class Host:
         try:
             return self.agents[(episode_id, name)]
         except KeyError:
-            raise ConfigError(f"agent {name!r} is not in topology "
-                              f"{self.topology.name!r}") from None
+            raise ConfigError(f"agent {name!r} is not in topology {self.topology.name!r}") from None
 
     def _load_episode(self, episode_id: uuid.UUID) -> None:
         if episode_id in self.contexts:
@@ -98,13 +103,28 @@ class Host:
         history = self.store.read(stream)
         journal = Journal(self.store, stream, self.clock, version=len(history))
         ledger = StepLedger(name, spec.budget.steps, parent=self.supervisors[episode_id])
-        gate = Gate(agent=name, episode_id=episode_id, journal=journal,
-                    boundaries=Boundaries(spec, context), ledger=ledger,
-                    governance=Governance(spec), inbox=self.inbox, delegate=self.delegate,
-                    ids=self.ids, context=context)
+        gate = Gate(
+            agent=name,
+            episode_id=episode_id,
+            journal=journal,
+            boundaries=Boundaries(spec, context),
+            ledger=ledger,
+            governance=Governance(spec),
+            inbox=self.inbox,
+            delegate=self.delegate,
+            ids=self.ids,
+            context=context,
+        )
         tools = tuple(t.spec() for t in spec.all_tools().values())
-        loop = AgentLoop(name, spec.model, tools, gate, journal,
-                         instructions=spec.instructions, max_turns=spec.max_turns)
+        loop = AgentLoop(
+            name,
+            spec.model,
+            tools,
+            gate,
+            journal,
+            instructions=spec.instructions,
+            max_turns=spec.max_turns,
+        )
         for event in history:
             gate.observe(event)
             loop.observe(event)

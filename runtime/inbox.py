@@ -31,10 +31,19 @@ class InboxItem:
     def as_dict(self) -> dict[str, Any]:
         r = self.request
         return {
-            "id": str(self.id), "status": self.status, "episode": str(r.episode_id),
-            "agent": r.agent, "action": r.action, "tool": r.tool, "arguments": r.arguments,
-            "tier": r.tier, "reason": r.reason, "rules": r.rules, "requested_at":
-            r.at.isoformat(), "approver": self.approver, "decision_reason": self.reason,
+            "id": str(self.id),
+            "status": self.status,
+            "episode": str(r.episode_id),
+            "agent": r.agent,
+            "action": r.action,
+            "tool": r.tool,
+            "arguments": r.arguments,
+            "tier": r.tier,
+            "reason": r.reason,
+            "rules": r.rules,
+            "requested_at": r.at.isoformat(),
+            "approver": self.approver,
+            "decision_reason": self.reason,
         }
 
 
@@ -89,9 +98,13 @@ class Inbox:
         """Deny a pending request."""
         return self._decide(approval_id, ApprovalDenied, approver, reason)
 
-    def _decide(self, approval_id: uuid.UUID | str,
-                cls: type[ApprovalGranted] | type[ApprovalDenied],
-                approver: str, reason: str) -> InboxItem:
+    def _decide(
+        self,
+        approval_id: uuid.UUID | str,
+        cls: type[ApprovalGranted] | type[ApprovalDenied],
+        approver: str,
+        reason: str,
+    ) -> InboxItem:
         item = self.get(approval_id)
         if item.status != "pending":
             raise ApprovalError(str(item.id), f"already {item.status} by {item.approver}")
@@ -100,8 +113,9 @@ class Inbox:
         if approver == item.request.agent:
             raise ApprovalError(str(item.id), "an agent cannot approve its own request")
         try:
-            self.store.append([new_event(cls, item.id, 2, self.clock.now(),
-                                         approver=approver, reason=reason)])
+            self.store.append(
+                [new_event(cls, item.id, 2, self.clock.now(), approver=approver, reason=reason)]
+            )
         except StreamConflict:
             raise ApprovalError(str(item.id), "decided by someone else a moment ago") from None
         return self.get(item.id)

@@ -19,21 +19,35 @@ from tether.topologies.spec import Topology
 from .supervisor import EpisodeReport, RayHost, RootSupervisor
 
 
-def run(topology: Topology | Loaded, task: dict[str, Any] | None = None, *,
-        context: dict[str, Any] | None = None, db: str | None = None,
-        address: str | None = None) -> EpisodeReport:
+def run(
+    topology: Topology | Loaded,
+    task: dict[str, Any] | None = None,
+    *,
+    context: dict[str, Any] | None = None,
+    db: str | None = None,
+    address: str | None = None,
+) -> EpisodeReport:
     """Run one episode of ``topology`` on Ray until it completes, fails, or waits for a person."""
-    loaded = topology if isinstance(topology, Loaded) else Loaded(
-        topology, {"kind": "python", "name": topology.name})
+    loaded = (
+        topology
+        if isinstance(topology, Loaded)
+        else Loaded(topology, {"kind": "python", "name": topology.name})
+    )
     the_task = task if task is not None else (loaded.task or {})
     the_context = context if context is not None else loaded.context
     with Store(db) as store:
-        return _with_host(loaded, store, address,
-                          lambda sup: sup.start(the_task, the_context, loaded.source))
+        return _with_host(
+            loaded, store, address, lambda sup: sup.start(the_task, the_context, loaded.source)
+        )
 
 
-def resume(episode_id: uuid.UUID | str, *, topology: Topology | None = None,
-           db: str | None = None, address: str | None = None) -> EpisodeReport:
+def resume(
+    episode_id: uuid.UUID | str,
+    *,
+    topology: Topology | None = None,
+    db: str | None = None,
+    address: str | None = None,
+) -> EpisodeReport:
     """Continue an episode from the store; its topology is loaded from where it came from."""
     episode = parse_episode_id(episode_id)
     with Store(db) as store:
@@ -57,17 +71,17 @@ def parse_episode_id(value: uuid.UUID | str) -> uuid.UUID:
         raise EpisodeNotFound(value) from None
 
 
-def _with_host(loaded: Loaded, store: Store, address: str | None,
-               work: Any) -> EpisodeReport:
+def _with_host(loaded: Loaded, store: Store, address: str | None, work: Any) -> EpisodeReport:
     import ray
 
     from .actor import ensure_ray, spawn_host
 
     ensure_ray(address)
-    actor = spawn_host(loaded.topology, store.url, loaded.user_module)
+    actor = spawn_host(loaded, store.url)
     try:
-        supervisor = RootSupervisor(loaded.topology, store, RayHost(actor), SystemClock(),
-                                    RandomIds())
+        supervisor = RootSupervisor(
+            loaded.topology, store, RayHost(actor), SystemClock(), RandomIds()
+        )
         report: EpisodeReport = work(supervisor)
         return report
     finally:

@@ -36,8 +36,9 @@ MAX_HANDOFFS = 50
 class AgentHost(Protocol):
     """Where agents run: a Ray host actor or an in-process ``Host``."""
 
-    def run(self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None,
-            by: str) -> AgentOutcome: ...
+    def run(
+        self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
+    ) -> AgentOutcome: ...
 
 
 class LocalHost:
@@ -46,8 +47,9 @@ class LocalHost:
     def __init__(self, host: Host) -> None:
         self.host = host
 
-    def run(self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None,
-            by: str) -> AgentOutcome:
+    def run(
+        self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
+    ) -> AgentOutcome:
         return self.host.run(episode_id, agent, task, by)
 
 
@@ -57,8 +59,9 @@ class RayHost:
     def __init__(self, actor: Any) -> None:
         self.actor = actor
 
-    def run(self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None,
-            by: str) -> AgentOutcome:
+    def run(
+        self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
+    ) -> AgentOutcome:
         import ray
 
         from .errors import HostError
@@ -89,23 +92,33 @@ class EpisodeReport:
 class RootSupervisor:
     """Runs episodes of one topology."""
 
-    def __init__(self, topology: Topology, store: Store, host: AgentHost, clock: Clock,
-                 ids: Ids) -> None:
+    def __init__(
+        self, topology: Topology, store: Store, host: AgentHost, clock: Clock, ids: Ids
+    ) -> None:
         self.topology = topology
         self.store = store
         self.host = host
         self.clock = clock
         self.ids = ids
 
-    def start(self, task: dict[str, Any], context: dict[str, Any] | None = None,
-              source: dict[str, Any] | None = None) -> EpisodeReport:
+    def start(
+        self,
+        task: dict[str, Any],
+        context: dict[str, Any] | None = None,
+        source: dict[str, Any] | None = None,
+    ) -> EpisodeReport:
         """Start an episode: the entry agent gets ``task``; ``context`` is trusted data."""
         episode_id = self.ids.new()
         journal = Journal(self.store, episode_id, self.clock)
-        journal.record(EpisodeStarted, topology=self.topology.name,
-                       source=source or {"kind": "python", "name": self.topology.name},
-                       agents=list(self.topology.agents()), entry=self.topology.entry,
-                       input=task, context=context or {})
+        journal.record(
+            EpisodeStarted,
+            topology=self.topology.name,
+            source=source or {"kind": "python", "name": self.topology.name},
+            agents=list(self.topology.agents()),
+            entry=self.topology.entry,
+            input=task,
+            context=context or {},
+        )
         journal.flush()
         return self._drive(journal, self.topology.entry, task, "operator", task)
 
@@ -131,14 +144,24 @@ class RootSupervisor:
         assigned = [e for _, e in self.store.read_streams(streams) if isinstance(e, TaskAssigned)]
         return assigned[-1].agent if assigned else self.topology.entry
 
-    def _drive(self, journal: Journal, agent: str, task: dict[str, Any] | None,
-               by: str, episode_input: dict[str, Any]) -> EpisodeReport:
+    def _drive(
+        self,
+        journal: Journal,
+        agent: str,
+        task: dict[str, Any] | None,
+        by: str,
+        episode_input: dict[str, Any],
+    ) -> EpisodeReport:
         episode_id = journal.stream_id
         for _ in range(MAX_HANDOFFS + 1):
             outcome = self.host.run(episode_id, agent, task, by)
             if outcome.outcome == "handed_off" and outcome.handoff_to:
-                task = {"handoff_from": agent, "reason": outcome.reason, "note": outcome.output,
-                        "input": episode_input}
+                task = {
+                    "handoff_from": agent,
+                    "reason": outcome.reason,
+                    "note": outcome.output,
+                    "input": episode_input,
+                }
                 by, agent = agent, outcome.handoff_to
                 continue
             if outcome.outcome == "finished":

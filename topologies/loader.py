@@ -34,19 +34,15 @@ class Loaded:
     context: dict[str, Any] = field(default_factory=dict)
     """The file's ``context``, if it defines one."""
 
-    @property
-    def user_module(self) -> str | None:
-        """The module name of a topology file, which Ray must ship by value."""
-        return self.source.get("module") if self.source.get("kind") == "file" else None
-
 
 def load_file(path: str | Path, attr: str | None = None) -> Loaded:
     """Import a topology file and find its topology."""
     p = Path(path).expanduser().resolve()
     shown = str(path)
     if not p.is_file():
-        raise TopologyLoadError(shown, "no such file; give the path of a Python file "
-                                "that defines a Topology")
+        raise TopologyLoadError(
+            shown, "no such file; give the path of a Python file that defines a Topology"
+        )
     if p.suffix != ".py":
         raise TopologyLoadError(shown, "not a Python file (.py)")
     name = "tether_topology_" + hashlib.sha256(str(p).encode()).hexdigest()[:12]
@@ -87,11 +83,11 @@ def load_source(source: dict[str, Any]) -> Loaded:
     raise TopologyLoadError(
         str(source.get("name", "topology")),
         "this episode was started from Python code, not a file; resume it from Python "
-        "with tether.runtime.resume(episode_id, topology=...)")
+        "with tether.runtime.resume(episode_id, topology=...)",
+    )
 
 
-def _from_module(module: Any, shown: str, attr: str | None,
-                 source: dict[str, Any]) -> Loaded:
+def _from_module(module: Any, shown: str, attr: str | None, source: dict[str, Any]) -> Loaded:
     if attr is not None:
         found = getattr(module, attr, None)
         if not isinstance(found, Topology):
@@ -103,11 +99,17 @@ def _from_module(module: Any, shown: str, attr: str | None,
         elif len(candidates) == 1:
             attr, found = next(iter(candidates.items()))
         elif not candidates:
-            raise TopologyLoadError(shown, "defines no Topology; assign one to a module-level "
-                                    "name such as `topology = Topology(...)`")
+            raise TopologyLoadError(
+                shown,
+                "defines no Topology; assign one to a module-level "
+                "name such as `topology = Topology(...)`",
+            )
         else:
-            raise TopologyLoadError(shown, f"defines several topologies {sorted(candidates)}; "
-                                    "name one `topology` or pass --attr")
+            raise TopologyLoadError(
+                shown,
+                f"defines several topologies {sorted(candidates)}; "
+                "name one `topology` or pass --attr",
+            )
     task = getattr(module, "task", None)
     context = getattr(module, "context", None) or {}
     if task is not None and not isinstance(task, dict):

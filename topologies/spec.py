@@ -205,11 +205,14 @@ def problems_of(topology: Topology) -> list[str]:
             continue
         for j, target in enumerate(agent.handoffs):
             if target not in known:
-                out.append(f"{path}.children[{i}].handoffs[{j}]: unknown agent {target!r}; "
-                           f"choose one of {sorted(known)}")
+                out.append(
+                    f"{path}.children[{i}].handoffs[{j}]: unknown agent {target!r}; "
+                    f"choose one of {sorted(known)}"
+                )
             elif target == agent.name:
-                out.append(f"{path}.children[{i}].handoffs[{j}]: an agent cannot hand off "
-                           "to itself")
+                out.append(
+                    f"{path}.children[{i}].handoffs[{j}]: an agent cannot hand off to itself"
+                )
     return out
 
 
@@ -222,15 +225,26 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
     if not isinstance(agent.max_turns, int) or agent.max_turns < 1:
         out.append(f"{p}.max_turns: must be a positive integer, got {agent.max_turns!r}")
     out += _budget_problems(agent.budget, f"{p}.budget")
-    if (isinstance(agent.budget, Budget) and isinstance(parent, Budget)
-            and parent.steps is not None and agent.budget.steps is not None
-            and agent.budget.steps > parent.steps):
-        out.append(f"{p}.budget.steps: {agent.budget.steps} exceeds the supervisor's "
-                   f"{parent.steps}; a child's budget is carved from its parent's")
-    if isinstance(agent.budget, Budget) and isinstance(parent, Budget) and (
-            parent.steps is not None and agent.budget.steps is None):
-        out.append(f"{p}.budget.steps: unlimited under a supervisor limited to {parent.steps}; "
-                   "give the agent a step budget")
+    if (
+        isinstance(agent.budget, Budget)
+        and isinstance(parent, Budget)
+        and parent.steps is not None
+        and agent.budget.steps is not None
+        and agent.budget.steps > parent.steps
+    ):
+        out.append(
+            f"{p}.budget.steps: {agent.budget.steps} exceeds the supervisor's "
+            f"{parent.steps}; a child's budget is carved from its parent's"
+        )
+    if (
+        isinstance(agent.budget, Budget)
+        and isinstance(parent, Budget)
+        and (parent.steps is not None and agent.budget.steps is None)
+    ):
+        out.append(
+            f"{p}.budget.steps: unlimited under a supervisor limited to {parent.steps}; "
+            "give the agent a step budget"
+        )
     tools = agent.all_tools() if isinstance(agent.tools, tuple) else {}
     if not isinstance(agent.tools, tuple):
         out.append(f"{p}.tools: must be a tuple of Tool")
@@ -248,27 +262,30 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
             continue
         granted.add(g.tool)
         if g.tool not in tools:
-            out.append(f"{gp}.tool: unknown tool {g.tool!r}; the agent's tools are "
-                       f"{sorted(tools)}")
+            out.append(f"{gp}.tool: unknown tool {g.tool!r}; the agent's tools are {sorted(tools)}")
         if g.tier is not None and g.tier not in TIERS:
             out.append(f"{gp}.tier: {g.tier!r} is not a tier; use low, medium or high")
         if g.approval is not None:
             if g.approval.tier not in TIERS:
                 out.append(f"{gp}.approval.tier: {g.approval.tier!r} is not a tier")
             if g.tool in tools and g.approval.field not in tools[g.tool].args.model_fields:
-                out.append(f"{gp}.approval.field: tool {g.tool!r} has no argument "
-                           f"{g.approval.field!r}")
+                out.append(
+                    f"{gp}.approval.field: tool {g.tool!r} has no argument {g.approval.field!r}"
+                )
     for i, rail in enumerate(agent.rails):
         rp = f"{p}.rails[{i}]"
         if not isinstance(rail, AllowedValues | SpendCap):
             out.append(f"{rp}: must be AllowedValues or SpendCap")
             continue
         if rail.tool not in tools:
-            out.append(f"{rp}.tool: unknown tool {rail.tool!r}; the agent's tools are "
-                       f"{sorted(tools)}")
+            out.append(
+                f"{rp}.tool: unknown tool {rail.tool!r}; the agent's tools are {sorted(tools)}"
+            )
         elif rail.field not in tools[rail.tool].args.model_fields:
-            out.append(f"{rp}.field: tool {rail.tool!r} has no argument {rail.field!r}; it has "
-                       f"{sorted(tools[rail.tool].args.model_fields)}")
+            out.append(
+                f"{rp}.field: tool {rail.tool!r} has no argument {rail.field!r}; it has "
+                f"{sorted(tools[rail.tool].args.model_fields)}"
+            )
         if isinstance(rail, AllowedValues) and not rail.values and not rail.from_context:
             out.append(f"{rp}: allows nothing; give values or from_context")
         if isinstance(rail, SpendCap) and rail.per_call is None and rail.per_episode is None:

@@ -1,0 +1,95 @@
+"""Each package's public surface is deliberate: changing it changes this test."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+SURFACES = {
+    "tether.agents": [
+        "HANDOFF",
+        "ActionGate",
+        "ActionResult",
+        "AgentLoop",
+        "AgentOutcome",
+        "Message",
+        "Model",
+        "ModelRequest",
+        "ModelTurn",
+        "ScriptedModel",
+        "Tool",
+        "ToolCall",
+        "ToolContext",
+        "ToolSpec",
+        "Usage",
+        "call",
+        "calls",
+        "handoff",
+        "say",
+        "tool",
+    ],
+    "tether.memory": [
+        "DEFAULT_URL",
+        "Clock",
+        "EpisodeSummary",
+        "Ids",
+        "Journal",
+        "RandomIds",
+        "SequentialIds",
+        "SqlRecorder",
+        "StepClock",
+        "Store",
+        "SystemClock",
+        "Timeline",
+        "list_episodes",
+        "load_timeline",
+        "resolve_url",
+    ],
+    "tether.runtime": [
+        "EpisodeReport",
+        "Gate",
+        "Host",
+        "Inbox",
+        "RootSupervisor",
+        "TetherError",
+        "resume",
+        "run",
+    ],
+    "tether.topologies": [
+        "Agent",
+        "AllowedValues",
+        "ApprovalThreshold",
+        "Budget",
+        "Grant",
+        "Loaded",
+        "Role",
+        "SpendCap",
+        "Supervisor",
+        "Topology",
+        "load_file",
+        "load_module",
+    ],
+}
+
+
+@pytest.mark.parametrize("package", sorted(SURFACES))
+def test_public_names(package: str) -> None:
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(SURFACES[package])
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+
+
+def test_every_error_descends_from_tether_error() -> None:
+    from tether.runtime import errors
+
+    classes = [
+        v
+        for v in vars(errors).values()
+        if isinstance(v, type) and issubclass(v, Exception) and v.__module__ == errors.__name__
+    ]
+    assert len(classes) > 10
+    for cls in classes:
+        assert issubclass(cls, errors.TetherError), cls
+        assert cls.__name__ in errors.__doc__, f"{cls.__name__} is missing from the drawn tree"
