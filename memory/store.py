@@ -26,17 +26,36 @@ from eventsourcing.persistence import (
     StoredEvent,
     UUIDAsHex,
 )
+from eventsourcing.utils import get_topic
 from sqlalchemy.engine import Engine, make_url
 
 from tether.runtime.errors import StoreCorrupt, StoreUnavailable, StoreUrlError, StreamConflict
 
-from .events import Event
+from .events import (
+    ApprovalDenied,
+    ApprovalGranted,
+    ApprovalRequested,
+    EffectApplied,
+    EpisodeStarted,
+    Event,
+    FactRecorded,
+)
 from .sources import Clock
 
 DEFAULT_URL = "sqlite:///.tether/tether.db"
 """Where the store lives when neither ``--db`` nor ``TETHER_DB`` says otherwise."""
 
 E = TypeVar("E", bound=Event)
+
+CATALOGUED: tuple[type[Event], ...] = (
+    EpisodeStarted,
+    ApprovalRequested,
+    ApprovalGranted,
+    ApprovalDenied,
+    EffectApplied,
+    FactRecorded,
+)
+"""Event types listed across streams (episodes, the inbox, the ledger, facts): indexed."""
 
 
 def resolve_url(url: str | None) -> str:
@@ -71,7 +90,9 @@ def open_engine(url: str) -> Engine:
         if parsed.get_backend_name() == "sqlite":
             assert parsed.database is not None
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+            engine = sa.create_engine(
+                parsed, connect_args={"timeout": 30, "check_same_thread": False}
+            )
             _tune_sqlite(engine)
             return engine
         return sa.create_engine(parsed, pool_pre_ping=True)
@@ -125,7 +146,7 @@ class Store:
 
         self.url = resolve_url(url)
         self.engine = open_engine(self.url)
-        self.recorder = SqlRecorder(self.engine)
+        self.recorder = SqlRecorder(self.engine, catalogued_topics=map(get_topic, CATALOGUED))
         self.mapper = new_mapper()
         try:
             self.recorder.create_table()
@@ -135,6 +156,7 @@ class Store:
 
     def close(self) -> None:
         """Release the database connections."""
+        self.recorder.close()
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -175,8 +197,6 @@ class Store:
 
     def of_type(self, *types: type[E], start: int = 1, limit: int = 100_000) -> list[tuple[int, E]]:
         """Events of the given types across all streams, in recorded order."""
-        from eventsourcing.utils import get_topic
-
         topics = [get_topic(t) for t in types]
         found = self.recorder.select_notifications(start=start, limit=limit, topics=topics)
         out: list[tuple[int, E]] = []

@@ -94,14 +94,20 @@ class Delegate:
             out = tool.fn(args, ctx)
             return out.model_dump(mode="json") if isinstance(out, BaseModel) else dict(out)
 
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
-            wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=2.0),
-            retry=tenacity.retry_if_exception_type(TransientToolError),
-            reraise=True,
-        )
         try:
-            result = retrying(once)
+            try:
+                result = once()
+            except TransientToolError:
+                if self.attempts <= 1:
+                    raise
+                # Only a failed first attempt pays for the retry machinery.
+                retrying = tenacity.Retrying(
+                    stop=tenacity.stop_after_attempt(self.attempts - 1),
+                    wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=2.0),
+                    retry=tenacity.retry_if_exception_type(TransientToolError),
+                    reraise=True,
+                )
+                result = retrying(once)
         except Exception as e:  # a tool's failure is an outcome of the action, not a crash
             return Execution(None, f"{type(e).__name__}: {e}", attempts, key)
         events: list[Event] = []
