@@ -104,12 +104,11 @@ def gate_on_ray(db: Path, n: int) -> tuple[float, float]:
                 ray.get(actor.echo.remote(episode, "bench", CALL))
             governed: list[float] = []
             bare: list[float] = []
-            for _ in range(n // 10):  # alternate blocks, so drift hits both alike
+            for _ in range(n):  # alternate call by call, so the machine's drift hits both alike
                 for method, samples in ((actor.act, governed), (actor.echo, bare)):
-                    for _ in range(10):
-                        t0 = time.perf_counter()
-                        ray.get(method.remote(episode, "bench", CALL))
-                        samples.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    ray.get(method.remote(episode, "bench", CALL))
+                    samples.append(time.perf_counter() - t0)
         finally:
             ray.kill(actor)
     return _median_us(governed), _median_us(bare)
@@ -119,7 +118,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
         step_us = gate_in_process(Path(tmp) / "inproc.db", 2000)
         print(f"governed no-op in process (SQLite): {step_us:.0f} µs", file=sys.stderr)
-        governed_us, bare_us = gate_on_ray(Path(tmp) / "ray.db", 1000)
+        governed_us, bare_us = gate_on_ray(Path(tmp) / "ray.db", 2000)
         print(
             f"governed no-op in a host actor: {governed_us:.0f} µs; bare actor call: "
             f"{bare_us:.0f} µs",
