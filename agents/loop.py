@@ -38,6 +38,8 @@ class ActionResult:
 
     action: int
     """The action's number."""
+    tool: str
+    """The tool that was asked for."""
     outcome: Literal["executed", "denied", "failed", "waiting"]
     """How it ended, or ``waiting`` for a person."""
     observation: str
@@ -55,8 +57,9 @@ class ActionGate(Protocol):
         """Run one call through every stage; never raises for a denied action."""
         ...
 
-    def settle_approval(self, action: int) -> ActionResult:
-        """Finish an action that waited, if its approval was decided; else ``waiting``."""
+    def settle(self, action: int) -> ActionResult:
+        """Finish an action a previous run left open: one that waited for a person (if the
+        person has decided; else still ``waiting``), or one a crash cut short."""
         ...
 
 
@@ -163,14 +166,11 @@ class AgentLoop:
             return state.ended
         if state.task is None:
             return self._end(AgentOutcome(self.agent, "failed", "no task assigned"))
-        # Finish what the last turn left open (actions that waited for approval).
+        # Finish what the last run left open (approvals, or an action a crash cut short).
         waiting: list[str] = []
         handoff: AgentOutcome | None = None
         for action in list(state.open_actions):
-            result = self.gate.settle_approval(action)
-            handoff = handoff or self._take(result)
-            if result.outcome == "waiting" and result.approval_id:
-                waiting.append(result.approval_id)
+            handoff = self._absorb(self.gate.settle(action), waiting) or handoff
         while True:
             if waiting:
                 return self._end(AgentOutcome(self.agent, "waiting", waiting=tuple(waiting)))
@@ -199,21 +199,25 @@ class AgentLoop:
             if not turn.tool_calls:
                 return self._end(AgentOutcome(self.agent, "finished", output=turn.text))
             for c in turn.tool_calls:
-                result = self.gate.submit(c)
-                handoff = handoff or self._take(result)
-                if result.outcome == "waiting" and result.approval_id:
-                    waiting.append(result.approval_id)
+                handoff = self._absorb(self.gate.submit(c), waiting) or handoff
 
-    def _take(self, result: ActionResult) -> AgentOutcome | None:
-        """A handoff that executed ends the loop once the turn's other calls are done."""
-        if result.outcome != "executed" or not result.result:
+    def _absorb(self, result: ActionResult, waiting: list[str]) -> AgentOutcome | None:
+        """Note an action that waits; return the handoff an executed handoff call makes.
+
+        A handoff ends the loop only after the turn's other calls went through the gate.
+        """
+        if result.outcome == "waiting" and result.approval_id:
+            waiting.append(result.approval_id)
+        if result.tool != HANDOFF or result.outcome != "executed" or not result.result:
             return None
-        to = result.result.get("to")
-        if isinstance(to, str) and result.result.get("accepted") is True:
-            reason = str(result.result.get("reason", ""))
-            note = str(result.result.get("note", ""))
-            return AgentOutcome(self.agent, "handed_off", output=note, handoff_to=to, reason=reason)
-        return None
+        r = result.result
+        return AgentOutcome(
+            self.agent,
+            "handed_off",
+            output=str(r.get("note", "")),
+            handoff_to=str(r["to"]),
+            reason=str(r.get("reason", "")),
+        )
 
     def _record(self, cls: type[Event], **fields: object) -> None:
         self.journal.record(cls, **fields)  # the journal feeds it back to ``observe``

@@ -56,6 +56,8 @@ class _Open:
     tool: str
     arguments: dict[str, Any]
     approval_id: uuid.UUID | None = None
+    cleared: bool = False
+    """Approved, by tier or by a person: only execution and what follows remain."""
     reserved: int = 0
     executed: bool = False
 
@@ -105,10 +107,13 @@ class Gate:
             self.open[event.action].reserved = 0
         elif isinstance(event, ApprovalAwaited):
             self.open[event.action].approval_id = event.approval_id
-        elif isinstance(event, ActionExecuted) and event.decision == "ok":
+        elif isinstance(event, ApprovalSettled):
+            self.open[event.action].cleared = event.decision in ("auto", "granted")
+        elif isinstance(event, ActionExecuted):
             opened = self.open[event.action]
-            opened.executed = True
-            self.boundaries.note_executed(opened.tool, opened.arguments)
+            opened.executed = True  # the tool ran (or its effect was fed back): a step used
+            if event.decision == "ok":
+                self.boundaries.note_executed(opened.tool, opened.arguments)
         elif isinstance(event, ActionRecorded):
             self.open.pop(event.action, None)
 
@@ -194,7 +199,11 @@ class Gate:
                 )
             )
             return ActionResult(
-                n, "waiting", f"waiting for approval {approval_id}", approval_id=str(approval_id)
+                n,
+                tool.name,
+                "waiting",
+                f"waiting for approval {approval_id}",
+                approval_id=str(approval_id),
             )
         self._record(
             ApprovalSettled,
@@ -204,40 +213,56 @@ class Gate:
         )
         return self._execute(n, tool, args)
 
-    def settle_approval(self, action: int) -> ActionResult:
-        """Finish an action that waited for a person, if the person has decided."""
+    def settle(self, action: int) -> ActionResult:
+        """Finish an action a previous run left open.
+
+        One that waits for a person goes on once the person has decided. One that a crash
+        cut short after its write-ahead record (it was cleared to run) is executed again:
+        the effects ledger feeds back an effect that already happened, and the tool gets
+        the same idempotency key. Anything else is closed as failed.
+        """
         opened = self.open.get(action)
-        if opened is None or opened.approval_id is None:
-            return ActionResult(action, "failed", f"action {action} is not waiting for approval")
-        item = self.inbox.get(opened.approval_id)
-        if item.status == "pending":
-            return ActionResult(
-                action, "waiting", f"waiting for approval {item.id}", approval_id=str(item.id)
+        if opened is None:
+            return ActionResult(action, "", "failed", f"action {action} is not open")
+        if opened.approval_id is not None and not opened.cleared:
+            item = self.inbox.get(opened.approval_id)
+            if item.status == "pending":
+                return ActionResult(
+                    action,
+                    opened.tool,
+                    "waiting",
+                    f"waiting for approval {item.id}",
+                    approval_id=str(item.id),
+                )
+            who = f"{item.status} by {item.approver}: {item.reason or 'no reason given'}"
+            self._record(
+                ApprovalSettled,
+                action=action,
+                decision=item.status,
+                reason=who,
+                approval_id=item.id,
+                approver=item.approver,
             )
-        granted = item.status == "granted"
-        self._record(
-            ApprovalSettled,
-            action=action,
-            decision=item.status,
-            reason=f"{item.status} by {item.approver}: {item.reason or 'no reason given'}",
-            approval_id=item.id,
-            approver=item.approver,
-        )
-        if not granted:
+            if item.status != "granted":
+                return self._end(action, "denied", "approval", f"denied: {who}")
+            # The world may have moved on while a person decided: check the rails again.
+            check = self.boundaries.check(opened.tool, opened.arguments)
+            self._record(
+                BoundariesChecked,
+                action=action,
+                decision="pass" if check.passed else "deny",
+                reason=f"checked again after approval: {check.reason}",
+                violations=[v.as_dict() for v in check.violations],
+            )
+        elif opened.cleared:
+            check = self.boundaries.check(opened.tool, opened.arguments)
+        else:
             return self._end(
-                action,
-                "denied",
-                "approval",
-                f"denied by {item.approver}: {item.reason or 'no reason given'}",
+                action, "failed", "record", "interrupted before it was cleared to run; not executed"
             )
-        check = self.boundaries.check(opened.tool, opened.arguments)
         if not check.passed or check.tool is None or check.args is None:
-            # The world moved on while a person decided (a cap was reached meanwhile).
             return self._end(
-                action,
-                "denied",
-                "boundaries",
-                f"denied by boundaries after approval: {check.reason}",
+                action, "denied", "boundaries", f"denied by boundaries: {check.reason}"
             )
         return self._execute(action, check.tool, check.args)
 
@@ -312,6 +337,7 @@ class Gate:
         result: dict[str, Any] | None = None,
     ) -> ActionResult:
         opened = self.open.get(n)
+        tool = opened.tool if opened is not None else ""
         if opened is not None and opened.reserved:
             used = 1 if opened.executed else 0
             self._record(
@@ -331,7 +357,7 @@ class Gate:
             reason="executed" if outcome == "executed" else f"{outcome} at {ended_at}",
         )
         self.journal.flush(*others)
-        return ActionResult(n, outcome, observation, result=result)
+        return ActionResult(n, tool, outcome, observation, result=result)
 
     def _record(self, cls: type[Event], **fields: Any) -> None:
         self.journal.record(cls, **fields)

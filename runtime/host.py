@@ -13,7 +13,7 @@ from typing import Any
 
 from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome
 from tether.agents.model import ToolCall
-from tether.memory.events import EpisodeStarted, TaskAssigned, agent_stream_id
+from tether.memory.events import AgentFailed, EpisodeStarted, TaskAssigned, agent_stream_id
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store
 from tether.runtime.errors import ConfigError, EpisodeNotFound
@@ -69,7 +69,15 @@ class Host:
         runtime = self.agent(episode_id, agent)
         if task is not None:
             runtime.assign(task, by)
-        return runtime.loop.run()
+        try:
+            return runtime.loop.run()
+        except Exception as e:
+            # A bug in a tool's verifier, a model adapter, a script: the agent failed. What
+            # it recorded so far is kept; the failure is recorded with the error.
+            reason = f"crashed: {type(e).__name__}: {e}"
+            runtime.journal.record(AgentFailed, reason=reason)
+            runtime.journal.flush()
+            return AgentOutcome(agent, "failed", reason)
 
     def act(self, episode_id: uuid.UUID, agent: str, call: ToolCall) -> ActionResult:
         """Pass one tool call through the gate, outside the model loop (ops and benchmarks)."""

@@ -24,7 +24,7 @@ from tether.memory.events import (
 )
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store
-from tether.runtime.errors import EpisodeNotFound
+from tether.runtime.errors import EpisodeNotFound, HostError
 from tether.topologies.spec import Topology
 
 from .host import Host
@@ -63,8 +63,6 @@ class RayHost:
         self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
     ) -> AgentOutcome:
         import ray
-
-        from .errors import HostError
 
         try:
             outcome: AgentOutcome = ray.get(self.actor.run.remote(episode_id, agent, task, by))
@@ -154,7 +152,10 @@ class RootSupervisor:
     ) -> EpisodeReport:
         episode_id = journal.stream_id
         for _ in range(MAX_HANDOFFS + 1):
-            outcome = self.host.run(episode_id, agent, task, by)
+            try:
+                outcome = self.host.run(episode_id, agent, task, by)
+            except HostError as e:
+                return self._fail(journal, agent, str(e))
             if outcome.outcome == "handed_off" and outcome.handoff_to:
                 task = {
                     "handoff_from": agent,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from tether.agents import ScriptedModel, ToolCall, ToolContext, call, say, tool
+from tether.agents import ScriptedModel, ToolCall, ToolContext, call, calls, say, tool
 from tether.memory import SequentialIds, StepClock, Store
 from tether.memory.events import (
     ActionExecuted,
@@ -96,6 +96,7 @@ ALL_TOOLS = (pay, noop, flaky, unreliable, broken)
 def _reset() -> Iterator[None]:
     calls_made.clear()
     flaky_failures.clear()
+    crash_next.clear()
     yield
 
 
@@ -485,3 +486,98 @@ def test_a_gate_submission_outside_the_loop_is_governed_too(store: Store) -> Non
     assert result.outcome == "executed"
     events = store.read(agent_stream_id(report.episode_id, "clerk"))
     assert sum(isinstance(e, StageEvent) for e in events) == len(FULL)
+
+
+# --- what a crash leaves behind -------------------------------------------------------
+
+
+class Crash(BaseException):
+    """Stands for the process dying (kill -9) in the middle of a tool call."""
+
+
+crash_next: list[bool] = []
+
+
+@tool(destructive=True)
+def transfer(args: Pay, ctx: ToolContext) -> dict[str, Any]:
+    """Move money; the first call dies halfway."""
+    calls_made.append({"to": args.to, "amount": str(args.amount), "key": ctx.idempotency_key})
+    if crash_next:
+        crash_next.pop()
+        raise Crash
+    return {"to": args.to, "status": "moved"}
+
+
+def test_an_action_cut_short_by_a_crash_runs_again_under_the_same_key(store: Store) -> None:
+    # The decision was written ahead of the effect; the process died inside the tool.
+    topology = Topology(
+        name="t",
+        root=Supervisor(
+            name="root",
+            children=(
+                Agent(
+                    name="clerk",
+                    role=Role("clerk", grants=(Grant("transfer", tier="low"),)),
+                    model=ScriptedModel(
+                        [call("transfer", to="a@x.test", amount="5"), say("moved")]
+                    ),
+                    tools=(transfer,),
+                ),
+            ),
+        ),
+    )
+    crash_next.append(True)
+    with pytest.raises(Crash):
+        Run(store, topology)
+    # Resuming from the store alone finishes it: the tool sees the same idempotency key, the
+    # ledger holds the effect once, and the action is recorded once.
+    clock, ids = StepClock(), SequentialIds(start=100)
+    host = Host(topology, store, clock, ids)
+    episode = uuid.UUID(int=1)
+    report = RootSupervisor(topology, store, LocalHost(host), clock, ids).resume(episode)
+    assert report.status == "completed" and report.output == "moved"
+    assert [c["key"] for c in calls_made] == [f"{episode}/clerk/1"] * 2
+    assert len(store.read(effect_stream_id(f"{episode}/clerk/1"))) == 1
+    events = store.read(agent_stream_id(episode, "clerk"))
+    assert sum(isinstance(e, ActionRecorded) for e in events) == 1
+
+
+def test_an_agent_that_crashes_fails_the_episode_with_the_error(store: Store) -> None:
+    def explode(request: Any) -> Any:
+        raise ZeroDivisionError("bad script")
+
+    run = Run(store, fleet([explode]))
+    assert run.report.status == "failed"
+    assert "ZeroDivisionError: bad script" in run.report.output
+
+
+def test_rails_are_checked_again_when_a_person_approves(store: Store) -> None:
+    # Two refunds wait; each fits the episode's cap alone, not together.
+    topology = fleet(
+        [
+            calls_turn(
+                ("pay", {"to": "a@x.test", "amount": "120"}),
+                ("pay", {"to": "a@x.test", "amount": "120"}),
+            ),
+            say("done"),
+        ],
+        grants=(Grant("pay", tier="low", approval=ApprovalThreshold("amount", Decimal(100))),),
+        rails=(SpendCap(tool="pay", field="amount", per_episode=Decimal("200")),),
+    )
+    run = Run(store, topology)
+    inbox = Inbox(store, StepClock())
+    for item in inbox.items("pending"):
+        inbox.approve(item.id, "alice", "ok")
+    run.resume()
+    assert run.stages(1)[-1] == ("record", "executed")
+    assert run.stages(2)[-3:] == [
+        ("boundaries", "deny"),
+        ("budget", "settled"),
+        ("record", "denied"),
+    ]
+    assert "checked again after approval" in run.reasons(2)
+    assert len(calls_made) == 1
+
+
+def calls_turn(*pairs: tuple[str, dict[str, Any]]) -> Any:
+    return calls(*(ToolCall(name, arguments) for name, arguments in pairs))
