@@ -96,14 +96,6 @@ class Timeline:
         """Actions that ended (or stand) at ``outcome``."""
         return sum(1 for a in self.agents for act in a.actions if act.outcome == outcome)
 
-    def waiting_approvals(self) -> list[str]:
-        return [
-            act.approval_id
-            for a in self.agents
-            for act in a.actions
-            if act.outcome == "waiting" and act.approval_id
-        ]
-
 
 def episode_status(events: list[Event]) -> tuple[str, str]:
     """(status, detail) of an episode from its own stream."""

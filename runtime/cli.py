@@ -11,6 +11,7 @@ import getpass
 import json
 import os
 import shlex
+import shutil
 import sys
 import uuid
 from collections.abc import Callable
@@ -42,7 +43,8 @@ app.add_typer(inbox_app, name="inbox")
 
 # Off a terminal (a pipe, a file, CI logs), lines are not cut to 80 columns: a post-mortem
 # must not lose the end of a reason.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+_TTY = sys.stdout.isatty()
+out = Console(highlight=False, width=None if _TTY else 200, soft_wrap=not _TTY)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Db = Annotated[
@@ -80,6 +82,17 @@ def handled(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _prog() -> str:
+    """How to call tether again: ``tether`` if that is on PATH, else the path used now."""
+    used = sys.argv[0] if sys.argv else ""
+    if Path(used).name != "tether":
+        return "tether"
+    found = shutil.which("tether")
+    if found and Path(found).resolve() == Path(used).resolve():
+        return "tether"
+    return used
 
 
 def _db_flag(db: str | None) -> str:
@@ -179,15 +192,16 @@ def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
                 args = json.dumps(act.arguments, sort_keys=True)
                 out.print(f"  waiting {a.name} #{act.action} {act.tool} {args}", markup=False)
                 out.print(
-                    f"    approve: tether inbox approve {act.approval_id}{_db_flag(db)}",
+                    f"    approve: {_prog()} inbox approve {act.approval_id}{_db_flag(db)}",
                     markup=False,
                 )
                 out.print(
-                    f"    deny:    tether inbox deny {act.approval_id}{_db_flag(db)}", markup=False
+                    f"    deny:    {_prog()} inbox deny {act.approval_id}{_db_flag(db)}",
+                    markup=False,
                 )
     if t.status == "waiting":
-        out.print(f"then finish it: tether resume {t.episode_id}{_db_flag(db)}", markup=False)
-    out.print(f"replay it: tether replay {t.episode_id}{_db_flag(db)}", markup=False)
+        out.print(f"then finish it: {_prog()} resume {t.episode_id}{_db_flag(db)}", markup=False)
+    out.print(f"replay it: {_prog()} replay {t.episode_id}{_db_flag(db)}", markup=False)
 
 
 def _table(*columns: str) -> Table:
@@ -388,7 +402,7 @@ def _decide(approval: str, db: str | None, approver: str | None, reason: str, gr
         f"{item.status}: {item.id} ({item.request.tool} by {item.request.agent}) as {who}",
         markup=False,
     )
-    out.print(f"continue: tether resume {item.request.episode_id}{_db_flag(db)}", markup=False)
+    out.print(f"continue: {_prog()} resume {item.request.episode_id}{_db_flag(db)}", markup=False)
 
 
 def _current_user() -> str:

@@ -53,7 +53,7 @@ def test_the_refund_desk_stops_the_injection_and_waits_for_a_person(
     assert {"cap:issue_refund.amount", "allow:issue_refund.recipient"} <= rules
 
     # The summary prints the exact command that approves the waiting refund.
-    approve = re.search(r"approve: (tether inbox approve \S+.*)$", out, re.M)
+    approve = re.search(r"approve: (\S*tether inbox approve \S+.*)$", out, re.M)
     assert approve, out
     pending = json.loads(tether("inbox", "list", "--json", "--db", store_url))
     assert [p["tool"] for p in pending] == ["issue_refund"]
