@@ -14,7 +14,7 @@ PG_URL = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _postgres_reason() -> str | None:
+def postgres_unavailable() -> str | None:
     """None when PostgreSQL answers, else why not."""
     engine = sa.create_engine(PG_URL)
     try:
@@ -29,7 +29,7 @@ def _postgres_reason() -> str | None:
 
 @pytest.fixture(scope="session")
 def postgres_available() -> None:
-    reason = _postgres_reason()
+    reason = postgres_unavailable()
     if reason is None:
         return
     if IN_CI:
