@@ -5,14 +5,18 @@ and a PostgreSQL recorder (on psycopg), each configured by environment variables
 ``eventsourcing-sqlalchemy`` package, which pins SQLAlchemy below 2.1. tether instead
 implements eventsourcing's recorder interface itself, on SQLAlchemy Core, because:
 
-- every command takes one SQLAlchemy URL (``--db``); one engine serves SQLite and
-  PostgreSQL with the same SQL, so the conformance suite exercises one code path twice;
+- every command takes one SQLAlchemy URL (``--db``); one engine, one schema and one set
+  of queries serve SQLite and PostgreSQL. Only the insert differs, each backend taking
+  its fastest correct route: an ``executemany`` under ``BEGIN IMMEDIATE`` on SQLite (the
+  write lock is taken up front, so two processes never deadlock on a lock upgrade), and
+  ``INSERT ... RETURNING`` under a table lock on PostgreSQL, so notification ids commit in
+  the order they are taken, as eventsourcing's own PostgreSQL recorder does;
 - the store owns its transactions: several streams are appended atomically (an action's
-  events with its approval request or its effect), SQLite writers take the write lock up
-  front (``BEGIN IMMEDIATE``) so two processes never deadlock on a lock upgrade, and
-  PostgreSQL inserts take a table lock so notification ids commit in order, as
-  eventsourcing's own PostgreSQL recorder does;
+  events with its approval request, or with its effect);
 - no version pin holds SQLAlchemy back.
+
+eventsourcing's own ``ApplicationRecorderTestCase`` runs against this recorder on both
+backends (``tests/test_recorder_contract.py``).
 
 What stays eventsourcing's: ``StoredEvent``/``Notification``, the ``Mapper`` with its
 transcoder (and, later, its cipher hook), and the recorder contract, including
@@ -36,7 +40,7 @@ from eventsourcing.persistence import (
     StoredEvent,
     Subscription,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _COLUMNS = ("originator_id", "originator_version", "topic", "state", "catalog")
@@ -118,12 +122,11 @@ class SqlRecorder(ApplicationRecorder):
         ]
         if not self._is_postgres:
             return self._insert_sqlite(rows)
+        keyed = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
         try:
-            with self.writing() as conn:
-                if self._is_postgres:
-                    conn.execute(self._lock)
-                    keyed = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-                    return [row[0] for row in conn.execute(self._insert, keyed)]
+            with self.engine.begin() as conn:
+                conn.execute(self._lock)  # notification ids commit in the order they are taken
+                return [row[0] for row in conn.execute(self._insert, keyed)]
         except sa.exc.IntegrityError as e:
             raise IntegrityError(str(e.orig)) from e
         except sa.exc.OperationalError as e:
@@ -161,10 +164,6 @@ class SqlRecorder(ApplicationRecorder):
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
-
-    def writing(self) -> _Writing:
-        """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, a plain one elsewhere."""
-        return _Writing(self.engine)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -251,28 +250,3 @@ class SqlRecorder(ApplicationRecorder):
             )
             for r in rows
         ]
-
-
-class _Writing:
-    """Context manager for one write transaction, committed on success."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._conn: Connection | None = None
-
-    def __enter__(self) -> Connection:
-        conn = self._engine.connect().execution_options(tether_write=True)
-        self._conn = conn
-        conn.begin()
-        return conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        conn = self._conn
-        assert conn is not None
-        try:
-            if exc_type is None:
-                conn.commit()
-            else:
-                conn.rollback()
-        finally:
-            conn.close()

@@ -73,14 +73,16 @@ def resolve_url(url: str | None) -> str:
     if backend == "sqlite":
         database = parsed.database
         if not database or database == ":memory:":
-            raise StoreUrlError(raw, "an in-memory SQLite database cannot be shared; name a file")
+            raise StoreUrlError(
+                redact(raw), "an in-memory SQLite database cannot be shared; name a file"
+            )
         path = Path(database).expanduser()
         if not path.is_absolute():
             path = Path.cwd() / path
         return parsed.set(database=str(path)).render_as_string(hide_password=False)
     if backend == "postgresql":
         return parsed.render_as_string(hide_password=False)
-    raise StoreUrlError(raw, f"unsupported backend {backend!r} (sqlite or postgresql)")
+    raise StoreUrlError(redact(raw), f"unsupported backend {backend!r} (sqlite or postgresql)")
 
 
 def open_engine(url: str) -> Engine:
@@ -97,15 +99,17 @@ def open_engine(url: str) -> Engine:
             return engine
         return sa.create_engine(parsed, pool_pre_ping=True)
     except (sa.exc.NoSuchModuleError, ModuleNotFoundError) as e:
-        raise StoreUrlError(url, f"no database driver: {e}") from e
+        raise StoreUrlError(redact(url), f"no database driver: {e}") from e
     except OSError as e:
         raise StoreUnavailable(redact(url), str(e)) from e
 
 
 def _tune_sqlite(engine: Engine) -> None:
-    # WAL lets readers run beside the writer; NORMAL syncs at checkpoints, which WAL keeps
-    # durable against process crashes. The driver's own transaction handling is turned off
-    # so that tether decides how each transaction begins (IMMEDIATE for writes).
+    # WAL lets readers run beside the writer. With synchronous=NORMAL a commit survives a
+    # crashed process (kill -9) but an OS crash or power loss may lose the last commits;
+    # that is the trade SQLite recommends for WAL, and PostgreSQL is the store for fleets
+    # that need more. The driver's own transaction handling is turned off: the recorder
+    # writes with BEGIN IMMEDIATE on its own connection, reads begin as usual.
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -117,8 +121,7 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        write = conn.get_execution_options().get("tether_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        conn.exec_driver_sql("BEGIN")
 
 
 def redact(url: str) -> str:

@@ -30,6 +30,16 @@ def test_a_bad_db_url_is_named() -> None:
     assert "--db 'mysql://x/y': unsupported backend 'mysql'" in out
 
 
+def test_a_password_in_a_bad_url_is_not_printed() -> None:
+    out = fails("episodes", "--db", "mysql://root:hunter2@db/x")
+    assert "hunter2" not in out and "***" in out
+
+
+def test_resuming_an_unknown_episode_is_named(sqlite_url: str) -> None:
+    out = fails("resume", "00000000-0000-0000-0000-00000000beef", "--db", sqlite_url)
+    assert "no episode" in out
+
+
 def test_an_unreachable_db_is_named() -> None:
     out = fails("inbox", "list", "--db", "postgresql://postgres@127.0.0.1:1/test")
     assert "is unavailable" in out
