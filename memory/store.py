@@ -235,6 +235,13 @@ class Journal:
         self.observers: list[Callable[[Event], None]] = []
         """Called with each new event, so state folded from the stream stays current."""
 
+    @classmethod
+    def after(
+        cls, store: Store, stream_id: uuid.UUID, clock: Clock, history: Sequence[Event]
+    ) -> Journal:
+        """The journal that continues a stream whose events so far are ``history``."""
+        return cls(store, stream_id, clock, history[-1].originator_version if history else 0)
+
     def record(self, cls: type[E], **fields: Any) -> E:
         """Number and stamp a new event of this stream; it is written at the next flush."""
         self.version += 1

@@ -16,7 +16,7 @@ from tether.agents.model import ToolCall
 from tether.memory.events import AgentFailed, EpisodeStarted, TaskAssigned, agent_stream_id
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store
-from tether.runtime.errors import ConfigError, EpisodeNotFound
+from tether.runtime.errors import ConfigError, EpisodeNotFound, StoreError
 from tether.topologies.spec import Topology
 
 from .boundaries import Boundaries
@@ -71,6 +71,8 @@ class Host:
             runtime.assign(task, by)
         try:
             return runtime.loop.run()
+        except StoreError:
+            raise  # the store failing is not the agent failing: nothing more can be recorded
         except Exception as e:
             # A bug in a tool's verifier, a model adapter, a script: the agent failed. What
             # it recorded so far is kept; the failure is recorded with the error.
@@ -109,7 +111,7 @@ class Host:
         context = self.contexts[episode_id]
         stream = agent_stream_id(episode_id, name)
         history = self.store.read(stream)
-        journal = Journal(self.store, stream, self.clock, version=len(history))
+        journal = Journal.after(self.store, stream, self.clock, history)
         ledger = StepLedger(name, spec.budget.steps, parent=self.supervisors[episode_id])
         gate = Gate(
             agent=name,

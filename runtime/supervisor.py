@@ -131,7 +131,7 @@ class RootSupervisor:
         if isinstance(last, EpisodeFailed):
             return EpisodeReport(episode_id, "failed", last.agent, last.reason)
         agent = self._active_agent(episode_id)
-        journal = Journal(self.store, episode_id, self.clock, version=len(events))
+        journal = Journal.after(self.store, episode_id, self.clock, events)
         journal.record(EpisodeResumed, agent=agent)
         journal.flush()
         return self._drive(journal, agent, None, "operator", events[0].input)
