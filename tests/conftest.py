@@ -13,6 +13,14 @@ import sqlalchemy as sa
 PG_URL = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+ONE_AGENT_FILE = (
+    "from tether.agents import ScriptedModel, say\n"
+    "from tether.topologies import Agent, Role, Supervisor, Topology\n"
+    "topology = Topology('one', Supervisor('root', (Agent('a', Role('a'), "
+    "ScriptedModel([say('hi')])),)))\n"
+)
+"""The smallest topology file: one agent that says hi."""
+
 
 def postgres_unavailable() -> str | None:
     """None when PostgreSQL answers, else why not."""

@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 from tether.memory import StepClock, Store
 from tether.runtime.cli import app
 
+from .conftest import ONE_AGENT_FILE
+
 
 def fails(*args: str) -> str:
     result = CliRunner().invoke(app, list(args))
@@ -63,12 +65,7 @@ def test_a_malformed_topology_file_is_named(tmp_path: Path, sqlite_url: str) -> 
 
 def test_an_invalid_task_is_named(tmp_path: Path, sqlite_url: str) -> None:
     f = tmp_path / "fleet.py"
-    f.write_text(
-        "from tether.agents import ScriptedModel, say\n"
-        "from tether.topologies import Agent, Role, Supervisor, Topology\n"
-        "topology = Topology('one', Supervisor('root', (Agent('a', Role('a'), "
-        "ScriptedModel([say('hi')])),)))\n"
-    )
+    f.write_text(ONE_AGENT_FILE)
     assert "--task: not valid JSON" in fails("run", str(f), "--task", "{oops", "--db", sqlite_url)
     assert "--task: must be a JSON object" in fails(
         "run", str(f), "--task", "[1]", "--db", sqlite_url

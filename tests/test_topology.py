@@ -24,6 +24,8 @@ from tether.topologies import (
     load_module,
 )
 
+from .conftest import ONE_AGENT_FILE
+
 
 class Args(BaseModel):
     to: str
@@ -124,13 +126,7 @@ def test_a_supervisor_without_agents_is_refused() -> None:
 
 def test_a_topology_file_is_loaded_with_its_task_and_context(tmp_path: Path) -> None:
     f = tmp_path / "fleet.py"
-    f.write_text(
-        "from tether.agents import ScriptedModel, say\n"
-        "from tether.topologies import Agent, Role, Supervisor, Topology\n"
-        "topology = Topology('one', Supervisor('root', (Agent('a', Role('a'), "
-        "ScriptedModel([say('hi')])),)))\n"
-        "task = {'q': 1}\ncontext = {'who': 'me'}\n"
-    )
+    f.write_text(ONE_AGENT_FILE + "task = {'q': 1}\ncontext = {'who': 'me'}\n")
     loaded = load_file(f)
     assert loaded.topology.name == "one"
     assert (loaded.task, loaded.context) == ({"q": 1}, {"who": "me"})
