@@ -7,6 +7,7 @@ Nothing here decides anything. The constructor opens the store and builds a ``Ho
 from __future__ import annotations
 
 import logging
+import socket
 import uuid
 from typing import Any
 
@@ -16,6 +17,7 @@ from tether.agents.loop import ActionResult, AgentOutcome
 from tether.agents.model import ToolCall
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Store
+from tether.runtime.errors import HostError
 from tether.topologies.loader import Loaded
 from tether.topologies.spec import Topology
 
@@ -48,14 +50,40 @@ class HostActor:
 
 def ensure_ray(address: str | None = None) -> None:
     """Start (or join) Ray once per process."""
+    if address:
+        _check_reachable(address)
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False
-        )
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+            )
+    except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError ...
+        where = f"the cluster at {address}" if address else "a local Ray instance"
+        raise HostError(
+            "ray", f"could not start or join {where}: {type(e).__name__}: {e}".splitlines()[0]
+        ) from e
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a cluster address nothing answers at (Ray itself retries for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in host:
+        return  # "auto", or a client URL: leave it to Ray
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=3).close()
+    except OSError as e:
+        raise HostError(
+            "ray",
+            f"nothing answers at --address {address} ({e}); start the "
+            "cluster with `ray start --head` or fix the address",
+        ) from e
 
 
 def spawn_host(loaded: Loaded, store_url: str) -> Any:

@@ -76,7 +76,7 @@ def handled(fn: F) -> F:
             return fn(*args, **kwargs)
         except TetherError as e:
             lines = str(e).splitlines() or [type(e).__name__]
-            err.print(f"[bold red]error:[/] {lines[0]}", markup=True)
+            err.print(f"[bold red]error:[/] {_esc(lines[0])}", markup=True)
             for line in lines[1:]:
                 err.print(line, markup=False)
             raise typer.Exit(1) from None

@@ -24,7 +24,7 @@ from tether.memory.events import (
 )
 from tether.memory.sources import Clock
 from tether.memory.store import Store, new_event
-from tether.runtime.errors import TransientToolError
+from tether.runtime.errors import ToolError, TransientToolError
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,13 @@ class Delegate:
             attempts += 1
             facts.clear()
             out = tool.fn(args, ctx)
-            return out.model_dump(mode="json") if isinstance(out, BaseModel) else dict(out)
+            if isinstance(out, BaseModel):
+                return out.model_dump(mode="json")
+            if isinstance(out, dict):
+                return out
+            raise ToolError(
+                tool.name, f"returned {type(out).__name__}; return a dict or a pydantic model"
+            )
 
         try:
             try:

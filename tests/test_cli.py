@@ -72,6 +72,11 @@ def test_an_invalid_task_is_named(tmp_path: Path, sqlite_url: str) -> None:
     )
 
 
+def test_a_cluster_address_nothing_answers_at_is_named(sqlite_url: str) -> None:
+    out = fails("demo", "--address", "127.0.0.1:1", "--db", sqlite_url)
+    assert "nothing answers at --address 127.0.0.1:1" in out
+
+
 def test_an_unknown_approval_is_named(sqlite_url: str) -> None:
     out = fails("inbox", "approve", "not-an-id", "--db", sqlite_url)
     assert "no approval request 'not-an-id'" in out
