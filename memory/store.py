@@ -170,14 +170,20 @@ class Store:
 
     # --- writing ----------------------------------------------------------------------
 
-    def append(self, events: Sequence[Event]) -> list[int]:
-        """Append events (of any streams) in one transaction; return their notification ids.
+    def append(self, events: Sequence[Event], *, tail: Sequence[Event] = ()) -> list[int]:
+        """Append events (of any streams) atomically; return their notification ids.
 
-        Raises ``StreamConflict`` if any stream already has an event at one of the positions.
+        ``tail`` events go to the end of their streams, whatever position they carry: for
+        streams many writers share (facts about a subject), where taking the next position
+        inside the transaction is the safe way to retry a conflict. Raises
+        ``StreamConflict`` if a stream already has an event at one of the fixed positions.
+        Appends from many threads at once share a transaction (group commit); this returns
+        only after the transaction holding these events committed.
         """
         stored = [self.mapper.to_stored_event(e) for e in events]
+        stored_tail = [self.mapper.to_stored_event(e) for e in tail]
         try:
-            return list(self.recorder.insert_events(stored) or [])
+            return list(self.recorder.insert_events(stored, tail=stored_tail))
         except IntegrityError as e:
             streams = sorted({str(e_.originator_id) for e_ in events})
             raise StreamConflict(streams, _first_line(e)) from e
@@ -256,14 +262,15 @@ class Journal:
             observe(event)
         return event
 
-    def flush(self, *others: Event) -> None:
-        """Append the held events, and ``others`` of other streams, in one transaction."""
-        if not self.pending and not others:
+    def flush(self, *others: Event, tail: Sequence[Event] = ()) -> None:
+        """Append the held events, ``others`` of other streams and ``tail`` events (see
+        ``Store.append``) in one transaction."""
+        if not self.pending and not others and not tail:
             return
         own = self.pending
         self.pending = []
         try:
-            self.store.append([*own, *others])
+            self.store.append([*own, *others], tail=tail)
         except BaseException:
             self.pending = own  # nothing was written; keep them for the caller to retry
             raise

@@ -42,7 +42,9 @@ class Execution:
     replayed: bool = False
     """True when the result came from the ledger, not from a call."""
     events: tuple[Event, ...] = field(default=())
-    """Ledger and memory events to append with the action's record."""
+    """Ledger events to append with the action's record."""
+    tail: tuple[Event, ...] = field(default=())
+    """Org-memory events to append with it, at the end of their (shared) streams."""
 
 
 def idempotency_key(episode_id: uuid.UUID, agent: str, action: int) -> str:
@@ -133,29 +135,31 @@ class Delegate:
                     result=result,
                 )
             )
-        events += self._facts(facts, episode_id, agent, action)
-        return Execution(result, None, attempts, key, events=tuple(events))
+        return Execution(
+            result,
+            None,
+            attempts,
+            key,
+            events=tuple(events),
+            tail=self._facts(facts, episode_id, agent, action),
+        )
 
     def _facts(
         self, facts: list[tuple[str, str, str]], episode_id: uuid.UUID, agent: str, action: int
-    ) -> list[Event]:
-        out: list[Event] = []
-        versions: dict[uuid.UUID, int] = {}
-        for subject, key, statement in facts:
-            stream = subject_stream_id(subject)
-            if stream not in versions:
-                versions[stream] = len(self.store.read(stream))
-            versions[stream] += 1
-            out.append(
-                new_event(
-                    FactRecorded,
-                    stream,
-                    versions[stream],
-                    self.clock.now(),
-                    subject=subject,
-                    key=key,
-                    statement=statement,
-                    source={"episode": str(episode_id), "agent": agent, "action": action},
-                )
+    ) -> tuple[Event, ...]:
+        # Many agents write facts about one subject: the store places each at the end of the
+        # subject's stream when it commits (position 0 here is a placeholder).
+        source = {"episode": str(episode_id), "agent": agent, "action": action}
+        return tuple(
+            new_event(
+                FactRecorded,
+                subject_stream_id(subject),
+                0,
+                self.clock.now(),
+                subject=subject,
+                key=key,
+                statement=statement,
+                source=source,
             )
-        return out
+            for subject, key, statement in facts
+        )

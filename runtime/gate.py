@@ -325,6 +325,7 @@ class Gate:
             json.dumps(done.result, sort_keys=True),
             done.events,
             result=done.result,
+            tail=done.tail,  # facts only from a verified result: nothing builds on the rest
         )
 
     def _end(
@@ -335,6 +336,7 @@ class Gate:
         observation: str,
         others: tuple[Event, ...] = (),
         result: dict[str, Any] | None = None,
+        tail: tuple[Event, ...] = (),
     ) -> ActionResult:
         opened = self.open.get(n)
         tool = opened.tool if opened is not None else ""
@@ -356,7 +358,7 @@ class Gate:
             observation=observation,
             reason="executed" if outcome == "executed" else f"{outcome} at {ended_at}",
         )
-        self.journal.flush(*others)
+        self.journal.flush(*others, tail=tail)
         return ActionResult(n, tool, outcome, observation, result=result)
 
     def _record(self, cls: type[Event], **fields: Any) -> None:

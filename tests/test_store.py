@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -16,8 +20,11 @@ from tether.memory.events import (
     ApprovalGranted,
     ApprovalRequested,
     EffectApplied,
+    Event,
+    FactRecorded,
     TaskAssigned,
     effect_stream_id,
+    subject_stream_id,
 )
 from tether.memory.store import new_event
 from tether.runtime.errors import StoreCorrupt, StoreUnavailable, StoreUrlError, StreamConflict
@@ -36,6 +43,13 @@ def _task(stream: uuid.UUID, version: int, agent: str = "a") -> TaskAssigned:
         task={"n": version, "amount": Decimal("1.50")},
         by="operator",
     )
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)
 
 
 class StoreConformance:
@@ -170,6 +184,99 @@ class StoreConformance:
             journal.flush()
         assert len(journal.pending) == 1
 
+    # --- group commit and tail appends ---
+
+    def test_appends_that_arrive_together_share_one_transaction(self, store: Store) -> None:
+        # The first transaction is held open until nine more appenders are queued behind it.
+        gate = threading.Event()
+        held = [True]
+
+        def hold() -> None:
+            if held.pop() if held else False:
+                gate.wait(30)
+
+        store.recorder.before_commit = hold  # type: ignore[method-assign]
+        streams = [uuid.uuid4() for _ in range(10)]
+        threads = [
+            threading.Thread(target=store.append, args=([_task(s, 1), _task(s, 2)],))
+            for s in streams
+        ]
+        threads[0].start()
+        _wait_for(lambda: not held, "the first transaction to start")
+        for t in threads[1:]:
+            t.start()
+        _wait_for(lambda: store.recorder.group.queued == 9, "nine queued appends")
+        before = store.recorder.group.transactions
+        gate.set()
+        for t in threads:
+            t.join()
+        assert store.recorder.group.transactions == before + 1  # the nine went in together
+        assert all(len(store.read(s)) == 2 for s in streams)
+
+    def test_a_conflict_in_a_group_fails_only_its_appender(self, store: Store) -> None:
+        taken = uuid.uuid4()
+        store.append([_task(taken, 1)])
+        gate = threading.Event()
+        held = [True]
+        store.recorder.before_commit = (  # type: ignore[method-assign]
+            lambda: gate.wait(30) if held and held.pop() else None
+        )
+        results: dict[str, object] = {}
+
+        def append(name: str, events: list[Event]) -> None:
+            try:
+                results[name] = store.append(events)
+            except StreamConflict as e:
+                results[name] = e
+
+        first = threading.Thread(target=append, args=("first", [_task(uuid.uuid4(), 1)]))
+        first.start()
+        _wait_for(lambda: not held, "the first transaction to start")
+        fine, clash = uuid.uuid4(), [_task(taken, 1)]
+        others = [
+            threading.Thread(target=append, args=("fine", [_task(fine, 1)])),
+            threading.Thread(target=append, args=("clash", clash)),
+        ]
+        for t in others:
+            t.start()
+        _wait_for(lambda: store.recorder.group.queued == 2, "two queued appends")
+        gate.set()
+        for t in [first, *others]:
+            t.join()
+        assert isinstance(results["clash"], StreamConflict)
+        assert isinstance(results["fine"], list)
+        assert len(store.read(fine)) == 1 and len(store.read(taken)) == 1
+
+    def test_tail_appends_from_many_writers_never_conflict(self, store: Store) -> None:
+        # Twenty agents record facts about one subject at once; each lands at the end.
+        subject = subject_stream_id("customer:ada")
+
+        def fact(i: int) -> FactRecorded:
+            return new_event(
+                FactRecorded,
+                subject,
+                0,
+                AT,
+                subject="customer:ada",
+                key=f"k{i}",
+                statement=f"fact {i}",
+                source={},
+            )
+
+        threads = [
+            threading.Thread(target=store.append, args=([],), kwargs={"tail": [fact(i)]})
+            for i in range(20)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        facts = store.read(subject)
+        assert [e.originator_version for e in facts] == list(range(1, 21))
+        assert sorted(e.key for e in facts if isinstance(e, FactRecorded)) == sorted(
+            f"k{i}" for i in range(20)
+        )
+
 
 class TestSQLiteStore(StoreConformance):
     @pytest.fixture
@@ -222,3 +329,56 @@ def test_an_unreachable_database_is_one_clear_error() -> None:
     with pytest.raises(StoreUnavailable) as caught:
         Store("postgresql://postgres@127.0.0.1:1/test")
     assert "127.0.0.1:1" in str(caught.value)
+
+
+# --- crashes ---------------------------------------------------------------------------
+
+
+CRASHER = """
+import sys, threading, uuid, os
+from datetime import UTC, datetime
+from tether.memory import Store
+from tether.memory.events import TaskAssigned
+from tether.memory.store import new_event
+
+store = Store(sys.argv[1])
+def task(stream, v):
+    return new_event(TaskAssigned, stream, v, datetime(2026, 1, 1, tzinfo=UTC),
+                     episode_id=stream, agent="a", task={}, by="operator")
+acked = uuid.uuid4()
+store.append([task(acked, 1)])
+print("acked", acked, flush=True)
+# The next transaction dies just before COMMIT; another append waits behind it.
+gate = threading.Event()
+def die():
+    gate.wait(30)
+    os._exit(9)
+store.recorder.before_commit = die
+lost = [uuid.uuid4(), uuid.uuid4()]
+for s in lost:
+    print("unacked", s, flush=True)
+    threading.Thread(target=store.append, args=([task(s, 1)],)).start()
+while store.recorder.group.queued < 1:
+    pass
+gate.set()
+threading.Event().wait(30)
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_a_crash_mid_group_commit_loses_only_unacknowledged_appends(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    url: str = request.getfixturevalue(backend)
+    done = subprocess.run(
+        [sys.executable, "-c", CRASHER, url], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 9, done.stderr
+    said = [line.split() for line in done.stdout.splitlines()]
+    acked = [uuid.UUID(s) for word, s in said if word == "acked"]
+    unacked = [uuid.UUID(s) for word, s in said if word == "unacked"]
+    assert len(acked) == 1 and len(unacked) == 2
+    with Store(url) as store:
+        assert len(store.read(acked[0])) == 1
+        assert all(store.read(s) == [] for s in unacked)
+        _ = store.append([_task(unacked[0], 1)])  # the store is usable after the crash
