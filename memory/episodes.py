@@ -7,7 +7,7 @@ agent, each action with every gate stage's decision and reason, the budget, the 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tether.runtime.errors import EpisodeNotFound
@@ -89,7 +89,6 @@ class Timeline:
     started_at: str
     agents: list[AgentRow]
     effects: list[EffectApplied]
-    events: list[tuple[int, Event]]
     output: str = ""
 
     def count(self, outcome: str) -> int:
@@ -97,9 +96,10 @@ class Timeline:
         return sum(1 for a in self.agents for act in a.actions if act.outcome == outcome)
 
 
-def episode_status(events: list[Event]) -> tuple[str, str]:
-    """(status, detail) of an episode from its own stream."""
-    status, detail = "running", ""
+def episode_status(
+    events: list[Event], status: str = "running", detail: str = ""
+) -> tuple[str, str]:
+    """(status, detail) of an episode from (more of) its own stream."""
     for e in events:
         if isinstance(e, EpisodeCompleted):
             status, detail = "completed", e.output
@@ -112,23 +112,37 @@ def episode_status(events: list[Event]) -> tuple[str, str]:
     return status, detail
 
 
-def load_timeline(store: Store, episode_id: uuid.UUID) -> Timeline:
-    """Fold every stream of an episode into its timeline."""
-    own = store.read(episode_id)
-    if not own or not isinstance(own[0], EpisodeStarted):
-        raise EpisodeNotFound(str(episode_id))
-    started = own[0]
-    status, output = episode_status(own)
-    agents = {name: AgentRow(name) for name in started.agents}
-    by_stream = {agent_stream_id(episode_id, name): name for name in started.agents}
-    events = store.read_streams([episode_id, *by_stream])
-    rows: dict[tuple[str, int], ActionRow] = {}
-    effect_keys: list[str] = []
-    for _, e in events:
-        name = by_stream.get(e.originator_id)
+SNAPSHOT_EVERY = 1_000
+"""Loading a timeline that folds at least this many events writes a snapshot of it."""
+
+_NOT_DETAIL = ("originator_id", "originator_version", "at", "action", "decision", "reason")
+
+
+class TimelineFold:
+    """The fold of an episode's streams into its timeline, resumable from a snapshot."""
+
+    def __init__(self, started: EpisodeStarted) -> None:
+        self.episode_id = started.originator_id
+        self.topology = started.topology
+        self.started_at = started.at.isoformat()
+        self.status, self.output = "running", ""
+        self.agents = {name: AgentRow(name) for name in started.agents}
+        self.by_stream = {
+            str(agent_stream_id(self.episode_id, name)): name for name in started.agents
+        }
+        self.rows: dict[tuple[str, int], ActionRow] = {}
+        self.effect_keys: list[str] = []
+        self.position = 0
+        """The notification id of the last event folded."""
+
+    def apply(self, notification_id: int, e: Event) -> None:
+        """Fold one event (of the episode's own stream or one of its agents')."""
+        self.position = notification_id
+        name = self.by_stream.get(str(e.originator_id))
         if name is None:
-            continue
-        agent = agents[name]
+            self.status, self.output = episode_status([e], self.status, self.output)
+            return
+        agent = self.agents[name]
         if isinstance(e, TaskAssigned):
             agent.assigned_by.append(e.by)
             agent.status = "working"
@@ -137,16 +151,11 @@ def load_timeline(store: Store, episode_id: uuid.UUID) -> Timeline:
             agent.tokens += sum(e.usage.values())
         elif isinstance(e, ActionProposed):
             row = ActionRow(name, e.action, e.tool, e.arguments)
-            rows[(name, e.action)] = row
+            self.rows[(name, e.action)] = row
             agent.actions.append(row)
         elif isinstance(e, StageEvent):
-            row = rows[(name, e.action)]
-            detail = {
-                k: v
-                for k, v in vars(e).items()
-                if k
-                not in ("originator_id", "originator_version", "at", "action", "decision", "reason")
-            }
+            row = self.rows[(name, e.action)]
+            detail = {k: v for k, v in e.__dict__.items() if k not in _NOT_DETAIL}
             row.stages.append(StageRow(e.stage, e.decision, e.reason, detail))
             if isinstance(e, ApprovalAwaited):
                 row.outcome, row.approval_id = "waiting", str(e.approval_id)
@@ -155,7 +164,7 @@ def load_timeline(store: Store, episode_id: uuid.UUID) -> Timeline:
             elif isinstance(e, ActionExecuted):
                 row.effect_key = e.effect_key
                 if e.effect_key:
-                    effect_keys.append(e.effect_key)
+                    self.effect_keys.append(e.effect_key)
                 if e.decision == "ok":
                     agent.steps_used += 1
             elif isinstance(e, ActionRecorded):
@@ -168,21 +177,97 @@ def load_timeline(store: Store, episode_id: uuid.UUID) -> Timeline:
             agent.status, agent.detail = "waiting", ", ".join(e.approvals)
         elif isinstance(e, AgentFailed):
             agent.status, agent.detail = "failed", e.reason
+
+    def timeline(self, effects: list[EffectApplied]) -> Timeline:
+        return Timeline(
+            self.episode_id,
+            self.topology,
+            self.status,
+            self.started_at,
+            list(self.agents.values()),
+            effects,
+            self.output,
+        )
+
+    # --- snapshots --------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything the fold knows, as plain data (the store's transcoder encodes it)."""
+        return {
+            "episode_id": self.episode_id,
+            "topology": self.topology,
+            "started_at": self.started_at,
+            "status": self.status,
+            "output": self.output,
+            "position": self.position,
+            "effect_keys": self.effect_keys,
+            "streams": self.by_stream,
+            "agents": [asdict(a) for a in self.agents.values()],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TimelineFold:
+        fold = cls.__new__(cls)
+        fold.episode_id = state["episode_id"]
+        fold.topology, fold.started_at = state["topology"], state["started_at"]
+        fold.status, fold.output = state["status"], state["output"]
+        fold.position, fold.effect_keys = state["position"], state["effect_keys"]
+        fold.by_stream = state["streams"]
+        fold.agents, fold.rows = {}, {}
+        for a in state["agents"]:
+            actions = [
+                ActionRow(**{**r, "stages": [StageRow(**s) for s in r["stages"]]})
+                for r in a["actions"]
+            ]
+            fold.agents[a["name"]] = AgentRow(**{**a, "actions": actions})
+            fold.rows.update({(a["name"], r.action): r for r in actions})
+        return fold
+
+
+def load_timeline(store: Store, episode_id: uuid.UUID, *, snapshots: bool = True) -> Timeline:
+    """Fold every stream of an episode into its timeline.
+
+    With ``snapshots`` the fold starts from the latest snapshot and reads only the events
+    after it, and a load that had to fold many events leaves a new snapshot behind.
+    """
+    own = store.read(episode_id, limit=1)
+    if not own or not isinstance(own[0], EpisodeStarted):
+        raise EpisodeNotFound(str(episode_id))
+    fold = TimelineFold(own[0])
+    if snapshots:
+        state = store.snapshots.latest(episode_id, "timeline")
+        if state is not None:
+            fold = TimelineFold.from_state(state)
+    streams = [episode_id, *(uuid.UUID(s) for s in fold.by_stream)]
+    folded = 0
+    for notification_id, event in store.read_streams(streams, after=fold.position):
+        fold.apply(notification_id, event)
+        folded += 1
+    if snapshots and folded >= SNAPSHOT_EVERY:
+        store.snapshots.save(episode_id, "timeline", fold.position, fold.to_state())
     effects = [
         e
-        for _, e in store.read_streams([effect_stream_id(k) for k in effect_keys])
+        for _, e in store.read_streams([effect_stream_id(k) for k in fold.effect_keys])
         if isinstance(e, EffectApplied)
     ]
-    return Timeline(
-        episode_id,
-        started.topology,
-        status,
-        started.at.isoformat(),
-        list(agents.values()),
-        effects,
-        events,
-        output,
-    )
+    return fold.timeline(effects)
+
+
+def episode_events(store: Store, episode_id: uuid.UUID) -> list[tuple[int, Event]]:
+    """Every event of an episode, in recorded order: its own stream, its agents', and the
+    approval requests and effects they refer to."""
+    own = store.read(episode_id, limit=1)
+    if not own or not isinstance(own[0], EpisodeStarted):
+        raise EpisodeNotFound(str(episode_id))
+    agents = [agent_stream_id(episode_id, name) for name in own[0].agents]
+    events = store.read_streams([episode_id, *agents])
+    related: list[uuid.UUID] = []
+    for _, e in events:
+        if isinstance(e, ApprovalAwaited):
+            related.append(e.approval_id)
+        elif isinstance(e, ActionExecuted) and e.effect_key:
+            related.append(effect_stream_id(e.effect_key))
+    return sorted([*events, *store.read_streams(related)], key=lambda pair: pair[0])
 
 
 @dataclass(frozen=True)

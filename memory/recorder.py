@@ -291,13 +291,18 @@ class SqlRecorder(ApplicationRecorder):
         q = q.order_by(t.c.id).limit(limit)
         return self._notifications(q)
 
-    def select_streams(self, originator_ids: Sequence[uuid.UUID | str]) -> list[Notification]:
-        """Every event of the given streams, in global (notification) order."""
+    def select_streams(
+        self, originator_ids: Sequence[uuid.UUID | str], gt: int = 0
+    ) -> list[Notification]:
+        """Every event of the given streams after notification ``gt``, in global order."""
         if not originator_ids:
             return []
         t = self.table
         ids = [str(i) for i in originator_ids]
-        q = self._notification_query().where(t.c.originator_id.in_(ids)).order_by(t.c.id)
+        q = self._notification_query().where(t.c.originator_id.in_(ids))
+        if gt:
+            q = q.where(t.c.id > gt)
+        q = q.order_by(t.c.id)
         return self._notifications(q)
 
     def max_notification_id(self) -> int | None:

@@ -40,6 +40,7 @@ from .events import (
     Event,
     FactRecorded,
 )
+from .snapshots import Snapshots
 from .sources import Clock
 
 DEFAULT_URL = "sqlite:///.tether/tether.db"
@@ -151,8 +152,10 @@ class Store:
         self.engine = open_engine(self.url)
         self.recorder = SqlRecorder(self.engine, catalogued_topics=map(get_topic, CATALOGUED))
         self.mapper = new_mapper()
+        self.snapshots = Snapshots(self.engine, self.mapper.transcoder)
         try:
             self.recorder.create_table()
+            self.snapshots.create_table()
         except sa.exc.SQLAlchemyError as e:
             self.engine.dispose()
             raise StoreUnavailable(redact(self.url), _first_line(e)) from e
@@ -192,17 +195,22 @@ class Store:
 
     # --- reading ----------------------------------------------------------------------
 
-    def read(self, stream_id: uuid.UUID, *, after: int = 0) -> list[Event]:
+    def read(
+        self, stream_id: uuid.UUID, *, after: int = 0, limit: int | None = None
+    ) -> list[Event]:
         """The events of one stream, in order, after position ``after``."""
         try:
-            stored = self.recorder.select_events(stream_id, gt=after or None)
+            stored = self.recorder.select_events(stream_id, gt=after or None, limit=limit)
         except sa.exc.OperationalError as e:
             raise StoreUnavailable(redact(self.url), _first_line(e)) from e
         return [self._decode(s) for s in stored]
 
-    def read_streams(self, stream_ids: Iterable[uuid.UUID]) -> list[tuple[int, Event]]:
-        """Every event of the given streams, in the order they were recorded."""
-        return [(n.id, self._decode(n)) for n in self.recorder.select_streams(list(stream_ids))]
+    def read_streams(
+        self, stream_ids: Iterable[uuid.UUID], *, after: int = 0
+    ) -> list[tuple[int, Event]]:
+        """Every event of the given streams recorded after notification ``after``, in order."""
+        found = self.recorder.select_streams(list(stream_ids), gt=after)
+        return [(n.id, self._decode(n)) for n in found]
 
     def of_type(self, *types: type[E], start: int = 1, limit: int = 100_000) -> list[tuple[int, E]]:
         """Events of the given types across all streams, in recorded order."""

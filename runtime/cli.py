@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from tether.memory.episodes import Timeline, list_episodes, load_timeline
+from tether.memory.episodes import Timeline, episode_events, list_episodes, load_timeline
 from tether.memory.events import Event
 from tether.memory.sources import SystemClock
 from tether.memory.store import Store
@@ -242,11 +242,15 @@ def replay(
     """Show an episode: agent → action → each gate stage's decision and reason."""
     from tether.runtime.launch import parse_episode_id
 
+    episode_id = parse_episode_id(episode)
     with Store(db) as store:
-        t = load_timeline(store, parse_episode_id(episode))
+        if as_json:
+            events = episode_events(store, episode_id)
+        else:
+            t = load_timeline(store, episode_id)
     if as_json:
         sys.stdout.write(
-            json.dumps([event_json(i, e) for i, e in t.events], indent=1, default=str) + "\n"
+            json.dumps([event_json(i, e) for i, e in events], indent=1, default=str) + "\n"
         )
         return
     out.print(render(t))

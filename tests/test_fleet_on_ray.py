@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.memory import Store, load_timeline
+from tether.memory.episodes import episode_events
 from tether.memory.events import BoundariesChecked, EffectApplied
 from tether.runtime.cli import app
 from tether.runtime.launch import parse_episode_id
@@ -40,16 +41,12 @@ def test_the_refund_desk_stops_the_injection_and_waits_for_a_person(
     # The injected refund of 5000 to mallory was stopped by the rails, and that is on record.
     with Store(store_url) as store:
         timeline = load_timeline(store, episode_id)
+        events = episode_events(store, episode_id)
     refunds = {a.name: a for a in timeline.agents}["refunds"]
     injected = refunds.actions[1]
     assert injected.arguments["recipient"] == "mallory@evil.test"
     assert injected.outcome == "denied"
-    rules = {
-        v["rule"]
-        for _, e in timeline.events
-        if isinstance(e, BoundariesChecked)
-        for v in e.violations
-    }
+    rules = {v["rule"] for _, e in events if isinstance(e, BoundariesChecked) for v in e.violations}
     assert {"cap:issue_refund.amount", "allow:issue_refund.recipient"} <= rules
 
     # The summary prints the exact command that approves the waiting refund.

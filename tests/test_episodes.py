@@ -1,0 +1,121 @@
+"""Episodic memory: timelines folded from events, with snapshots, on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from tether.agents import ScriptedModel, ToolCall, ToolContext, calls, say, tool
+from tether.memory import SequentialIds, StepClock, Store, load_timeline
+from tether.memory import episodes as episodes_module
+from tether.memory.episodes import episode_events
+from tether.runtime.host import Host
+from tether.runtime.inbox import Inbox
+from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.topologies import Agent, Grant, Role, Supervisor, Topology, demo
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    with Store(store_url) as s:
+        yield s
+
+
+def run_demo(store: Store) -> tuple[Host, RootSupervisor]:
+    clock, ids = StepClock(), SequentialIds()
+    host = Host(demo.topology, store, clock, ids)
+    return host, RootSupervisor(demo.topology, store, LocalHost(host), clock, ids)
+
+
+def test_a_snapshot_resumes_the_fold_where_it_stopped(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(episodes_module, "SNAPSHOT_EVERY", 10)
+    host, supervisor = run_demo(store)
+    report = supervisor.start(demo.task, demo.context)
+    episode = report.episode_id
+    # The first load folds everything and leaves a snapshot behind.
+    first = load_timeline(store, episode)
+    assert store.snapshots.latest(episode, "timeline") is not None
+    # More happens: a person approves, the episode goes on.
+    [item] = Inbox(store, StepClock()).items("pending")
+    Inbox(store, StepClock()).approve(item.id, "alice", "ok")
+    supervisor.resume(episode)
+    # From the snapshot plus what came after, the same timeline as folding from scratch.
+    with_snapshot = load_timeline(store, episode)
+    from_scratch = load_timeline(store, episode, snapshots=False)
+    assert asdict(with_snapshot) == asdict(from_scratch)
+    assert asdict(with_snapshot) != asdict(first)
+    assert with_snapshot.status == "completed"
+    assert not host.agent(episode, "refunds").gate.open
+
+
+def test_a_snapshot_that_cannot_be_read_is_ignored(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(episodes_module, "SNAPSHOT_EVERY", 10)
+    _, supervisor = run_demo(store)
+    episode = supervisor.start(demo.task, demo.context).episode_id
+    expected = asdict(load_timeline(store, episode))
+    t = store.snapshots.table
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(t).values(state=b"\x00 garbage"))
+    assert asdict(load_timeline(store, episode)) == expected
+    assert store.snapshots.drop(episode) == 1
+    assert store.snapshots.latest(episode, "timeline") is None
+
+
+def test_the_episodes_events_include_its_approvals_and_effects(store: Store) -> None:
+    _, supervisor = run_demo(store)
+    episode = supervisor.start(demo.task, demo.context).episode_id
+    [item] = Inbox(store, StepClock()).items("pending")
+    Inbox(store, StepClock()).approve(item.id, "alice", "ok")
+    supervisor.resume(episode)
+    events = episode_events(store, episode)
+    ids = [i for i, _ in events]
+    assert ids == sorted(ids) and len(ids) == len(set(ids))
+    kinds = {type(e).__name__ for _, e in events}
+    assert {"ApprovalRequested", "ApprovalGranted", "EffectApplied"} <= kinds
+
+
+class Amount(BaseModel):
+    amount: Decimal
+
+
+@tool(read_only=True)
+def quote(args: Amount, ctx: ToolContext) -> dict[str, object]:
+    """Quote an amount."""
+    return {"amount": args.amount}
+
+
+def test_decimals_survive_a_snapshot(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(episodes_module, "SNAPSHOT_EVERY", 1)
+    topology = Topology(
+        "t",
+        Supervisor(
+            "root",
+            (
+                Agent(
+                    "a",
+                    Role("a", grants=(Grant("quote"),)),
+                    ScriptedModel(
+                        [calls(ToolCall("quote", {"amount": Decimal("1.10")})), say("x")]
+                    ),
+                    tools=(quote,),
+                ),
+            ),
+        ),
+    )
+    clock, ids = StepClock(), SequentialIds()
+    host = Host(topology, store, clock, ids)
+    supervisor = RootSupervisor(topology, store, LocalHost(host), clock, ids)
+    episode = supervisor.start({}, {}).episode_id
+    first = load_timeline(store, episode)  # folds and snapshots
+    again = load_timeline(store, episode)  # from the snapshot
+    assert asdict(first) == asdict(again)
+    assert again.agents[0].actions[0].arguments["amount"] == Decimal("1.10")
