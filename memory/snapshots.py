@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from eventsourcing.persistence import Transcoder
 from sqlalchemy.engine import Engine
 
 FORMAT = 1
