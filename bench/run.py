@@ -6,15 +6,25 @@ The last line of stdout is one JSON object:
   stages, recorded to SQLite), in microseconds.
 - ``gate_vs_ray_call``: median time of one governed no-op action executed in a host actor,
   divided by the median of a bare call to the same actor with the same payload.
+- ``append_vs_sqlite``: events appended per second through the store in batches of 1,000,
+  divided by rows per second that raw ``sqlite3`` inserts with one ``executemany`` in one
+  transaction: same table, same row sizes, same directory, same journal mode.
+- ``append_single_per_s``: events per second appended one per commit.
+- ``replay_events_per_s``: events per second folded into the timeline of a 100,000-event
+  episode (read, decode, fold; no snapshot).
+- ``load_with_snapshot_ratio``: time to load that timeline from its snapshot divided by
+  the time to fold it from scratch.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +124,110 @@ def gate_on_ray(db: Path, n: int) -> tuple[float, float]:
     return _median_us(governed), _median_us(bare)
 
 
+def _stage_events(n: int) -> list[Any]:
+    from datetime import UTC, datetime
+
+    from tether.memory.events import BoundariesChecked
+    from tether.memory.store import new_event
+
+    stream, at = uuid.uuid4(), datetime(2026, 1, 1, tzinfo=UTC)
+    return [
+        new_event(
+            BoundariesChecked,
+            stream,
+            i + 1,
+            at,
+            action=i,
+            decision="pass",
+            reason="arguments match the schema and every rail",
+            violations=[],
+        )
+        for i in range(n)
+    ]
+
+
+def appends(tmp: Path, n: int = 20_000, batch: int = 1_000) -> dict[str, float]:
+    """Batched and single appends through the store, and raw sqlite3 on the same rows."""
+    events = _stage_events(n)
+    with Store(f"sqlite:///{tmp / 'append.db'}") as store:
+        t0 = time.perf_counter()
+        for i in range(0, n, batch):
+            store.append(events[i : i + batch])
+        batched = n / (time.perf_counter() - t0)
+        sizes = [len(store.mapper.to_stored_event(e).state) for e in events[:100]]
+        topic = store.mapper.to_stored_event(events[0]).topic
+    singles = _stage_events(2_000)
+    with Store(f"sqlite:///{tmp / 'single.db'}") as store:
+        t0 = time.perf_counter()
+        for e in singles:
+            store.append([e])
+        single = len(singles) / (time.perf_counter() - t0)
+    db = sqlite3.connect(tmp / "raw.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, originator_id VARCHAR(100) NOT NULL, "
+        "originator_version INTEGER NOT NULL, topic VARCHAR(200) NOT NULL, "
+        "state BLOB NOT NULL, catalog VARCHAR(200), "
+        "UNIQUE (originator_id, originator_version))"
+    )
+    db.execute("CREATE INDEX t_catalog ON t (catalog, id) WHERE catalog IS NOT NULL")
+    stream = str(uuid.uuid4())
+    rows = [(stream, i + 1, topic, b"x" * sizes[i % len(sizes)], None) for i in range(n)]
+    t0 = time.perf_counter()
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT INTO t (originator_id, originator_version, topic, state, catalog) "
+        "VALUES (?, ?, ?, ?, ?)",
+        rows,
+    )
+    db.execute("COMMIT")
+    raw = n / (time.perf_counter() - t0)
+    db.close()
+    print(
+        f"appends: {batched:,.0f} events/s batched, {single:,.0f}/s one per commit; raw "
+        f"sqlite3 {raw:,.0f} rows/s in one transaction",
+        file=sys.stderr,
+    )
+    return {
+        "append_vs_sqlite": round(batched / raw, 3),
+        "append_single_per_s": round(single),
+        "raw_sqlite_rows_per_s": round(raw),
+    }
+
+
+def replay(tmp: Path, actions: int = 11_112) -> dict[str, float]:
+    """Fold a 100,000-event episode (9 events per governed action), with and without a
+    snapshot."""
+    from tether.memory.episodes import load_timeline
+
+    with Store(f"sqlite:///{tmp / 'replay.db'}") as store:
+        clock, ids = SystemClock(), SequentialIds()
+        host = Host(TOPOLOGY, store, clock, ids)
+        episode = (
+            RootSupervisor(TOPOLOGY, store, LocalHost(host), clock, ids).start({}, {}).episode_id
+        )
+        for _ in range(actions):
+            host.act(episode, "bench", CALL)
+        n = store.recorder.max_notification_id() or 0
+        t0 = time.perf_counter()
+        load_timeline(store, episode, snapshots=False)
+        scratch = time.perf_counter() - t0
+        load_timeline(store, episode)  # folds from scratch once more and writes the snapshot
+        t0 = time.perf_counter()
+        load_timeline(store, episode)
+        snapped = time.perf_counter() - t0
+    print(
+        f"replay: {n:,} events folded in {scratch:.2f} s; from the snapshot in {snapped:.2f} s",
+        file=sys.stderr,
+    )
+    return {
+        "replay_events_per_s": round(n / scratch),
+        "replay_events": n,
+        "load_with_snapshot_ratio": round(snapped / scratch, 3),
+    }
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
         step_us = gate_in_process(Path(tmp) / "inproc.db", 2000)
@@ -124,9 +238,13 @@ def main() -> None:
             f"{bare_us:.0f} µs",
             file=sys.stderr,
         )
+        stored = appends(Path(tmp))
+        replayed = replay(Path(tmp))
     result = {
         "gate_step_us": round(step_us, 1),
         "gate_vs_ray_call": round(governed_us / bare_us, 3),
+        **stored,
+        **replayed,
         "governed_ray_call_us": round(governed_us, 1),
         "bare_ray_call_us": round(bare_us, 1),
     }

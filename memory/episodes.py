@@ -127,9 +127,7 @@ class TimelineFold:
         self.started_at = started.at.isoformat()
         self.status, self.output = "running", ""
         self.agents = {name: AgentRow(name) for name in started.agents}
-        self.by_stream = {
-            str(agent_stream_id(self.episode_id, name)): name for name in started.agents
-        }
+        self.by_stream = {agent_stream_id(self.episode_id, name): name for name in started.agents}
         self.rows: dict[tuple[str, int], ActionRow] = {}
         self.effect_keys: list[str] = []
         self.position = 0
@@ -138,7 +136,7 @@ class TimelineFold:
     def apply(self, notification_id: int, e: Event) -> None:
         """Fold one event (of the episode's own stream or one of its agents')."""
         self.position = notification_id
-        name = self.by_stream.get(str(e.originator_id))
+        name = self.by_stream.get(e.originator_id)
         if name is None:
             self.status, self.output = episode_status([e], self.status, self.output)
             return
@@ -155,7 +153,9 @@ class TimelineFold:
             agent.actions.append(row)
         elif isinstance(e, StageEvent):
             row = self.rows[(name, e.action)]
-            detail = {k: v for k, v in e.__dict__.items() if k not in _NOT_DETAIL}
+            detail = e.__dict__.copy()
+            for k in _NOT_DETAIL:
+                del detail[k]
             row.stages.append(StageRow(e.stage, e.decision, e.reason, detail))
             if isinstance(e, ApprovalAwaited):
                 row.outcome, row.approval_id = "waiting", str(e.approval_id)
@@ -201,7 +201,7 @@ class TimelineFold:
             "output": self.output,
             "position": self.position,
             "effect_keys": self.effect_keys,
-            "streams": self.by_stream,
+            "streams": {str(k): v for k, v in self.by_stream.items()},
             "agents": [asdict(a) for a in self.agents.values()],
         }
 
@@ -212,7 +212,7 @@ class TimelineFold:
         fold.topology, fold.started_at = state["topology"], state["started_at"]
         fold.status, fold.output = state["status"], state["output"]
         fold.position, fold.effect_keys = state["position"], state["effect_keys"]
-        fold.by_stream = state["streams"]
+        fold.by_stream = {uuid.UUID(k): v for k, v in state["streams"].items()}
         fold.agents, fold.rows = {}, {}
         for a in state["agents"]:
             actions = [
@@ -238,7 +238,7 @@ def load_timeline(store: Store, episode_id: uuid.UUID, *, snapshots: bool = True
         state = store.snapshots.latest(episode_id, "timeline")
         if state is not None:
             fold = TimelineFold.from_state(state)
-    streams = [episode_id, *(uuid.UUID(s) for s in fold.by_stream)]
+    streams = [episode_id, *fold.by_stream]
     folded = 0
     for notification_id, event in store.read_streams(streams, after=fold.position):
         fold.apply(notification_id, event)

@@ -324,10 +324,11 @@ class SqlRecorder(ApplicationRecorder):
     def _notifications(self, q: sa.Select[Any]) -> list[Notification]:
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
+        ids: dict[str, uuid.UUID | str] = {}  # a stream's id is parsed once, not per event
         return [
             Notification(
                 id=int(r[0]),
-                originator_id=_originator(r[1]),
+                originator_id=ids.get(r[1]) or ids.setdefault(r[1], _originator(r[1])),
                 originator_version=r[2],
                 topic=r[3],
                 state=bytes(r[4]),
