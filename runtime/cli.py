@@ -238,11 +238,22 @@ def replay(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the events as a JSON array.")
     ] = False,
+    reexecute: Annotated[
+        bool,
+        typer.Option(
+            "--reexecute",
+            help="Run the topology again on the recorded inputs (no model or tool calls) "
+            "and report `identical` or the first divergence; exit 1 if it diverges.",
+        ),
+    ] = False,
 ) -> None:
     """Show an episode: agent → action → each gate stage's decision and reason."""
     from tether.runtime.launch import parse_episode_id
 
     episode_id = parse_episode_id(episode)
+    if reexecute:
+        _reexecute(episode_id, db)
+        return
     with Store(db) as store:
         if as_json:
             events = episode_events(store, episode_id)
@@ -254,6 +265,33 @@ def replay(
         )
         return
     out.print(render(t))
+
+
+def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:
+    from tether.memory.events import EpisodeStarted
+    from tether.runtime.errors import EpisodeNotFound
+    from tether.runtime.reexecute import reexecute
+    from tether.topologies.loader import load_source
+
+    with Store(db) as store:
+        first = store.read(episode_id, limit=1)
+        if not first or not isinstance(first[0], EpisodeStarted):
+            raise EpisodeNotFound(str(episode_id))
+        topology = load_source(first[0].source).topology
+        result = reexecute(store, episode_id, topology)
+    fed = result.fed_back
+    inputs = (
+        f"{fed['model_turns']} model turns, {fed['tool_results']} tool results and "
+        f"{fed['approval_decisions']} approval decisions fed back; no model or tool "
+        "was called"
+    )
+    if result.identical:
+        out.print(
+            f"identical: {result.events_compared} events re-executed ({inputs})", markup=False
+        )
+        return
+    out.print(f"diverged at {result.divergence} ({inputs})", markup=False)
+    raise typer.Exit(1)
 
 
 def event_json(notification_id: int, e: Event) -> dict[str, Any]:

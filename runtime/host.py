@@ -47,13 +47,22 @@ class AgentRuntime:
 class Host:
     """Agents of one topology, by (episode, agent), sharing one store."""
 
-    def __init__(self, topology: Topology, store: Store, clock: Clock, ids: Ids) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        store: Store,
+        clock: Clock,
+        ids: Ids,
+        *,
+        inbox: Inbox | None = None,
+        delegate: Delegate | None = None,
+    ) -> None:
         self.topology = topology
         self.store = store
         self.clock = clock
         self.ids = ids
-        self.inbox = Inbox(store, clock)
-        self.delegate = Delegate(store, clock)
+        self.inbox = inbox or Inbox(store, clock)
+        self.delegate = delegate or Delegate(store, clock)
         self.agents: dict[tuple[uuid.UUID, str], AgentRuntime] = {}
         self.supervisors: dict[uuid.UUID, StepLedger] = {}
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}

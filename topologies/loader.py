@@ -51,6 +51,9 @@ def load_file(path: str | Path, attr: str | None = None) -> Loaded:
         raise TopologyLoadError(shown, "cannot be imported")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    # No bytecode cache for topology files: an edit made within the cache's one-second
+    # resolution must never run the old code (re-execution tests a changed file).
+    writes, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         spec.loader.exec_module(module)
     except TetherError:
@@ -60,6 +63,8 @@ def load_file(path: str | Path, attr: str | None = None) -> Loaded:
         del sys.modules[name]
         where = _line_of(e, p)
         raise TopologyLoadError(shown, f"{where}{type(e).__name__}: {e}") from e
+    finally:
+        sys.dont_write_bytecode = writes
     source = {"kind": "file", "path": str(p), "module": name}
     return _from_module(module, shown, attr, source)
 

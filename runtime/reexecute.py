@@ -1,0 +1,329 @@
+"""Deterministic re-execution: run an episode's topology again on its recorded inputs.
+
+Every nondeterministic input an agent consumed is in the store: model turns
+(``ModelResponded``), tool results (``ActionExecuted``), approval decisions, the ids the
+run drew and the times it read. Re-execution builds the same topology with those inputs
+fed back — a recorded model per agent, a delegate that answers from the record, an inbox
+that reveals each decision when the recorded run had it — runs it in process against a
+scratch store, with **zero** model or tool calls, and compares what it records with what
+was recorded. Everything the agents' own code decides (rails, grants, verifiers, the
+loop) is computed afresh, so changing that code between run and re-execution is how to
+test a change against real history.
+
+The answer is ``identical``, or the first divergence in recorded order: the agent, the
+position in its stream, the event and field, and the recorded and new values. Times are
+fed back in order but not compared: they are inputs, not decisions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from tether.agents.model import ModelRequest, ModelTurn, ToolCall, Usage
+from tether.agents.tools import Tool
+from tether.memory.events import (
+    ActionExecuted,
+    ApprovalAwaited,
+    ApprovalDenied,
+    ApprovalGranted,
+    ApprovalRequested,
+    EpisodeResumed,
+    EpisodeStarted,
+    Event,
+    ModelResponded,
+    agent_stream_id,
+)
+from tether.memory.store import Store
+from tether.runtime.errors import EpisodeNotFound, ModelError
+from tether.topologies.spec import Topology
+
+from .delegate import Delegate, Execution
+from .host import Host
+from .inbox import Inbox, InboxItem
+from .supervisor import LocalHost, RootSupervisor
+
+NOT_COMPARED = ("at",)
+"""Fields fed back but not compared."""
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where a new run first differs from the recorded one."""
+
+    agent: str
+    """The agent whose stream differs (``episode`` for the episode's own stream)."""
+    step: int
+    """The position in that stream, from 1."""
+    event: str
+    """The recorded event's type (or the new one's, if nothing was recorded there)."""
+    field: str
+    """The differing field (``type`` when the events themselves differ)."""
+    recorded: Any
+    """What the record says."""
+    new: Any
+    """What the new run did."""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.agent} step {self.step} ({self.event}.{self.field}): "
+            f"recorded {self.recorded!r}, new {self.new!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Reexecution:
+    """The outcome of re-executing one episode."""
+
+    episode_id: uuid.UUID
+    identical: bool
+    divergence: Divergence | None
+    events_compared: int
+    fed_back: dict[str, int]
+    """Recorded inputs fed back, by kind (model turns, tool results, decisions)."""
+
+
+# --- recorded inputs ------------------------------------------------------------------
+
+
+class RecordedModel:
+    """Answers an agent's model requests from its recorded turns, in order."""
+
+    def __init__(self, agent: str, turns: list[ModelResponded]) -> None:
+        self.agent = agent
+        self.turns = turns
+        self.cursor = 0
+
+    @property
+    def name(self) -> str:
+        return f"recorded:{self.agent}"
+
+    def respond(self, request: ModelRequest) -> ModelTurn:
+        if self.cursor >= len(self.turns):
+            raise ModelError(f"no recorded model turn for {self.agent} turn {request.turn}")
+        recorded = self.turns[self.cursor]
+        self.cursor += 1
+        if recorded.turn != request.turn:
+            raise ModelError(
+                f"{self.agent} asked for turn {request.turn}; the record has "
+                f"turn {recorded.turn} next"
+            )
+        return ModelTurn(
+            text=recorded.text,
+            tool_calls=tuple(
+                ToolCall(c["name"], c["arguments"], id=c["id"]) for c in recorded.tool_calls
+            ),
+            usage=Usage(**recorded.usage),
+        )
+
+
+class RecordedDelegate(Delegate):
+    """Answers executions from the recorded results; never calls a tool."""
+
+    def __init__(self, store: Store, results: dict[tuple[str, int], ActionExecuted]) -> None:
+        super().__init__(store, _NoClock())
+        self.results = results
+        self.fed = 0
+
+    def execute(
+        self,
+        tool: Tool,
+        args: BaseModel,
+        *,
+        episode_id: uuid.UUID,
+        agent: str,
+        action: int,
+        context: dict[str, Any],
+    ) -> Execution:
+        recorded = self.results.get((agent, action))
+        if recorded is None:
+            return Execution(None, f"no recorded result for {agent} action {action}", 0)
+        self.fed += 1
+        error = recorded.reason if recorded.decision == "error" else None
+        return Execution(
+            recorded.result,
+            error,
+            recorded.attempts,
+            recorded.effect_key,
+            replayed=recorded.effect_replayed,
+        )
+
+
+class RecordedInbox(Inbox):
+    """Reveals each recorded decision once the re-run reaches the point the run had it."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Any,
+        decisions: dict[uuid.UUID, tuple[int, ApprovalGranted | ApprovalDenied]],
+    ) -> None:
+        super().__init__(store, clock)
+        self.decisions = decisions
+        self.visible_until = 0
+        self.fed = 0
+
+    def get(self, approval_id: uuid.UUID | str) -> InboxItem:
+        item = super().get(approval_id)
+        found = self.decisions.get(item.id)
+        if found is None or found[0] > self.visible_until:
+            return item
+        decision = found[1]
+        self.fed += 1
+        if isinstance(decision, ApprovalGranted):
+            return InboxItem(item.id, item.request, "granted", decision.approver, decision.reason)
+        return InboxItem(item.id, item.request, "denied", decision.approver, decision.reason)
+
+
+class RecordedClock:
+    """The times the run read, in order; past the record, a microsecond per read."""
+
+    def __init__(self, times: list[datetime]) -> None:
+        self.times: Iterator[datetime] = iter(times)
+        self.last = times[-1] if times else datetime(1970, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        self.last = next(self.times, self.last + timedelta(microseconds=1))
+        return self.last
+
+
+class RecordedIds:
+    """The ids the run drew, in order; past the record, ids derived from the episode."""
+
+    def __init__(self, ids: list[uuid.UUID], episode_id: uuid.UUID) -> None:
+        self.ids: Iterator[uuid.UUID] = iter(ids)
+        self.episode_id = episode_id
+        self.extra = 0
+
+    def new(self) -> uuid.UUID:
+        found = next(self.ids, None)
+        if found is None:
+            self.extra += 1
+            found = uuid.uuid5(self.episode_id, f"reexecution:{self.extra}")
+        return found
+
+
+class _NoClock:
+    def now(self) -> datetime:
+        raise AssertionError("the recorded delegate reads no clock")
+
+
+# --- running and comparing ------------------------------------------------------------
+
+
+def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexecution:
+    """Re-execute an episode of ``topology`` on its recorded inputs and compare."""
+    own = store.read_streams([episode_id])
+    if not own or not isinstance(own[0][1], EpisodeStarted):
+        raise EpisodeNotFound(str(episode_id))
+    started = own[0][1]
+    agents = {agent_stream_id(episode_id, name): name for name in started.agents}
+    recorded = store.read_streams([episode_id, *agents])
+    approvals = [e.approval_id for _, e in recorded if isinstance(e, ApprovalAwaited)]
+    decisions = {
+        e.originator_id: (n, e)
+        for n, e in store.read_streams(approvals)
+        if isinstance(e, ApprovalGranted | ApprovalDenied)
+    }
+    requests = [
+        (n, e) for n, e in store.read_streams(approvals) if isinstance(e, ApprovalRequested)
+    ]
+    times = [e.at for _, e in sorted([*recorded, *requests], key=lambda p: p[0])]
+    turns: dict[str, list[ModelResponded]] = {name: [] for name in started.agents}
+    results: dict[tuple[str, int], ActionExecuted] = {}
+    for _, e in recorded:
+        name = agents.get(e.originator_id)
+        if isinstance(e, ModelResponded) and name is not None:
+            turns[name].append(e)
+        elif isinstance(e, ActionExecuted) and name is not None:
+            results[(name, e.action)] = e
+    models = {name: RecordedModel(name, t) for name, t in turns.items()}
+    replayed = dataclasses.replace(
+        topology,
+        root=dataclasses.replace(
+            topology.root,
+            children=tuple(
+                dataclasses.replace(a, model=models[a.name]) if a.name in models else a
+                for a in topology.root.children
+            ),
+        ),
+    )
+
+    with tempfile.TemporaryDirectory(prefix="tether-reexecute-") as scratch_dir:
+        with Store(f"sqlite:///{Path(scratch_dir) / 'scratch.db'}") as scratch:
+            clock = RecordedClock(times)
+            ids = RecordedIds([episode_id, *approvals], episode_id)
+            inbox = RecordedInbox(scratch, clock, decisions)
+            delegate = RecordedDelegate(scratch, results)
+            host = Host(replayed, scratch, clock, ids, inbox=inbox, delegate=delegate)
+            supervisor = RootSupervisor(replayed, scratch, LocalHost(host), clock, ids)
+            supervisor.start(started.input, started.context, started.source)
+            # Continue where the run continued, with the decisions it had by then.
+            for n, e in own[1:]:
+                if isinstance(e, EpisodeResumed):
+                    inbox.visible_until = n
+                    host = Host(replayed, scratch, clock, ids, inbox=inbox, delegate=delegate)
+                    RootSupervisor(replayed, scratch, LocalHost(host), clock, ids).resume(
+                        episode_id
+                    )
+            new = scratch.read_streams([episode_id, *agents])
+    divergence = first_divergence(recorded, new, {episode_id: "episode", **agents})
+    return Reexecution(
+        episode_id,
+        divergence is None,
+        divergence,
+        len(recorded),
+        fed_back={
+            "model_turns": sum(m.cursor for m in models.values()),
+            "tool_results": delegate.fed,
+            "approval_decisions": inbox.fed,
+        },
+    )
+
+
+def first_divergence(
+    recorded: list[tuple[int, Event]], new: list[tuple[int, Event]], names: dict[uuid.UUID, str]
+) -> Divergence | None:
+    """The first place, in recorded order, where ``new`` differs from ``recorded``."""
+    mine = {(e.originator_id, e.originator_version): e for _, e in new}
+    for _, r in recorded:
+        n = mine.pop((r.originator_id, r.originator_version), None)
+        found = compare(r, n, names.get(r.originator_id, str(r.originator_id)))
+        if found is not None:
+            return found
+    for _, n in new:  # the new run did more than the recorded one
+        if (n.originator_id, n.originator_version) in mine:
+            return Divergence(
+                names.get(n.originator_id, str(n.originator_id)),
+                n.originator_version,
+                type(n).__name__,
+                "type",
+                None,
+                type(n).__name__,
+            )
+    return None
+
+
+def compare(recorded: Event, new: Event | None, agent: str) -> Divergence | None:
+    """The first field in which two events at the same position differ."""
+    kind = type(recorded).__name__
+    step = recorded.originator_version
+    if new is None:
+        return Divergence(agent, step, kind, "type", kind, None)
+    if type(new) is not type(recorded):
+        return Divergence(agent, step, kind, "type", kind, type(new).__name__)
+    for f in dataclasses.fields(recorded):
+        if f.name in NOT_COMPARED:
+            continue
+        a, b = getattr(recorded, f.name), getattr(new, f.name)
+        if a != b:
+            return Divergence(agent, step, kind, f.name, a, b)
+    return None
