@@ -294,6 +294,31 @@ def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:
     raise typer.Exit(1)
 
 
+@app.command()
+@handled
+def diff(
+    a: Annotated[str, typer.Argument(help="An episode id.")],
+    b: Annotated[str, typer.Argument(help="Another episode id.")],
+    db: Db = None,
+) -> None:
+    """Show where two episodes part ways, agent by agent (ids and times aside)."""
+    from tether.memory.compare import diff_episodes
+    from tether.runtime.launch import parse_episode_id
+
+    with Store(db) as store:
+        found = diff_episodes(store, parse_episode_id(a), parse_episode_id(b))
+    for d in found:
+        if d.divergence is None:
+            out.print(f"{d.agent}: the same ({d.same} events)", markup=False)
+            continue
+        v = d.divergence
+        out.print(
+            f"{d.agent}: the same for {d.same} events, then part ways at step {v.step} "
+            f"({v.event}.{v.field}): a {v.recorded!r}, b {v.new!r}",
+            markup=False,
+        )
+
+
 def event_json(notification_id: int, e: Event) -> dict[str, Any]:
     """An event as a JSON object: its position, type, and fields."""
     fields = {

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from tether.agents.model import ModelRequest, ModelTurn, ToolCall, Usage
 from tether.agents.tools import Tool
+from tether.memory.compare import Divergence, first_divergence
 from tether.memory.events import (
     ActionExecuted,
     ApprovalAwaited,
@@ -38,7 +39,6 @@ from tether.memory.events import (
     ApprovalRequested,
     EpisodeResumed,
     EpisodeStarted,
-    Event,
     ModelResponded,
     agent_stream_id,
 )
@@ -50,33 +50,6 @@ from .delegate import Delegate, Execution
 from .host import Host
 from .inbox import Inbox, InboxItem
 from .supervisor import LocalHost, RootSupervisor
-
-NOT_COMPARED = ("at",)
-"""Fields fed back but not compared."""
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """Where a new run first differs from the recorded one."""
-
-    agent: str
-    """The agent whose stream differs (``episode`` for the episode's own stream)."""
-    step: int
-    """The position in that stream, from 1."""
-    event: str
-    """The recorded event's type (or the new one's, if nothing was recorded there)."""
-    field: str
-    """The differing field (``type`` when the events themselves differ)."""
-    recorded: Any
-    """What the record says."""
-    new: Any
-    """What the new run did."""
-
-    def __str__(self) -> str:
-        return (
-            f"{self.agent} step {self.step} ({self.event}.{self.field}): "
-            f"recorded {self.recorded!r}, new {self.new!r}"
-        )
 
 
 @dataclass(frozen=True)
@@ -287,43 +260,3 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
             "approval_decisions": inbox.fed,
         },
     )
-
-
-def first_divergence(
-    recorded: list[tuple[int, Event]], new: list[tuple[int, Event]], names: dict[uuid.UUID, str]
-) -> Divergence | None:
-    """The first place, in recorded order, where ``new`` differs from ``recorded``."""
-    mine = {(e.originator_id, e.originator_version): e for _, e in new}
-    for _, r in recorded:
-        n = mine.pop((r.originator_id, r.originator_version), None)
-        found = compare(r, n, names.get(r.originator_id, str(r.originator_id)))
-        if found is not None:
-            return found
-    for _, n in new:  # the new run did more than the recorded one
-        if (n.originator_id, n.originator_version) in mine:
-            return Divergence(
-                names.get(n.originator_id, str(n.originator_id)),
-                n.originator_version,
-                type(n).__name__,
-                "type",
-                None,
-                type(n).__name__,
-            )
-    return None
-
-
-def compare(recorded: Event, new: Event | None, agent: str) -> Divergence | None:
-    """The first field in which two events at the same position differ."""
-    kind = type(recorded).__name__
-    step = recorded.originator_version
-    if new is None:
-        return Divergence(agent, step, kind, "type", kind, None)
-    if type(new) is not type(recorded):
-        return Divergence(agent, step, kind, "type", kind, type(new).__name__)
-    for f in dataclasses.fields(recorded):
-        if f.name in NOT_COMPARED:
-            continue
-        a, b = getattr(recorded, f.name), getattr(new, f.name)
-        if a != b:
-            return Divergence(agent, step, kind, f.name, a, b)
-    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
 from decimal import Decimal
@@ -9,11 +10,14 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
+from typer.testing import CliRunner
 
 from tether.agents import ScriptedModel, ToolCall, ToolContext, calls, say, tool
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory import episodes as episodes_module
+from tether.memory.compare import diff_episodes
 from tether.memory.episodes import episode_events
+from tether.runtime.cli import app
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.supervisor import LocalHost, RootSupervisor
@@ -26,8 +30,8 @@ def store(store_url: str) -> Iterator[Store]:
         yield s
 
 
-def run_demo(store: Store) -> tuple[Host, RootSupervisor]:
-    clock, ids = StepClock(), SequentialIds()
+def run_demo(store: Store, first_id: int = 1) -> tuple[Host, RootSupervisor]:
+    clock, ids = StepClock(), SequentialIds(first_id)
     host = Host(demo.topology, store, clock, ids)
     return host, RootSupervisor(demo.topology, store, LocalHost(host), clock, ids)
 
@@ -119,3 +123,31 @@ def test_decimals_survive_a_snapshot(store: Store, monkeypatch: pytest.MonkeyPat
     again = load_timeline(store, episode)  # from the snapshot
     assert asdict(first) == asdict(again)
     assert again.agents[0].actions[0].arguments["amount"] == Decimal("1.10")
+
+
+def test_two_episodes_part_ways_where_a_person_decided_differently(store: Store) -> None:
+    # The same ticket twice: one refund approved, the other denied.
+    def episode(grant: bool) -> uuid.UUID:
+        _, supervisor = run_demo(store, first_id=1 if grant else 1000)
+        started = supervisor.start(demo.task, demo.context).episode_id
+        inbox = Inbox(store, StepClock())
+        [item] = [i for i in inbox.items("pending") if i.request.episode_id == started]
+        (inbox.approve if grant else inbox.deny)(item.id, "alice", "checked")
+        run_demo(store)[1].resume(started)
+        return started
+
+    a, b = episode(grant=True), episode(grant=False)
+    found = {d.agent: d for d in diff_episodes(store, a, b)}
+    assert found["triage"].divergence is None and found["triage"].same > 5
+    part = found["refunds"].divergence
+    assert part is not None
+    assert (part.event, part.field, part.recorded, part.new) == (
+        "ApprovalSettled",
+        "decision",
+        "granted",
+        "denied",
+    )
+    out = CliRunner().invoke(app, ["diff", str(a), str(b), "--db", store.url])
+    assert out.exit_code == 0, out.output
+    assert "triage: the same (" in out.output
+    assert "(ApprovalSettled.decision): a 'granted', b 'denied'" in out.output
