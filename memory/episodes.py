@@ -6,8 +6,10 @@ agent, each action with every gate stage's decision and reason, the budget, the 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tether.runtime.errors import EpisodeNotFound
@@ -25,6 +27,7 @@ from .events import (
     EffectApplied,
     EpisodeCompleted,
     EpisodeFailed,
+    EpisodeForked,
     EpisodeResumed,
     EpisodeStarted,
     EpisodeSuspended,
@@ -292,3 +295,62 @@ def list_episodes(store: Store) -> list[EpisodeSummary]:
             )
         )
     return out
+
+
+def fork_episode(
+    store: Store, episode_id: uuid.UUID, steps: int, new_id: uuid.UUID, at: datetime
+) -> uuid.UUID:
+    """Start episode ``new_id`` as a copy of the first ``steps`` steps of ``episode_id``.
+
+    A step is one model turn and the actions it asked for, counted across agents in the
+    order they happened. The copy keeps every event of those steps (their decisions,
+    results and spent budget: a fork never resets spending); an action that still waited
+    for a person gets a request of its own in the fork. Effects are not repeated: the
+    copied actions refer to the original's effects ledger. ``tether resume`` then
+    continues the fork live.
+    """
+    from tether.runtime.errors import ConfigError
+
+    own = store.read(episode_id, limit=1)
+    if not own or not isinstance(own[0], EpisodeStarted):
+        raise EpisodeNotFound(str(episode_id))
+    started = own[0]
+    if steps < 0:
+        raise ConfigError(f"--at {steps}: a step count cannot be negative")
+    names = {agent_stream_id(episode_id, n): n for n in started.agents}
+    events = store.read_streams(names)
+    turns = [n for n, e in events if isinstance(e, ModelResponded)]
+    if steps > len(turns):
+        raise ConfigError(
+            f"--at {steps}: episode {episode_id} has only {len(turns)} steps; "
+            f"choose 0 to {len(turns)}"
+        )
+    cut = turns[steps] if steps < len(turns) else None
+    shared = [e for n, e in events if cut is None or n < cut]
+    settled = {e.approval_id for e in shared if isinstance(e, ApprovalSettled) and e.approval_id}
+    renamed: dict[uuid.UUID, uuid.UUID] = {}
+    copies: list[Event] = [
+        _copy(started, originator_id=new_id),
+        EpisodeForked(
+            originator_id=new_id, originator_version=2, at=at, source=episode_id, steps=steps
+        ),
+    ]
+    for e in shared:
+        changes: dict[str, Any] = {"originator_id": agent_stream_id(new_id, names[e.originator_id])}
+        if isinstance(e, TaskAssigned):
+            changes["episode_id"] = new_id
+        elif isinstance(e, ApprovalAwaited) and e.approval_id not in settled:
+            # Still waiting when the fork was cut: the fork asks its own person.
+            fresh = renamed.setdefault(e.approval_id, uuid.uuid5(new_id, str(e.approval_id)))
+            changes["approval_id"] = fresh
+            [request] = store.read(e.approval_id, limit=1)
+            copies.append(_copy(request, originator_id=fresh, episode_id=new_id, at=at))
+        elif isinstance(e, AgentWaiting):
+            changes["approvals"] = [str(renamed.get(uuid.UUID(a), a)) for a in e.approvals]
+        copies.append(_copy(e, **changes))
+    store.append(copies)
+    return new_id
+
+
+def _copy(event: Event, **changes: Any) -> Event:
+    return dataclasses.replace(event, **changes)

@@ -71,6 +71,16 @@ class EpisodeStarted(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EpisodeForked(Event):
+    """This episode began as a copy of the first steps of another."""
+
+    source: uuid.UUID
+    """The episode it was forked from."""
+    steps: int
+    """How many steps (model turns, with the actions they asked for) it shares."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class EpisodeSuspended(Event):
     """The episode stopped making progress until a person decides."""
 

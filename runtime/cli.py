@@ -26,7 +26,7 @@ from rich.tree import Tree
 
 from tether.memory.episodes import Timeline, episode_events, list_episodes, load_timeline
 from tether.memory.events import Event
-from tether.memory.sources import SystemClock
+from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Store
 from tether.runtime.errors import TetherError
 
@@ -166,6 +166,28 @@ def resume(
 
     with err.status("resuming on Ray…"):
         report = resume_episode(episode, db=db, address=address)
+    _summarize(report.episode_id, db)
+
+
+@app.command()
+@handled
+def fork(
+    episode: Annotated[str, typer.Argument(help="The episode to fork.")],
+    at: Annotated[int, typer.Option("--at", help="Steps (model turns) the fork shares.")],
+    db: Db = None,
+    address: Address = None,
+) -> None:
+    """Start a new episode sharing the first N steps of another, and continue it live."""
+    from tether.memory.episodes import fork_episode
+    from tether.runtime.launch import parse_episode_id
+    from tether.runtime.launch import resume as resume_episode
+
+    source = parse_episode_id(episode)
+    with Store(db) as store:
+        forked = fork_episode(store, source, at, RandomIds().new(), SystemClock().now())
+    out.print(f"forked {source} at step {at} as {forked}", markup=False)
+    with err.status("continuing the fork on Ray…"):
+        report = resume_episode(forked, db=db, address=address)
     _summarize(report.episode_id, db)
 
 

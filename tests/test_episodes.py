@@ -16,8 +16,9 @@ from tether.agents import ScriptedModel, ToolCall, ToolContext, calls, say, tool
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory import episodes as episodes_module
 from tether.memory.compare import diff_episodes
-from tether.memory.episodes import episode_events
+from tether.memory.episodes import episode_events, fork_episode
 from tether.runtime.cli import app
+from tether.runtime.errors import ConfigError
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.supervisor import LocalHost, RootSupervisor
@@ -151,3 +152,44 @@ def test_two_episodes_part_ways_where_a_person_decided_differently(store: Store)
     assert out.exit_code == 0, out.output
     assert "triage: the same (" in out.output
     assert "(ApprovalSettled.decision): a 'granted', b 'denied'" in out.output
+
+
+def test_a_fork_shares_the_first_steps_and_continues_live(store: Store) -> None:
+    # The original waits for the refund's approval after 3 steps (triage's handoff turn,
+    # the lookup, the two refunds). Fork after 2 steps: the fork re-decides the refunds.
+    _, supervisor = run_demo(store)
+    original = supervisor.start(demo.task, demo.context).episode_id
+    forked = fork_episode(store, original, 2, uuid.UUID(int=500), StepClock().now())
+    report = run_demo(store, first_id=600)[1].resume(forked)
+    assert report.status == "waiting"  # it reached the refund above the threshold again
+    a, b = load_timeline(store, original), load_timeline(store, forked)
+    shared = [(x.tool, x.outcome) for x in b.agents[1].actions[:1]]
+    assert shared == [(x.tool, x.outcome) for x in a.agents[1].actions[:1]]
+    # Its own approval request, in its own episode; the original's is untouched.
+    pending = {i.request.episode_id for i in Inbox(store, StepClock()).items("pending")}
+    assert pending == {original, forked}
+    # Budget is cumulative: the fork's ledger starts from the shared steps.
+    assert [r.steps_used for r in b.agents] == [r.steps_used for r in a.agents]
+    found = {d.agent: d for d in diff_episodes(store, original, forked)}
+    assert found["triage"].divergence is None
+
+
+def test_a_fork_of_a_waiting_action_asks_its_own_person(store: Store) -> None:
+    _, supervisor = run_demo(store)
+    original = supervisor.start(demo.task, demo.context).episode_id
+    forked = fork_episode(store, original, 3, uuid.UUID(int=500), StepClock().now())
+    inbox = Inbox(store, StepClock())
+    mine = [i for i in inbox.items("pending") if i.request.episode_id == forked]
+    assert len(mine) == 1 and mine[0].request.tool == "issue_refund"
+    inbox.approve(mine[0].id, "bob", "fine in the fork")
+    assert run_demo(store, first_id=600)[1].resume(forked).status == "completed"
+    assert [i.request.episode_id for i in inbox.items("pending")] == [original]
+
+
+def test_forking_beyond_the_episode_says_how_far_it_goes(store: Store) -> None:
+    _, supervisor = run_demo(store)
+    original = supervisor.start(demo.task, demo.context).episode_id
+    with pytest.raises(ConfigError, match="has only 3 steps; choose 0 to 3"):
+        fork_episode(store, original, 9, uuid.UUID(int=500), StepClock().now())
+    out = CliRunner().invoke(app, ["fork", str(original), "--at", "-1", "--db", store.url])
+    assert out.exit_code == 1 and "cannot be negative" in out.output
