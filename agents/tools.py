@@ -11,6 +11,7 @@ import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -24,7 +25,14 @@ HANDOFF = "handoff"
 class FactSink(Protocol):
     """Where a tool writes org-memory facts; they are recorded with the tool's effect."""
 
-    def __call__(self, subject: str, key: str, statement: str) -> None: ...
+    def __call__(
+        self,
+        subject: str,
+        key: str,
+        statement: str,
+        valid_from: datetime | None = None,
+        valid_to: datetime | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)

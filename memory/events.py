@@ -391,4 +391,33 @@ class FactRecorded(Event):
     statement: str
     """The fact."""
     source: dict[str, Any]
-    """Where it came from: episode, agent, action."""
+    """Where it came from: episode, agent, action, and ``event``, the id (stream/position)
+    of the action that established it."""
+    valid_from: datetime | None = None
+    """Since when it is true in the world; None = since it was recorded."""
+    valid_to: datetime | None = None
+    """Until when it is true; None = until superseded."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FactConflicted(Event):
+    """Two agents told different things about the same subject and key; a policy settled it.
+
+    When the offered fact wins it is recorded (``FactRecorded``) right after this event;
+    when it loses it lives on only here, so nothing an agent said is lost.
+    """
+
+    subject: str
+    """Whom it is about."""
+    key: str
+    """Which fact."""
+    held: dict[str, Any]
+    """The fact believed until now: ``{"statement", "source"}``."""
+    offered: dict[str, Any]
+    """The fact another agent offered: ``{"statement", "source"}``."""
+    policy: str
+    """The policy that settled it (``latest_wins``, ``first_wins``, ``prefer``)."""
+    outcome: str
+    """``replaced`` (the offered fact wins) or ``kept`` (the held one stays)."""
+    reason: str
+    """Why, in words."""

@@ -8,7 +8,9 @@ that cannot be decoded, or that was written by another format version, is ignore
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,7 +65,7 @@ class Snapshots:
         t = self.table
         blob = self.transcoder.encode({"format": FORMAT, "state": state})
         where = sa.and_(t.c.stream_id == str(stream_id), t.c.kind == kind)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(sa.delete(t).where(where))
             conn.execute(
                 sa.insert(t).values(
@@ -77,5 +79,11 @@ class Snapshots:
         q = sa.delete(t)
         if stream_id is not None:
             q = q.where(t.c.stream_id == str(stream_id))
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             return conn.execute(q).rowcount
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        with self.engine.connect().execution_options(tether_immediate=True) as conn:
+            with conn.begin():
+                yield conn

@@ -7,11 +7,12 @@ them back as typed events; ``Journal`` is the single writer of one stream.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import json.encoder
 import os
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ from .events import (
     EffectApplied,
     EpisodeStarted,
     Event,
+    FactConflicted,
     FactRecorded,
 )
 from .snapshots import Snapshots
@@ -57,6 +59,7 @@ CATALOGUED: tuple[type[Event], ...] = (
     ApprovalDenied,
     EffectApplied,
     FactRecorded,
+    FactConflicted,
 )
 """Event types listed across streams (episodes, the inbox, the ledger, facts): indexed."""
 
@@ -124,7 +127,8 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        immediate = conn.get_execution_options().get("tether_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def redact(url: str) -> str:
@@ -231,6 +235,17 @@ class Store:
 
     # --- writing ----------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[sa.Connection]:
+        """A transaction for read models (projections, snapshots), committed on success.
+
+        On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``): a transaction
+        that reads first and writes later could otherwise fail on a lock upgrade.
+        """
+        with self.engine.connect().execution_options(tether_immediate=True) as conn:
+            with conn.begin():
+                yield conn
+
     def append(self, events: Sequence[Event], *, tail: Sequence[Event] = ()) -> list[int]:
         """Append events (of any streams) atomically; return their notification ids.
 
@@ -261,14 +276,14 @@ class Store:
             stored = self.recorder.select_events(stream_id, gt=after or None, limit=limit)
         except sa.exc.OperationalError as e:
             raise StoreUnavailable(redact(self.url), _first_line(e)) from e
-        return [self._decode(s) for s in stored]
+        return [self.decode(s) for s in stored]
 
     def read_streams(
         self, stream_ids: Iterable[uuid.UUID], *, after: int = 0
     ) -> list[tuple[int, Event]]:
         """Every event of the given streams recorded after notification ``after``, in order."""
         found = self.recorder.select_streams(list(stream_ids), gt=after)
-        return [(n.id, self._decode(n)) for n in found]
+        return [(n.id, self.decode(n)) for n in found]
 
     def of_type(self, *types: type[E], start: int = 1, limit: int = 100_000) -> list[tuple[int, E]]:
         """Events of the given types across all streams, in recorded order."""
@@ -276,12 +291,13 @@ class Store:
         found = self.recorder.select_notifications(start=start, limit=limit, topics=topics)
         out: list[tuple[int, E]] = []
         for n in found:
-            event = self._decode(n)
+            event = self.decode(n)
             assert isinstance(event, types)
             out.append((n.id, event))
         return out
 
-    def _decode(self, stored: StoredEvent | Notification) -> Event:
+    def decode(self, stored: StoredEvent | Notification) -> Event:
+        """A stored record as its event; ``StoreCorrupt`` names the stream and position."""
         try:
             event = self.mapper.to_domain_event(stored)
         except Exception as e:

@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -339,6 +340,105 @@ def diff(
             f"({v.event}.{v.field}): a {v.recorded!r}, b {v.new!r}",
             markup=False,
         )
+
+
+@app.command()
+@handled
+def facts(
+    subject: Annotated[
+        str | None, typer.Argument(help="Whom the facts are about, e.g. customer:ada.")
+    ] = None,
+    db: Db = None,
+    search: Annotated[
+        str | None, typer.Option("--search", help="Facts whose statement or key has this word.")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="What tether believed then (ISO time, UTC if no zone)."),
+    ] = None,
+    valid_at: Annotated[
+        str | None, typer.Option("--valid-at", help="What was true then (ISO time).")
+    ] = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="Every fact ever recorded, superseded ones too.")
+    ] = False,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Rebuild the facts read model from the events.")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Org memory: facts about a subject, now or at a time, with where they came from."""
+    from tether.memory.org import OrgMemory
+    from tether.runtime.errors import ConfigError, NotFound
+
+    when = {
+        name: _when(name, value) for name, value in (("--as-of", as_of), ("--valid-at", valid_at))
+    }
+    with Store(db) as store:
+        org = OrgMemory(store)
+        if rebuild:
+            out.print(f"rebuilt the facts read model from {org.rebuild()} events", markup=False)
+            if subject is None and search is None:
+                return
+        if search is not None:
+            found = org.search(search, as_of=when["--as-of"], history=history)
+        elif subject is not None:
+            found = org.about(
+                subject, as_of=when["--as-of"], valid_at=when["--valid-at"], history=history
+            )
+            if not found and not org.about(subject, history=True):
+                raise NotFound(
+                    f"no facts about {subject!r}; `tether facts --search WORD` finds subjects"
+                )
+        else:
+            raise ConfigError("give a SUBJECT (e.g. customer:ada), --search WORD or --rebuild")
+    if as_json:
+        out.print_json(
+            data=[
+                {
+                    **asdict(f),
+                    **{
+                        k: v.isoformat() if v else None
+                        for k, v in (
+                            ("valid_from", f.valid_from),
+                            ("valid_to", f.valid_to),
+                            ("recorded_at", f.recorded_at),
+                            ("superseded_at", f.superseded_at),
+                        )
+                    },
+                }
+                for f in found
+            ]
+        )
+        return
+    table = _table("subject", "key", "statement", "valid", "recorded", "source")
+    for f in found:
+        valid = f"{f.valid_from:%Y-%m-%d %H:%M} → " + (
+            f"{f.valid_to:%Y-%m-%d %H:%M}" if f.valid_to else "now"
+        )
+        recorded = f"{f.recorded_at:%Y-%m-%d %H:%M}" + (
+            f" (superseded {f.superseded_at:%Y-%m-%d %H:%M})" if f.superseded_at else ""
+        )
+        table.add_row(
+            f.subject, f.key, f.statement, valid, recorded, f"{f.agent} · {f.source_event}"
+        )
+    out.print(table)
+    if not found:
+        out.print("no facts match", markup=False)
+
+
+def _when(option: str, value: str | None) -> datetime | None:
+    from tether.runtime.errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{option} {value!r}: not an ISO time; e.g. 2026-11-21 or 2026-11-21T09:30:00+00:00"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def event_json(notification_id: int, e: Event) -> dict[str, Any]:

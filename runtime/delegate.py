@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import tenacity
@@ -18,10 +19,9 @@ from tether.agents.tools import Tool, ToolContext
 from tether.memory.events import (
     EffectApplied,
     Event,
-    FactRecorded,
     effect_stream_id,
-    subject_stream_id,
 )
+from tether.memory.org import FactPolicy, OrgMemory
 from tether.memory.sources import Clock
 from tether.memory.store import Store, new_event
 from tether.runtime.errors import ToolError, TransientToolError
@@ -56,9 +56,16 @@ class Delegate:
     """Runs tools for one agent."""
 
     def __init__(
-        self, store: Store, clock: Clock, *, attempts: int = 3, backoff_s: float = 0.05
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        attempts: int = 3,
+        backoff_s: float = 0.05,
+        facts: FactPolicy | None = None,
     ) -> None:
         self.store = store
+        self.facts = facts or FactPolicy()
         self.clock = clock
         self.attempts = attempts
         self.backoff_s = backoff_s
@@ -72,20 +79,23 @@ class Delegate:
         agent: str,
         action: int,
         context: dict[str, Any],
+        source_event: str = "",
     ) -> Execution:
         key = idempotency_key(episode_id, agent, action) if tool.has_effect else None
         if key is not None:
             recorded = self.store.read(effect_stream_id(key))
             if recorded and isinstance(recorded[0], EffectApplied):
                 return Execution(recorded[0].result, None, 0, key, replayed=True)
-        facts: list[tuple[str, str, str]] = []
+        facts: list[_Fact] = []
         ctx = ToolContext(
             episode_id=episode_id,
             agent=agent,
             action=action,
             idempotency_key=key or "",
             context=context,
-            record_fact=lambda s, k, t: facts.append((s, k, t)),
+            record_fact=lambda s, k, t, valid_from=None, valid_to=None: facts.append(
+                _Fact(s, k, t, valid_from, valid_to)
+            ),
         )
         attempts = 0
 
@@ -141,25 +151,48 @@ class Delegate:
             attempts,
             key,
             events=tuple(events),
-            tail=self._facts(facts, episode_id, agent, action),
+            tail=self._facts(facts, episode_id, agent, action, source_event),
         )
 
     def _facts(
-        self, facts: list[tuple[str, str, str]], episode_id: uuid.UUID, agent: str, action: int
+        self,
+        facts: list[_Fact],
+        episode_id: uuid.UUID,
+        agent: str,
+        action: int,
+        source_event: str,
     ) -> tuple[Event, ...]:
         # Many agents write facts about one subject: the store places each at the end of the
-        # subject's stream when it commits (position 0 here is a placeholder).
-        source = {"episode": str(episode_id), "agent": agent, "action": action}
+        # subject's stream when it commits (position 0 in these events is a placeholder).
+        if not facts:
+            return ()
+        org = OrgMemory(self.store)
+        source = {
+            "episode": str(episode_id),
+            "agent": agent,
+            "action": action,
+            "event": source_event,
+        }
         return tuple(
-            new_event(
-                FactRecorded,
-                subject_stream_id(subject),
-                0,
+            e
+            for f in facts
+            for e in org.offer(
+                f.subject,
+                f.key,
+                f.statement,
+                source,
                 self.clock.now(),
-                subject=subject,
-                key=key,
-                statement=statement,
-                source=source,
+                self.facts,
+                valid_from=f.valid_from,
+                valid_to=f.valid_to,
             )
-            for subject, key, statement in facts
         )
+
+
+@dataclass(frozen=True)
+class _Fact:
+    subject: str
+    key: str
+    statement: str
+    valid_from: datetime | None
+    valid_to: datetime | None

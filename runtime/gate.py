@@ -55,6 +55,8 @@ class _Open:
 
     tool: str
     arguments: dict[str, Any]
+    proposed: str
+    """The id (stream/position) of the ActionProposed event: the source of its facts."""
     approval_id: uuid.UUID | None = None
     cleared: bool = False
     """Approved, by tier or by a person: only execution and what follows remain."""
@@ -98,7 +100,9 @@ class Gate:
         """Fold one event of the agent's stream into the gate's state."""
         if isinstance(event, ActionProposed):
             self.actions = max(self.actions, event.action)
-            self.open[event.action] = _Open(event.tool, event.arguments)
+            self.open[event.action] = _Open(
+                event.tool, event.arguments, f"{event.originator_id}/{event.originator_version}"
+            )
         elif isinstance(event, BudgetReserved) and event.steps:
             self.ledger.reserve(event.steps)
             self.open[event.action].reserved = event.steps
@@ -271,7 +275,13 @@ class Gate:
         if tool.has_effect:
             self.journal.flush()  # write-ahead: the decision is durable before the effect
         done = self.delegate.execute(
-            tool, args, episode_id=self.episode_id, agent=self.agent, action=n, context=self.context
+            tool,
+            args,
+            episode_id=self.episode_id,
+            agent=self.agent,
+            action=n,
+            context=self.context,
+            source_event=self.open[n].proposed,
         )
         if done.error is not None:
             self._record(

@@ -62,7 +62,7 @@ class Host:
         self.clock = clock
         self.ids = ids
         self.inbox = inbox or Inbox(store, clock)
-        self.delegate = delegate or Delegate(store, clock)
+        self.delegate = delegate or Delegate(store, clock, facts=topology.facts)
         self.agents: dict[tuple[uuid.UUID, str], AgentRuntime] = {}
         self.supervisors: dict[uuid.UUID, StepLedger] = {}
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}

@@ -115,6 +115,7 @@ class RecordedDelegate(Delegate):
         agent: str,
         action: int,
         context: dict[str, Any],
+        source_event: str = "",
     ) -> Execution:
         recorded = self.results.get((agent, action))
         if recorded is None:

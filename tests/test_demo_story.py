@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
-from tether.memory.events import FactRecorded, subject_stream_id
+from tether.memory.events import (
+    ActionProposed,
+    FactRecorded,
+    agent_stream_id,
+    subject_stream_id,
+)
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.supervisor import LocalHost, RootSupervisor
@@ -29,7 +34,17 @@ def test_the_refund_desk_uses_its_whole_script(sqlite_url: str) -> None:
         # The fact about the customer is in org memory, citing the action that wrote it.
         [fact] = store.read(subject_stream_id("customer:ada"))
         assert isinstance(fact, FactRecorded) and fact.key == "refund:1042"
-        assert fact.source == {"episode": str(report.episode_id), "agent": "refunds", "action": 6}
+        [proposed] = [
+            e
+            for e in store.read(agent_stream_id(report.episode_id, "refunds"))
+            if isinstance(e, ActionProposed) and e.action == 6
+        ]
+        assert fact.source == {
+            "episode": str(report.episode_id),
+            "agent": "refunds",
+            "action": 6,
+            "event": f"{proposed.originator_id}/{proposed.originator_version}",
+        }
 
     demo.triage_model.assert_complete()
     demo.refunds_model.assert_complete()

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from tether.agents.model import Model
 from tether.agents.tools import HANDOFF, Tool, handoff
+from tether.memory.org import FactPolicy
 from tether.runtime.errors import TopologyError
 
 Tier = Literal["low", "medium", "high"]
@@ -158,6 +159,8 @@ class Topology:
     """The fleet's name."""
     root: Supervisor
     """The root supervisor."""
+    facts: FactPolicy = field(default_factory=FactPolicy)
+    """How conflicting org-memory facts from different agents are settled."""
 
     def __post_init__(self) -> None:
         problems = problems_of(self)
