@@ -19,6 +19,7 @@ from tether.memory.events import (
     AgentHandedOff,
     AgentWaiting,
     ApprovalAwaited,
+    ContextCompacted,
     Event,
     ModelResponded,
     TaskAssigned,
@@ -26,6 +27,7 @@ from tether.memory.events import (
 from tether.memory.store import Journal
 from tether.runtime.errors import ModelError
 
+from . import context
 from .model import Message, Model, ModelRequest, ToolCall, ToolSpec
 from .tools import HANDOFF
 
@@ -96,13 +98,15 @@ class LoopState:
 
     def apply(self, event: Event, agent: str, instructions: str) -> None:
         """Fold one event of the agent's stream."""
+        v = event.originator_version
         if isinstance(event, TaskAssigned):
             self.task = event.task
             self.turns = 0
             self.ended = None
+            system = event.instructions if event.instructions is not None else instructions
             self.messages = [
-                Message("system", instructions),
-                Message("user", json.dumps(event.task, sort_keys=True, default=str)),
+                Message("system", system, event=v),
+                Message("user", json.dumps(event.task, sort_keys=True, default=str), event=v),
             ]
         elif isinstance(event, ModelResponded):
             self.turns = event.turn + 1
@@ -110,7 +114,9 @@ class LoopState:
                 ToolCall(name=c["name"], arguments=c["arguments"], id=c["id"])
                 for c in event.tool_calls
             )
-            self.messages.append(Message("assistant", event.text, tool_calls=tool_calls))
+            self.messages.append(Message("assistant", event.text, tool_calls=tool_calls, event=v))
+        elif isinstance(event, ContextCompacted):
+            self.messages = context.compact(self.messages, event.first, event.last, event.summary)
         elif isinstance(event, ActionProposed):
             self.calls[event.action] = event.call_id
             self.open_actions.append(event.action)
@@ -118,7 +124,7 @@ class LoopState:
             if event.action in self.open_actions:
                 self.open_actions.remove(event.action)
             self.messages.append(
-                Message("tool", event.observation, call_id=self.calls.get(event.action))
+                Message("tool", event.observation, call_id=self.calls.get(event.action), event=v)
             )
         elif isinstance(event, AgentFinished):
             self.ended = AgentOutcome(agent, "finished", output=event.output)
@@ -145,6 +151,7 @@ class AgentLoop:
         *,
         instructions: str = "",
         max_turns: int = 10,
+        context_tokens: int | None = None,
     ) -> None:
         self.agent = agent
         self.model = model
@@ -153,6 +160,7 @@ class AgentLoop:
         self.journal = journal
         self.instructions = instructions
         self.max_turns = max_turns
+        self.context_tokens = context_tokens
         self.state = LoopState()
 
     def observe(self, event: Event) -> None:
@@ -179,6 +187,7 @@ class AgentLoop:
             if state.turns >= self.max_turns:
                 reason = f"max_turns ({self.max_turns}) reached without a final answer"
                 return self._end(AgentOutcome(self.agent, "failed", reason))
+            self._fit_context()
             request = ModelRequest(self.agent, state.turns, tuple(state.messages), self.tools)
             try:
                 turn = self.model.respond(request)
@@ -195,11 +204,36 @@ class AgentLoop:
                     "input_tokens": turn.usage.input_tokens,
                     "output_tokens": turn.usage.output_tokens,
                 },
+                context={
+                    "messages": len(request.messages),
+                    "tokens": context.total(request.messages),
+                    "digest": context.digest(request.messages),
+                },
             )
             if not turn.tool_calls:
                 return self._end(AgentOutcome(self.agent, "finished", output=turn.text))
             for c in turn.tool_calls:
                 handoff = self._absorb(self.gate.submit(c), waiting) or handoff
+
+    def _fit_context(self) -> None:
+        """Compact working memory if it passed its bound (recorded, so rebuilds match)."""
+        if self.context_tokens is None:
+            return
+        before = context.total(self.state.messages)
+        found = context.plan(self.state.messages, self.context_tokens)
+        if found is None:
+            return
+        after = context.total(
+            context.compact(self.state.messages, found.first, found.last, found.summary)
+        )
+        self._record(
+            ContextCompacted,
+            first=found.first,
+            last=found.last,
+            summary=found.summary,
+            tokens_before=before,
+            tokens_after=after,
+        )
 
     def _absorb(self, result: ActionResult, waiting: list[str]) -> AgentOutcome | None:
         """Note an action that waits; return the handoff an executed handoff call makes.
@@ -240,4 +274,26 @@ class AgentLoop:
         return outcome
 
 
-__all__ = ["HANDOFF", "ActionGate", "ActionResult", "AgentLoop", "AgentOutcome", "LoopState"]
+def context_at(events: list[Event], call: int) -> list[Message]:
+    """Exactly what the agent's model was shown at its ``call``-th model call (from 0),
+    rebuilt from the agent's stream alone (compactions included)."""
+    state = LoopState()
+    seen = 0
+    for event in events:
+        if isinstance(event, ModelResponded):
+            if seen == call:
+                return state.messages
+            seen += 1
+        state.apply(event, "", "")
+    raise IndexError(f"the stream has {seen} model calls; call {call} is not among them")
+
+
+__all__ = [
+    "HANDOFF",
+    "ActionGate",
+    "ActionResult",
+    "AgentLoop",
+    "AgentOutcome",
+    "LoopState",
+    "context_at",
+]

@@ -59,6 +59,8 @@ class Message:
     """For an assistant message: the calls it made."""
     call_id: str | None = None
     """For a tool message: the call it answers."""
+    event: int = 0
+    """The position in the agent's stream of the event that produced it (0: none)."""
 
 
 @dataclass(frozen=True)

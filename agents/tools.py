@@ -20,6 +20,8 @@ from .model import ToolSpec
 
 HANDOFF = "handoff"
 """The built-in tool an agent uses to pass control to another agent."""
+PAGE_BACK = "page_back"
+"""The built-in tool an agent uses to see compacted working memory again."""
 
 
 class FactSink(Protocol):
@@ -51,6 +53,10 @@ class ToolContext:
     """Trusted structured data of the episode (records from systems, not from text)."""
     record_fact: FactSink
     """Record a fact in org memory (written atomically with the tool's effect)."""
+    page: Callable[[int, int], list[dict[str, Any]]] = field(
+        default=lambda first, last: [], repr=False
+    )
+    """The original messages of the agent's events ``first``..``last`` (for page_back)."""
 
 
 ToolFn = Callable[[Any, ToolContext], BaseModel | dict[str, Any]]
@@ -154,3 +160,25 @@ handoff = Tool(
     verify=_handoff_verified,
 )
 """The built-in handoff tool; a topology lists the agents each agent may hand off to."""
+
+
+class PageBackArgs(BaseModel):
+    """Arguments of the built-in page_back tool."""
+
+    first: int = Field(ge=1, description="The first event of the compacted range.")
+    last: int = Field(ge=1, description="The last event of the compacted range.")
+
+
+def _page_back(args: PageBackArgs, ctx: ToolContext) -> dict[str, Any]:
+    return {"first": args.first, "last": args.last, "messages": ctx.page(args.first, args.last)}
+
+
+page_back = Tool(
+    name=PAGE_BACK,
+    description="Show the original messages that a working-memory summary replaced.",
+    args=PageBackArgs,
+    fn=_page_back,
+    read_only=True,
+    idempotent=True,
+)
+"""The built-in page_back tool; agents with a working-memory bound get it."""

@@ -133,6 +133,9 @@ class TaskAssigned(Event):
     """What it was asked to do."""
     by: str
     """Who assigned it: ``operator`` or the agent that handed off."""
+    instructions: str | None = None
+    """The agent's instructions when it got the task (its system message), so the context
+    it saw can be rebuilt from the stream alone."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +150,24 @@ class ModelResponded(Event):
     """The tool calls it asked for: ``{"id", "name", "arguments"}``."""
     usage: dict[str, int]
     """Token usage the model reported."""
+    context: dict[str, Any] | None = None
+    """What the model was shown: ``{"messages", "tokens", "digest"}`` (sha256)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContextCompacted(Event):
+    """Working memory was full: the messages of an event range became one summary."""
+
+    first: int
+    """The first stream position replaced."""
+    last: int
+    """The last stream position replaced."""
+    summary: str
+    """The summary that stands in for them."""
+    tokens_before: int
+    """Estimated tokens before."""
+    tokens_after: int
+    """Estimated tokens after."""
 
 
 @dataclass(frozen=True, kw_only=True)

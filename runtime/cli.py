@@ -269,11 +269,22 @@ def replay(
             "and report `identical` or the first divergence; exit 1 if it diverges.",
         ),
     ] = False,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            help="AGENT:N — exactly what AGENT's model was shown at its N-th call (from 0), "
+            "rebuilt from the stream and checked against the digest recorded then.",
+        ),
+    ] = None,
 ) -> None:
     """Show an episode: agent → action → each gate stage's decision and reason."""
     from tether.runtime.launch import parse_episode_id
 
     episode_id = parse_episode_id(episode)
+    if context is not None:
+        _context(episode_id, context, db, as_json)
+        return
     if reexecute:
         _reexecute(episode_id, db)
         return
@@ -288,6 +299,70 @@ def replay(
         )
         return
     out.print(render(t))
+
+
+def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) -> None:
+    from tether.agents.context import digest, total
+    from tether.agents.loop import context_at
+    from tether.memory.events import EpisodeStarted, ModelResponded, agent_stream_id
+    from tether.runtime.errors import ConfigError, EpisodeNotFound
+
+    agent, _, number = spec.rpartition(":")
+    if not agent or not number.isdigit():
+        raise ConfigError(f"--context {spec!r}: give AGENT:N, e.g. refunds:2")
+    with Store(db) as store:
+        first = store.read(episode_id, limit=1)
+        if not first or not isinstance(first[0], EpisodeStarted):
+            raise EpisodeNotFound(str(episode_id))
+        if agent not in first[0].agents:
+            raise ConfigError(
+                f"--context {spec!r}: no agent {agent!r}; the episode has {first[0].agents}"
+            )
+        events = store.read(agent_stream_id(episode_id, agent))
+    calls = [e for e in events if isinstance(e, ModelResponded)]
+    call = int(number)
+    if call >= len(calls):
+        raise ConfigError(
+            f"--context {spec!r}: {agent} made {len(calls)} model calls; "
+            f"choose 0 to {len(calls) - 1}"
+        )
+    messages = context_at(events, call)
+    recorded = (calls[call].context or {}).get("digest")
+    check = (
+        "matches the digest recorded at the call"
+        if recorded == digest(messages)
+        else "recorded no digest"
+        if recorded is None
+        else "DOES NOT match the recorded digest"
+    )
+    if as_json:
+        out.print_json(
+            data={
+                "agent": agent,
+                "call": call,
+                "tokens": total(messages),
+                "digest_check": check,
+                "messages": [
+                    {
+                        "role": m.role,
+                        "content": m.content,
+                        "event": m.event,
+                        "tool_calls": [[c.name, c.arguments] for c in m.tool_calls],
+                    }
+                    for m in messages
+                ],
+            }
+        )
+        return
+    out.print(
+        f"{agent} model call {call}: {len(messages)} messages, ~{total(messages)} tokens; {check}",
+        markup=False,
+    )
+    for m in messages:
+        calls_text = "".join(
+            f" → {c.name}({json.dumps(c.arguments, sort_keys=True)})" for c in m.tool_calls
+        )
+        out.print(f"[{m.event:>4}] {m.role:<9} {m.content}{calls_text}", markup=False)
 
 
 def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:

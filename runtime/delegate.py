@@ -8,6 +8,7 @@ there, the recorded result is fed back instead of calling the tool again.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -80,6 +81,7 @@ class Delegate:
         action: int,
         context: dict[str, Any],
         source_event: str = "",
+        page: Callable[[int, int], list[dict[str, Any]]] | None = None,
     ) -> Execution:
         key = idempotency_key(episode_id, agent, action) if tool.has_effect else None
         if key is not None:
@@ -96,6 +98,7 @@ class Delegate:
             record_fact=lambda s, k, t, valid_from=None, valid_to=None: facts.append(
                 _Fact(s, k, t, valid_from, valid_to)
             ),
+            page=page or (lambda first, last: []),
         )
         attempts = 0
 

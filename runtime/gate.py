@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from tether.agents.loop import ActionResult
+from tether.agents.loop import ActionResult, LoopState
 from tether.agents.model import ToolCall
 from tether.agents.tools import Tool
 from tether.memory.events import (
@@ -282,6 +282,7 @@ class Gate:
             action=n,
             context=self.context,
             source_event=self.open[n].proposed,
+            page=self._page,
         )
         if done.error is not None:
             self._record(
@@ -370,6 +371,25 @@ class Gate:
         )
         self.journal.flush(*others, tail=tail)
         return ActionResult(n, tool, outcome, observation, result=result)
+
+    def _page(self, first: int, last: int) -> list[dict[str, Any]]:
+        """The messages this agent's events ``first``..``last`` made, before compaction."""
+        events = self.journal.store.read(self.journal.stream_id, after=first - 1)
+        state = LoopState()
+        for e in events:
+            if e.originator_version > last:
+                break
+            state.apply(e, self.agent, "")
+        return [
+            {
+                "event": m.event,
+                "role": m.role,
+                "content": m.content,
+                "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in m.tool_calls],
+            }
+            for m in state.messages
+            if first <= m.event <= last
+        ]
 
     def _record(self, cls: type[Event], **fields: Any) -> None:
         self.journal.record(cls, **fields)

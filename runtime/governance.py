@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from tether.agents.tools import HANDOFF, Tool
+from tether.agents.tools import HANDOFF, PAGE_BACK, Tool
 from tether.topologies.spec import Agent, Grant, Tier
 
 Verdict = Literal["allow", "deny", "approval"]
@@ -48,6 +48,9 @@ class Governance:
         if agent.handoffs:
             # Naming handoff targets in the topology is the grant; the rail checks the target.
             self.grants.setdefault(HANDOFF, Grant(HANDOFF, tier="low"))
+        if agent.context_tokens is not None:
+            # Reading its own compacted memory back is part of having a bounded one.
+            self.grants.setdefault(PAGE_BACK, Grant(PAGE_BACK, tier="low"))
 
     def decide(self, tool: Tool, args: BaseModel) -> Decision:
         grant = self.grants.get(tool.name)

@@ -39,7 +39,12 @@ class AgentRuntime:
     def assign(self, task: dict[str, Any], by: str) -> None:
         """Give the agent a task (the episode's input or a handoff)."""
         self.journal.record(
-            TaskAssigned, episode_id=self.gate.episode_id, agent=self.name, task=task, by=by
+            TaskAssigned,
+            episode_id=self.gate.episode_id,
+            agent=self.name,
+            task=task,
+            by=by,
+            instructions=self.loop.instructions,
         )
         self.journal.flush()
 
@@ -143,6 +148,7 @@ class Host:
             journal,
             instructions=spec.instructions,
             max_turns=spec.max_turns,
+            context_tokens=spec.context_tokens,
         )
         for event in history:
             gate.observe(event)

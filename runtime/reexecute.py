@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -116,6 +116,7 @@ class RecordedDelegate(Delegate):
         action: int,
         context: dict[str, Any],
         source_event: str = "",
+        page: Callable[[int, int], list[dict[str, Any]]] | None = None,
     ) -> Execution:
         recorded = self.results.get((agent, action))
         if recorded is None:

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from tether.agents.model import Model
-from tether.agents.tools import HANDOFF, Tool, handoff
+from tether.agents.tools import HANDOFF, PAGE_BACK, Tool, handoff, page_back
 from tether.memory.org import FactPolicy
 from tether.runtime.errors import TopologyError
 
@@ -128,12 +128,18 @@ class Agent:
     """Agents it may hand off to (the built-in ``handoff`` tool is granted for them)."""
     max_turns: int = 10
     """Model calls per task before the agent fails with its best so far."""
+    context_tokens: int | None = None
+    """Working-memory bound in estimated tokens (ceil(chars / 4) per message + 4); past
+    it the oldest turns are compacted into a summary. None = no bound."""
 
     def all_tools(self) -> dict[str, Tool]:
-        """Its tools by name, with the built-in handoff tool when it may hand off."""
+        """Its tools by name, with the built-in handoff tool when it may hand off and the
+        built-in page_back tool when its working memory is bounded."""
         found = {t.name: t for t in self.tools}
         if self.handoffs:
             found.setdefault(HANDOFF, handoff)
+        if self.context_tokens is not None:
+            found.setdefault(PAGE_BACK, page_back)
         return found
 
 
@@ -225,6 +231,13 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
         out.append(f"{p}.name: must be a non-empty string")
     if not isinstance(agent.model, Model):
         out.append(f"{p}.model: missing model; give a Model such as ScriptedModel([...])")
+    if agent.context_tokens is not None and (
+        not isinstance(agent.context_tokens, int) or agent.context_tokens < 64
+    ):
+        out.append(
+            f"{p}.context_tokens: must be an integer of at least 64 or None, got "
+            f"{agent.context_tokens!r}"
+        )
     if not isinstance(agent.max_turns, int) or agent.max_turns < 1:
         out.append(f"{p}.max_turns: must be a positive integer, got {agent.max_turns!r}")
     out += _budget_problems(agent.budget, f"{p}.budget")
