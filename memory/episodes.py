@@ -348,7 +348,7 @@ def fork_episode(
         elif isinstance(e, AgentWaiting):
             changes["approvals"] = [str(renamed.get(uuid.UUID(a), a)) for a in e.approvals]
         copies.append(_copy(e, **changes))
-    store.append(copies)
+    store.append(copies, subject=started.subject)
     return new_id
 
 

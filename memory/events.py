@@ -48,6 +48,10 @@ class Event:
     at: datetime
     """When it happened, from the injected clock."""
 
+    personal: ClassVar[tuple[str, ...]] = ()
+    """Fields that may carry a data subject's personal data: sealed under the subject's
+    key when the event belongs to one (see ``memory/keys.py``)."""
+
 
 # --- the episode stream -------------------------------------------------------------
 
@@ -55,6 +59,8 @@ class Event:
 @dataclass(frozen=True, kw_only=True)
 class EpisodeStarted(Event):
     """A fleet started working on one input."""
+
+    personal: ClassVar[tuple[str, ...]] = ("input", "context")
 
     topology: str
     """The topology's name."""
@@ -68,6 +74,9 @@ class EpisodeStarted(Event):
     """The task given to the entry agent (untrusted content may be inside)."""
     context: dict[str, Any]
     """Trusted structured data (the operator's and systems' records) rails may rely on."""
+    subject: str | None = None
+    """The data subject the episode is about (``customer:ada``): its personal data is
+    sealed under that subject's key, and ``tether forget`` erases it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +111,8 @@ class EpisodeResumed(Event):
 class EpisodeCompleted(Event):
     """The fleet finished the episode."""
 
+    personal: ClassVar[tuple[str, ...]] = ("output",)
+
     agent: str
     """The agent that produced the final output."""
     output: str
@@ -111,6 +122,8 @@ class EpisodeCompleted(Event):
 @dataclass(frozen=True, kw_only=True)
 class EpisodeFailed(Event):
     """The episode ended without a result."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
 
     agent: str
     """The agent whose failure ended it."""
@@ -124,6 +137,8 @@ class EpisodeFailed(Event):
 @dataclass(frozen=True, kw_only=True)
 class TaskAssigned(Event):
     """An agent was given a task: the episode's input, or a handoff."""
+
+    personal: ClassVar[tuple[str, ...]] = ("task",)
 
     episode_id: uuid.UUID
     """The episode the agent works in."""
@@ -142,6 +157,8 @@ class TaskAssigned(Event):
 class ModelResponded(Event):
     """A model answered one turn (a nondeterministic input, so recorded as is)."""
 
+    personal: ClassVar[tuple[str, ...]] = ("text", "tool_calls")
+
     turn: int
     """The turn's number within the agent's task, from 0."""
     text: str
@@ -158,6 +175,8 @@ class ModelResponded(Event):
 class ContextCompacted(Event):
     """Working memory was full: the messages of an event range became one summary."""
 
+    personal: ClassVar[tuple[str, ...]] = ("summary",)
+
     first: int
     """The first stream position replaced."""
     last: int
@@ -173,6 +192,8 @@ class ContextCompacted(Event):
 @dataclass(frozen=True, kw_only=True)
 class ActionProposed(Event):
     """An agent asked to use a tool; the gate takes over."""
+
+    personal: ClassVar[tuple[str, ...]] = ("arguments",)
 
     action: int
     """The action's number within the agent's stream, from 1."""
@@ -201,6 +222,8 @@ class StageEvent(Event):
 class BoundariesChecked(StageEvent):
     """Stage 1: schema and rails. ``pass`` or ``deny``."""
 
+    personal: ClassVar[tuple[str, ...]] = ("reason", "violations")
+
     stage: ClassVar[str] = "boundaries"
     violations: list[dict[str, Any]] = field(default_factory=list)
     """Each failed rule: ``{"rule", "field", "message"}``."""
@@ -221,6 +244,8 @@ class BudgetReserved(StageEvent):
 class GovernanceDecided(StageEvent):
     """Stage 3: ``allow``, ``deny`` or ``approval``, at a risk tier."""
 
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
+
     stage: ClassVar[str] = "governance"
     tier: str
     """Risk tier: low, medium or high."""
@@ -231,6 +256,8 @@ class GovernanceDecided(StageEvent):
 @dataclass(frozen=True, kw_only=True)
 class ApprovalSettled(StageEvent):
     """Stage 4: ``auto`` (tier low), or the decision a person took (``granted``/``denied``)."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
 
     stage: ClassVar[str] = "approval"
     approval_id: uuid.UUID | None = None
@@ -243,6 +270,8 @@ class ApprovalSettled(StageEvent):
 class ApprovalAwaited(StageEvent):
     """Stage 4: the action waits in the inbox (``waiting``)."""
 
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
+
     stage: ClassVar[str] = "approval"
     approval_id: uuid.UUID
     """The inbox item."""
@@ -253,6 +282,8 @@ class ApprovalAwaited(StageEvent):
 @dataclass(frozen=True, kw_only=True)
 class ActionExecuted(StageEvent):
     """Stage 5: the delegate ran the tool (``ok`` or ``error``)."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason", "result")
 
     stage: ClassVar[str] = "execution"
     result: dict[str, Any] | None
@@ -268,6 +299,8 @@ class ActionExecuted(StageEvent):
 @dataclass(frozen=True, kw_only=True)
 class ActionVerified(StageEvent):
     """Stage 6: the post-condition held (``pass``) or not (``fail``)."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
 
     stage: ClassVar[str] = "verification"
 
@@ -287,6 +320,8 @@ class BudgetSettled(StageEvent):
 class ActionRecorded(StageEvent):
     """Stage 7: the action's final outcome (``executed``, ``denied`` or ``failed``)."""
 
+    personal: ClassVar[tuple[str, ...]] = ("observation",)
+
     stage: ClassVar[str] = "record"
     ended_at: str
     """The stage that ended the action (``record`` when it ran to the end)."""
@@ -298,6 +333,8 @@ class ActionRecorded(StageEvent):
 class AgentFinished(Event):
     """The agent gave its final answer."""
 
+    personal: ClassVar[tuple[str, ...]] = ("output",)
+
     output: str
     """The answer."""
 
@@ -305,6 +342,8 @@ class AgentFinished(Event):
 @dataclass(frozen=True, kw_only=True)
 class AgentHandedOff(Event):
     """The agent passed control to another agent."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason", "note")
 
     to: str
     """The receiving agent."""
@@ -326,6 +365,8 @@ class AgentWaiting(Event):
 class AgentFailed(Event):
     """The agent stopped without an answer."""
 
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
+
     reason: str
     """Why."""
 
@@ -336,6 +377,8 @@ class AgentFailed(Event):
 @dataclass(frozen=True, kw_only=True)
 class ApprovalRequested(Event):
     """An action waits for a person (an inbox item)."""
+
+    personal: ClassVar[tuple[str, ...]] = ("arguments", "reason")
 
     episode_id: uuid.UUID
     """The episode."""
@@ -353,11 +396,15 @@ class ApprovalRequested(Event):
     """The governance rules that asked for approval."""
     reason: str
     """Why approval is needed."""
+    subject: str | None = None
+    """The episode's data subject (its decisions are sealed under the same key)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class ApprovalGranted(Event):
     """A person approved the request."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
 
     approver: str
     """Who."""
@@ -368,6 +415,8 @@ class ApprovalGranted(Event):
 @dataclass(frozen=True, kw_only=True)
 class ApprovalDenied(Event):
     """A person denied the request."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
 
     approver: str
     """Who."""
@@ -381,6 +430,8 @@ class ApprovalDenied(Event):
 @dataclass(frozen=True, kw_only=True)
 class EffectApplied(Event):
     """A side effect happened in the world, once, under its idempotency key."""
+
+    personal: ClassVar[tuple[str, ...]] = ("arguments", "result")
 
     key: str
     """The idempotency key."""
@@ -405,6 +456,8 @@ class EffectApplied(Event):
 class FactRecorded(Event):
     """The fleet learned a fact about a subject."""
 
+    personal: ClassVar[tuple[str, ...]] = ("statement",)
+
     subject: str
     """Whom it is about (``customer:ada``)."""
     key: str
@@ -428,6 +481,8 @@ class FactConflicted(Event):
     when it loses it lives on only here, so nothing an agent said is lost.
     """
 
+    personal: ClassVar[tuple[str, ...]] = ("held", "offered")
+
     subject: str
     """Whom it is about."""
     key: str
@@ -442,3 +497,30 @@ class FactConflicted(Event):
     """``replaced`` (the offered fact wins) or ``kept`` (the held one stays)."""
     reason: str
     """Why, in words."""
+
+
+# --- forgetting -----------------------------------------------------------------------
+
+
+def erasure_stream_id(subject: str) -> uuid.UUID:
+    """The stream of a subject's erasure receipts."""
+    return uuid.uuid5(NAMESPACE, f"erasure:{subject}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubjectErased(Event):
+    """A data subject's personal data was erased: its key destroyed, what was derived from
+    it rebuilt. The receipt names what was affected, never the data itself."""
+
+    subject: str
+    """Whom it was about."""
+    requested_by: str
+    """Who asked."""
+    reason: str
+    """Why (the legal ground, the ticket)."""
+    sealed_events: int
+    """Events with fields sealed under the destroyed key (they now read as erased)."""
+    facts: int
+    """Org-memory facts about the subject (now erased in the read model)."""
+    rebuilt: list[str]
+    """What was rebuilt or dropped: projections, snapshots."""

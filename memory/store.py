@@ -43,9 +43,11 @@ from .events import (
     Event,
     FactConflicted,
     FactRecorded,
+    SubjectErased,
 )
+from .keys import Sealed, SealedTranscoding, SubjectKeys
 from .snapshots import Snapshots
-from .sources import Clock
+from .sources import Clock, SystemClock
 
 DEFAULT_URL = "sqlite:///.tether/tether.db"
 """Where the store lives when neither ``--db`` nor ``TETHER_DB`` says otherwise."""
@@ -60,6 +62,7 @@ CATALOGUED: tuple[type[Event], ...] = (
     EffectApplied,
     FactRecorded,
     FactConflicted,
+    SubjectErased,
 )
 """Event types listed across streams (episodes, the inbox, the ledger, facts): indexed."""
 
@@ -123,6 +126,8 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Deleted rows (destroyed keys, rebuilt read models) are zeroed, not left in free pages.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -180,9 +185,16 @@ class EventMapper(Mapper[uuid.UUID]):
             and self.compressor is None
         )
 
-    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+    def to_stored_event(self, domain_event: Any, subject: str | None = None) -> StoredEvent:
+        """The stored form of an event; ``subject``'s key seals its personal fields (an
+        event that names its own subject, a fact, uses that one)."""
         cls = type(domain_event)
-        if self._encode is None or not self._plain(cls):
+        own = getattr(domain_event, "subject", None)
+        subject = own if isinstance(own, str) else subject
+        sealing = subject is not None and bool(getattr(cls, "personal", ()))
+        if not self._plain(cls) or (self._encode is None and not sealing):
+            if sealing:
+                raise ValueError(f"{cls.__name__} cannot be sealed by this mapper")
             return super().to_stored_event(domain_event)
         topic = self._topics.get(cls)
         if topic is None:
@@ -191,16 +203,26 @@ class EventMapper(Mapper[uuid.UUID]):
         originator_id = state.pop("originator_id")
         version = state.pop("originator_version")
         state["at"] = {"_type_": "datetime_iso", "_data_": state["at"].isoformat()}
-        data = "".join(self._encode(state, 0)).encode("utf8")
+        if sealing:
+            assert subject is not None
+            for name in cls.personal:
+                if state.get(name) is not None:
+                    state[name] = Sealed(subject, name, state[name])
+        if self._encode is not None:
+            data = "".join(self._encode(state, 0)).encode("utf8")
+        else:
+            data = self.transcoder.encode(state)
         return StoredEvent(originator_id, version, topic, data)
 
 
-def new_mapper() -> EventMapper:
-    """The one mapper every event goes through."""
+def new_mapper(keys: SubjectKeys | None = None) -> EventMapper:
+    """The one mapper every event goes through; with ``keys`` it seals personal fields."""
     transcoder = JSONTranscoder()
     transcoder.register(UUIDAsHex())
     transcoder.register(DecimalAsStr())
     transcoder.register(DatetimeAsISO())
+    if keys is not None:
+        transcoder.register(SealedTranscoding(keys, transcoder, SystemClock()))
     return EventMapper(transcoder)
 
 
@@ -213,11 +235,13 @@ class Store:
         self.url = resolve_url(url)
         self.engine = open_engine(self.url)
         self.recorder = SqlRecorder(self.engine, catalogued_topics=map(get_topic, CATALOGUED))
-        self.mapper = new_mapper()
+        self.keys = SubjectKeys(self.engine)
+        self.mapper = new_mapper(self.keys)
         self.snapshots = Snapshots(self.engine, self.mapper.transcoder)
         try:
             self.recorder.create_table()
             self.snapshots.create_table()
+            self.keys.create_table()
         except sa.exc.SQLAlchemyError as e:
             self.engine.dispose()
             raise StoreUnavailable(redact(self.url), _first_line(e)) from e
@@ -246,7 +270,9 @@ class Store:
             with conn.begin():
                 yield conn
 
-    def append(self, events: Sequence[Event], *, tail: Sequence[Event] = ()) -> list[int]:
+    def append(
+        self, events: Sequence[Event], *, tail: Sequence[Event] = (), subject: str | None = None
+    ) -> list[int]:
         """Append events (of any streams) atomically; return their notification ids.
 
         ``tail`` events go to the end of their streams, whatever position they carry: for
@@ -254,10 +280,12 @@ class Store:
         inside the transaction is the safe way to retry a conflict. Raises
         ``StreamConflict`` if a stream already has an event at one of the fixed positions.
         Appends from many threads at once share a transaction (group commit); this returns
-        only after the transaction holding these events committed.
+        only after the transaction holding these events committed. ``subject``: the data
+        subject whose key seals the events' personal fields.
         """
-        stored = [self.mapper.to_stored_event(e) for e in events]
-        stored_tail = [self.mapper.to_stored_event(e) for e in tail]
+        to_stored = self.mapper.to_stored_event
+        stored = [to_stored(e, subject) for e in events]
+        stored_tail = [to_stored(e, subject) for e in tail]
         try:
             return list(self.recorder.insert_events(stored, tail=stored_tail))
         except IntegrityError as e:
@@ -322,6 +350,8 @@ class Journal:
         self.pending: list[Event] = []
         self.observers: list[Callable[[Event], None]] = []
         """Called with each new event, so state folded from the stream stays current."""
+        self.subject: str | None = None
+        """The data subject whose key seals this stream's personal fields."""
 
     @classmethod
     def after(
@@ -352,7 +382,7 @@ class Journal:
         own = self.pending
         self.pending = []
         try:
-            self.store.append([*own, *others], tail=tail)
+            self.store.append([*own, *others], tail=tail, subject=self.subject)
         except BaseException:
             self.pending = own  # nothing was written; keep them for the caller to retry
             raise

@@ -502,6 +502,37 @@ def facts(
         out.print("no facts match", markup=False)
 
 
+@app.command()
+@handled
+def forget(
+    subject: Annotated[str, typer.Argument(help="The data subject, e.g. customer:ada.")],
+    db: Db = None,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (the request, the legal ground); recorded.")
+    ] = "erasure requested",
+    approver: Approver = None,
+) -> None:
+    """Erase a data subject: destroy their key (crypto-shredding), rebuild what was derived
+    from their data, and record an erasure receipt."""
+    from tether.memory.forgetting import erase_subject
+
+    who = approver or _current_user()
+    with Store(db) as store:
+        done = erase_subject(store, subject, requested_by=who, reason=reason, clock=SystemClock())
+    out.print(
+        f"erased {subject}: key destroyed; {done.sealed_events} events now read their "
+        f"personal fields as erased; {done.facts} facts erased",
+        markup=False,
+    )
+    for item in done.rebuilt:
+        out.print(f"  rebuilt: {item}", markup=False)
+    out.print(
+        f"receipt: {done.receipt.originator_id}/{done.receipt.originator_version} "
+        f"(requested by {who}: {reason})",
+        markup=False,
+    )
+
+
 def _when(option: str, value: str | None) -> datetime | None:
     from tether.runtime.errors import ConfigError
 

@@ -200,6 +200,7 @@ class Gate:
                     tier=decision.tier,
                     rules=list(decision.rules),
                     reason=decision.reason,
+                    subject=self.journal.subject,
                 )
             )
             return ActionResult(

@@ -71,6 +71,7 @@ class Host:
         self.agents: dict[tuple[uuid.UUID, str], AgentRuntime] = {}
         self.supervisors: dict[uuid.UUID, StepLedger] = {}
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}
+        self.subjects: dict[uuid.UUID, str | None] = {}
 
     def run(
         self,
@@ -114,6 +115,7 @@ class Host:
         if not events or not isinstance(events[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
         self.contexts[episode_id] = events[0].context
+        self.subjects[episode_id] = events[0].subject
         root = self.topology.root
         self.supervisors[episode_id] = StepLedger(root.name, root.budget.steps)
         # The supervisor's ledger is shared: fold every agent's history into it now.
@@ -126,6 +128,7 @@ class Host:
         stream = agent_stream_id(episode_id, name)
         history = self.store.read(stream)
         journal = Journal.after(self.store, stream, self.clock, history)
+        journal.subject = self.subjects[episode_id]
         ledger = StepLedger(name, spec.budget.steps, parent=self.supervisors[episode_id])
         gate = Gate(
             agent=name,

@@ -114,7 +114,8 @@ class Inbox:
             raise ApprovalError(str(item.id), "an agent cannot approve its own request")
         try:
             self.store.append(
-                [new_event(cls, item.id, 2, self.clock.now(), approver=approver, reason=reason)]
+                [new_event(cls, item.id, 2, self.clock.now(), approver=approver, reason=reason)],
+                subject=item.request.subject,
             )
         except StreamConflict:
             raise ApprovalError(str(item.id), "decided by someone else a moment ago") from None

@@ -24,10 +24,15 @@ def run(
     task: dict[str, Any] | None = None,
     *,
     context: dict[str, Any] | None = None,
+    subject: str | None = None,
     db: str | None = None,
     address: str | None = None,
 ) -> EpisodeReport:
-    """Run one episode of ``topology`` on Ray until it completes, fails, or waits for a person."""
+    """Run one episode of ``topology`` on Ray until it completes, fails, or waits for a person.
+
+    ``subject`` names the data subject the episode is about (``customer:ada``): its personal
+    data is written sealed under that subject's key, so ``tether forget`` can erase it.
+    """
     loaded = (
         topology
         if isinstance(topology, Loaded)
@@ -35,9 +40,13 @@ def run(
     )
     the_task = task if task is not None else (loaded.task or {})
     the_context = context if context is not None else loaded.context
+    the_subject = subject if subject is not None else loaded.subject
     with Store(db) as store:
         return _with_host(
-            loaded, store, address, lambda sup: sup.start(the_task, the_context, loaded.source)
+            loaded,
+            store,
+            address,
+            lambda sup: sup.start(the_task, the_context, loaded.source, the_subject),
         )
 
 

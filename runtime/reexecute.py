@@ -240,7 +240,7 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
             delegate = RecordedDelegate(scratch, results)
             host = Host(replayed, scratch, clock, ids, inbox=inbox, delegate=delegate)
             supervisor = RootSupervisor(replayed, scratch, LocalHost(host), clock, ids)
-            supervisor.start(started.input, started.context, started.source)
+            supervisor.start(started.input, started.context, started.source, started.subject)
             # Continue where the run continued, with the decisions it had by then.
             for n, e in own[1:]:
                 if isinstance(e, EpisodeResumed):

@@ -104,10 +104,13 @@ class RootSupervisor:
         task: dict[str, Any],
         context: dict[str, Any] | None = None,
         source: dict[str, Any] | None = None,
+        subject: str | None = None,
     ) -> EpisodeReport:
-        """Start an episode: the entry agent gets ``task``; ``context`` is trusted data."""
+        """Start an episode: the entry agent gets ``task``; ``context`` is trusted data;
+        ``subject`` is the data subject it is about (its personal data is sealed)."""
         episode_id = self.ids.new()
         journal = Journal(self.store, episode_id, self.clock)
+        journal.subject = subject
         journal.record(
             EpisodeStarted,
             topology=self.topology.name,
@@ -116,6 +119,7 @@ class RootSupervisor:
             entry=self.topology.entry,
             input=task,
             context=context or {},
+            subject=subject,
         )
         journal.flush()
         return self._drive(journal, self.topology.entry, task, "operator", task)
@@ -132,6 +136,7 @@ class RootSupervisor:
             return EpisodeReport(episode_id, "failed", last.agent, last.reason)
         agent = self._active_agent(episode_id)
         journal = Journal.after(self.store, episode_id, self.clock, events)
+        journal.subject = events[0].subject
         journal.record(EpisodeResumed, agent=agent)
         journal.flush()
         return self._drive(journal, agent, None, "operator", events[0].input)

@@ -63,6 +63,9 @@ context: dict[str, Any] = {
 }
 """The customer record from the CRM: trusted, so rails may rely on it."""
 
+subject = "customer:ada"
+"""The data subject: the episode's personal data is sealed under her key."""
+
 
 # --- tools ----------------------------------------------------------------------------
 

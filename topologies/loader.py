@@ -33,6 +33,8 @@ class Loaded:
     """The file's ``task``, if it defines one."""
     context: dict[str, Any] = field(default_factory=dict)
     """The file's ``context``, if it defines one."""
+    subject: str | None = None
+    """The file's ``subject``: the data subject its episodes are about, if any."""
 
 
 def load_file(path: str | Path, attr: str | None = None) -> Loaded:
@@ -117,11 +119,14 @@ def _from_module(module: Any, shown: str, attr: str | None, source: dict[str, An
             )
     task = getattr(module, "task", None)
     context = getattr(module, "context", None) or {}
+    subject = getattr(module, "subject", None)
+    if subject is not None and not isinstance(subject, str):
+        raise TopologyLoadError(shown, "`subject` must be a string such as 'customer:ada'")
     if task is not None and not isinstance(task, dict):
         raise TopologyLoadError(shown, "`task` must be a dict (the entry agent's input)")
     if not isinstance(context, dict):
         raise TopologyLoadError(shown, "`context` must be a dict (trusted records)")
-    return Loaded(found, {**source, "attr": attr}, task, context)
+    return Loaded(found, {**source, "attr": attr}, task, context, subject)
 
 
 def _line_of(e: BaseException, path: Path) -> str:

@@ -1,0 +1,141 @@
+"""Erasure of a data subject by crypto-shredding: afterwards no byte of her plaintext is
+left in the database, and the episode still replays, its personal fields shown as erased."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from tether.memory import SequentialIds, StepClock, Store, load_timeline
+from tether.memory import episodes as episodes_module
+from tether.memory.episodes import episode_events
+from tether.memory.events import SubjectErased, erasure_stream_id
+from tether.memory.keys import ERASED
+from tether.memory.org import OrgMemory
+from tether.runtime.cli import app
+from tether.runtime.host import Host
+from tether.runtime.inbox import Inbox
+from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.topologies import demo
+
+EMAIL = b"ada@example.com"
+
+
+def refund_desk(store: Store) -> object:
+    """The demo, about customer:ada, approved and finished; then replayed and queried, so
+    snapshots and the facts read model hold what was derived from her data."""
+    clock, ids = StepClock(), SequentialIds()
+
+    def supervisor() -> RootSupervisor:
+        host = Host(demo.topology, store, clock, ids)
+        return RootSupervisor(demo.topology, store, LocalHost(host), clock, ids)
+
+    episode = supervisor().start(demo.task, demo.context, subject=demo.subject).episode_id
+    [item] = Inbox(store, clock).items("pending")
+    Inbox(store, clock).approve(item.id, "alice", "order checked")
+    assert supervisor().resume(episode).status == "completed"
+    load_timeline(store, episode)  # leaves a snapshot (SNAPSHOT_EVERY is lowered below)
+    assert OrgMemory(store).about("customer:ada")
+    return episode
+
+
+@pytest.fixture
+def store(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    monkeypatch.setattr(episodes_module, "SNAPSHOT_EVERY", 5)
+    with Store(sqlite_url) as s:
+        yield s
+
+
+def raw_bytes(url: str) -> bytes:
+    path = Path(url.removeprefix("sqlite:///"))
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+def test_personal_data_never_reaches_the_event_log_in_plaintext(store: Store) -> None:
+    refund_desk(store)
+    t = store.recorder.table
+    with store.engine.connect() as conn:
+        states = [bytes(s) for (s,) in conn.execute(sa.select(t.c.state))]
+    assert not any(EMAIL in s for s in states)
+    assert sum(b'"_type_":"sealed"' in s for s in states) > 20
+    # Derived data (a snapshot of the replay) does hold plaintext until she is erased.
+    assert EMAIL in raw_bytes(store.url)
+
+
+def test_after_erasure_no_byte_of_her_plaintext_remains(store: Store, sqlite_url: str) -> None:
+    episode = refund_desk(store)
+    result = CliRunner().invoke(
+        app,
+        ["forget", "customer:ada", "--reason", "GDPR art. 17", "--as", "dpo", "--db", sqlite_url],
+    )
+    assert result.exit_code == 0, result.output
+    assert "erased customer:ada: key destroyed" in result.output
+    # Scan the raw files: the database, its WAL and shared memory.
+    raw = raw_bytes(sqlite_url)
+    assert EMAIL not in raw and b"Ada informed" not in raw
+    # The episode still replays; what was hers reads as erased, the structure stays.
+    with Store(sqlite_url) as store2:
+        timeline = load_timeline(store2, episode)  # type: ignore[arg-type]
+        refunds = {a.name: a for a in timeline.agents}["refunds"]
+        assert [a.tool for a in refunds.actions][:3] == [
+            "lookup_order",
+            "issue_refund",
+            "issue_refund",
+        ]
+        assert refunds.actions[1].arguments == {"erased": "customer:ada"}
+        assert [s.stage for s in refunds.actions[2].stages][:3] == [
+            "boundaries",
+            "budget",
+            "governance",
+        ]
+        assert refunds.actions[2].outcome == "executed"
+        assert timeline.output == ERASED
+        # Snapshots and the read model were rebuilt from what is left.
+        facts = OrgMemory(store2).about("customer:ada")
+        assert [f.statement for f in facts] == [ERASED]
+        [receipt] = store2.read(erasure_stream_id("customer:ada"))
+        assert isinstance(receipt, SubjectErased)
+        assert (receipt.requested_by, receipt.reason) == ("dpo", "GDPR art. 17")
+        assert receipt.sealed_events > 20 and receipt.facts == 1
+        assert any(
+            e.__class__.__name__ == "EffectApplied" for _, e in episode_events(store2, episode)
+        )  # type: ignore[arg-type]
+    # And the replay command prints it.
+    shown = CliRunner().invoke(app, ["replay", str(episode), "--db", sqlite_url])
+    assert shown.exit_code == 0 and ERASED in shown.output
+    dumped = CliRunner().invoke(app, ["replay", str(episode), "--json", "--db", sqlite_url])
+    assert "ada@example.com" not in dumped.output and json.loads(dumped.output)
+
+
+def test_forgetting_someone_tether_never_knew_is_one_clear_error(sqlite_url: str) -> None:
+    result = CliRunner().invoke(app, ["forget", "customer:nobody", "--db", sqlite_url])
+    assert result.exit_code == 1
+    assert "no data about subject 'customer:nobody'" in result.output
+
+
+@pytest.mark.postgres
+def test_erasure_on_postgres_leaves_no_plaintext_in_any_table(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(episodes_module, "SNAPSHOT_EVERY", 5)
+    with Store(postgres_url) as store:
+        episode = refund_desk(store)
+        result = CliRunner().invoke(app, ["forget", "customer:ada", "--db", postgres_url])
+        assert result.exit_code == 0, result.output
+        with store.engine.connect() as conn:
+            tables = [
+                r[0]
+                for r in conn.exec_driver_sql(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                )
+            ]
+            for table in tables:
+                dump = conn.exec_driver_sql(f"SELECT CAST(t AS text) FROM {table} t").all()
+                assert not any("ada@example.com" in row[0] for row in dump), table
+        timeline = load_timeline(store, episode)  # type: ignore[arg-type]
+        assert timeline.status == "completed"
