@@ -12,6 +12,7 @@ write-ahead log truncated; PostgreSQL's touched tables are ``VACUUM FULL``-ed. A
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -85,7 +86,7 @@ def scrub(store: Store) -> None:
     if store.engine.dialect.name == "sqlite":
         raw = store.engine.raw_connection()  # the driver's own: VACUUM runs outside a txn
         try:
-            db = raw.driver_connection
+            db: Any = raw.driver_connection
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             db.execute("VACUUM")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
