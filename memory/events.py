@@ -499,6 +499,33 @@ class FactConflicted(Event):
     """Why, in words."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class FactUsed(Event):
+    """Facts were recalled (into an agent's context, or by a person): use keeps them alive."""
+
+    subject: str
+    """Whom they are about."""
+    facts: list[int]
+    """The facts (ids of their ``FactRecorded`` events) that were used."""
+    by: str
+    """Who used them (``agent@episode`` or a person)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FactForgotten(Event):
+    """Facts were forgotten by retention: org memory no longer offers them. (Their sealed
+    record stays in the log until the subject is erased.)"""
+
+    subject: str
+    """Whom they were about."""
+    facts: list[int]
+    """The facts (ids of their ``FactRecorded`` events)."""
+    why: str
+    """``ttl`` (too old), ``cap`` (over the per-subject cap) or ``decay`` (unused)."""
+    rule: str
+    """The retention rule, in words (``ttl 365 days``)."""
+
+
 # --- forgetting -----------------------------------------------------------------------
 
 

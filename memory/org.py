@@ -16,16 +16,24 @@ policy settled it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from eventsourcing.utils import get_topic
 
-from .events import Event, FactConflicted, FactRecorded, subject_stream_id
+from .events import (
+    Event,
+    FactConflicted,
+    FactForgotten,
+    FactRecorded,
+    FactUsed,
+    subject_stream_id,
+)
 from .store import Store, new_event
 
 PROJECTION = "org_facts"
+_TIMES = ("valid_from", "valid_to", "recorded_at", "superseded_at", "last_used_at", "forgotten_at")
 """The tracking name of this projection."""
 
 
@@ -54,6 +62,19 @@ class FactPolicy:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """What org memory keeps. ``None`` means no limit."""
+
+    ttl: timedelta | None = None
+    """Forget facts recorded longer ago than this."""
+    max_per_subject: int | None = None
+    """Keep at most this many current facts per subject (the newest)."""
+    unused_for: timedelta | None = None
+    """Forget facts nobody recalled for this long (decay; a fact never used counts from
+    when it was recorded)."""
+
+
+@dataclass(frozen=True)
 class Fact:
     """One fact as the read model holds it."""
 
@@ -72,6 +93,11 @@ class Fact:
     superseded_at: datetime | None
     """When tether stopped believing it (a newer fact arrived); None = believed now."""
     superseded_by: int | None
+    last_used_at: datetime | None
+    """When it was last recalled; None = never."""
+    forgotten_at: datetime | None
+    """When retention forgot it; None = remembered."""
+    forgotten_why: str | None
 
 
 @dataclass(frozen=True)
@@ -117,6 +143,9 @@ class OrgMemory:
             sa.Column("recorded_at", ts, nullable=False),
             sa.Column("superseded_at", ts),
             sa.Column("superseded_by", sa.BigInteger),
+            sa.Column("last_used_at", ts),
+            sa.Column("forgotten_at", ts),
+            sa.Column("forgotten_why", sa.String(200)),
         )
         self.conflicts = sa.Table(
             "tether_fact_conflicts",
@@ -137,8 +166,25 @@ class OrgMemory:
             sa.Column("name", sa.String(100), primary_key=True),
             sa.Column("position", sa.BigInteger, nullable=False),
         )
+        self._heal(md)
         md.create_all(store.engine)
-        self.topics = [get_topic(FactRecorded), get_topic(FactConflicted)]
+        self.topics = [
+            get_topic(t) for t in (FactRecorded, FactConflicted, FactUsed, FactForgotten)
+        ]
+
+    def _heal(self, md: sa.MetaData) -> None:
+        """A read model written by an older tether is dropped; it is rebuilt from events."""
+        found = sa.inspect(self.store.engine)
+        if not found.has_table(self.facts.name):
+            return
+        have = {c["name"] for c in found.get_columns(self.facts.name)}
+        if have == {c.name for c in self.facts.columns}:
+            return
+        with self.store.writing() as conn:
+            for table in (self.facts, self.conflicts):
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.name}"))
+            if found.has_table(self.tracking.name):
+                conn.execute(sa.delete(self.tracking).where(self.tracking.c.name == PROJECTION))
 
     # --- the projection ---------------------------------------------------------------
 
@@ -191,9 +237,19 @@ class OrgMemory:
                 )
             )
             return
+        f = self.facts
+        if isinstance(e, FactUsed):
+            conn.execute(sa.update(f).where(f.c.id.in_(e.facts)).values(last_used_at=e.at))
+            return
+        if isinstance(e, FactForgotten):
+            conn.execute(
+                sa.update(f)
+                .where(f.c.id.in_(e.facts), f.c.forgotten_at.is_(None))
+                .values(forgotten_at=e.at, forgotten_why=f"{e.why}: {e.rule}")
+            )
+            return
         if not isinstance(e, FactRecorded):
             return
-        f = self.facts
         valid_from = e.valid_from or e.at
         conn.execute(
             sa.update(f)
@@ -269,6 +325,7 @@ class OrgMemory:
     ) -> Any:
         f = self.facts
         if not history:
+            q = q.where(f.c.forgotten_at.is_(None))
             if as_of is None:
                 q = q.where(f.c.superseded_at.is_(None))
             else:
@@ -285,18 +342,73 @@ class OrgMemory:
     def _facts(self, q: Any) -> list[Fact]:
         with self.store.engine.connect() as conn:
             rows = conn.execute(q).all()
-        return [
-            Fact(
-                **{
-                    **r._asdict(),
-                    **{
-                        k: _utc(getattr(r, k))
-                        for k in ("valid_from", "valid_to", "recorded_at", "superseded_at")
-                    },
-                }
+        return [Fact(**{**r._asdict(), **{k: _utc(getattr(r, k)) for k in _TIMES}}) for r in rows]
+
+    # --- use and retention ---------------------------------------------------------------
+
+    def recall(self, subject: str, *, by: str, at: datetime) -> list[Fact]:
+        """The facts believed now about a subject, recording that ``by`` used them."""
+        found = self.about(subject)
+        if found:
+            self.store.append(
+                [],
+                tail=[
+                    new_event(
+                        FactUsed,
+                        subject_stream_id(subject),
+                        0,
+                        at,
+                        subject=subject,
+                        facts=[x.id for x in found],
+                        by=by,
+                    )
+                ],
             )
-            for r in rows
+        return found
+
+    def retain(self, policy: Retention, now: datetime) -> list[FactForgotten]:
+        """Forget what ``policy`` says to forget, each as a recorded event; those events."""
+        self.catch_up()
+        f = self.facts
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(f)
+                .where(f.c.forgotten_at.is_(None), f.c.superseded_at.is_(None))
+                .order_by(f.c.subject, f.c.recorded_at.desc())
+            ).all()
+        chosen: dict[tuple[str, str, str], list[int]] = {}
+        kept: dict[str, int] = {}
+        for r in rows:
+            recorded, used = _utc(r.recorded_at), _utc(r.last_used_at) or _utc(r.recorded_at)
+            assert recorded is not None and used is not None
+            why: tuple[str, str] | None = None
+            if policy.ttl is not None and recorded < now - policy.ttl:
+                why = ("ttl", f"ttl {policy.ttl.days} days")
+            elif policy.unused_for is not None and used < now - policy.unused_for:
+                why = ("decay", f"unused for {policy.unused_for.days} days")
+            elif policy.max_per_subject is not None:
+                kept[r.subject] = kept.get(r.subject, 0) + 1
+                if kept[r.subject] > policy.max_per_subject:
+                    why = ("cap", f"at most {policy.max_per_subject} facts per subject")
+            if why is not None:
+                chosen.setdefault((r.subject, *why), []).append(r.id)
+        events = [
+            new_event(
+                FactForgotten,
+                subject_stream_id(subject),
+                0,
+                now,
+                subject=subject,
+                facts=sorted(ids),
+                why=why,
+                rule=rule,
+            )
+            for (subject, why, rule), ids in chosen.items()
         ]
+        if events:
+            self.store.append([], tail=events)
+            self.catch_up()
+        return events
 
     # --- writing ------------------------------------------------------------------------
 

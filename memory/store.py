@@ -42,7 +42,9 @@ from .events import (
     EpisodeStarted,
     Event,
     FactConflicted,
+    FactForgotten,
     FactRecorded,
+    FactUsed,
     SubjectErased,
 )
 from .keys import Sealed, SealedTranscoding, SubjectKeys
@@ -62,6 +64,8 @@ CATALOGUED: tuple[type[Event], ...] = (
     EffectApplied,
     FactRecorded,
     FactConflicted,
+    FactUsed,
+    FactForgotten,
     SubjectErased,
 )
 """Event types listed across streams (episodes, the inbox, the ledger, facts): indexed."""

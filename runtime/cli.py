@@ -533,6 +533,45 @@ def forget(
     )
 
 
+@app.command()
+@handled
+def retain(
+    db: Db = None,
+    ttl_days: Annotated[
+        int | None, typer.Option("--ttl-days", min=1, help="Forget facts older than this.")
+    ] = None,
+    max_per_subject: Annotated[
+        int | None,
+        typer.Option("--max-per-subject", min=1, help="Keep only the newest N per subject."),
+    ] = None,
+    unused_days: Annotated[
+        int | None,
+        typer.Option("--unused-days", min=1, help="Forget facts nobody recalled for this long."),
+    ] = None,
+) -> None:
+    """Apply retention to org memory: each forgotten fact is a recorded event with its rule."""
+    from datetime import timedelta
+
+    from tether.memory.org import OrgMemory, Retention
+    from tether.runtime.errors import ConfigError
+
+    if ttl_days is None and max_per_subject is None and unused_days is None:
+        raise ConfigError("give at least one rule: --ttl-days, --max-per-subject or --unused-days")
+    policy = Retention(
+        ttl=timedelta(days=ttl_days) if ttl_days else None,
+        max_per_subject=max_per_subject,
+        unused_for=timedelta(days=unused_days) if unused_days else None,
+    )
+    with Store(db) as store:
+        forgotten = OrgMemory(store).retain(policy, SystemClock().now())
+    for e in forgotten:
+        out.print(
+            f"forgot {len(e.facts)} fact(s) about {e.subject}: {e.why} ({e.rule})", markup=False
+        )
+    if not forgotten:
+        out.print("nothing to forget", markup=False)
+
+
 def _when(option: str, value: str | None) -> datetime | None:
     from tether.runtime.errors import ConfigError
 

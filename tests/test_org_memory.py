@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from typer.testing import CliRunner
 
 from tether.memory import Store
-from tether.memory.org import FactPolicy, OrgMemory
+from tether.memory.events import subject_stream_id
+from tether.memory.org import FactPolicy, OrgMemory, Retention
 from tether.runtime.cli import app
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -125,3 +126,43 @@ def test_the_facts_command(store: Store) -> None:
     assert bad.exit_code == 1 and "--as-of 'last tuesday': not an ISO time" in bad.output
     rebuilt = run(app, ["facts", "--rebuild", "--db", store.url])
     assert "rebuilt the facts read model from 2 events" in rebuilt.output
+
+
+def test_retention_forgets_by_age_by_cap_and_by_disuse_and_says_why(store: Store) -> None:
+    for i, key in enumerate(["a", "b", "c", "d"], start=1):
+        learn(store, "customer:ada", key, f"fact {key}", agent="crm", at=day(i))
+    org = OrgMemory(store)
+    # Support recalls her facts on Jan 20th: the use is recorded.
+    assert [f.key for f in org.recall("customer:ada", by="support@e1", at=day(20))] == [
+        "a",
+        "b",
+        "c",
+        "d",
+    ]
+    [a] = [f for f in org.about("customer:ada") if f.key == "a"]
+    assert a.last_used_at == day(20)
+    # On Jan 30th, with a 5-day decay, all four are unused for too long (decay is checked
+    # before the cap, so the cap has nothing left to do).
+    forgotten = org.retain(Retention(unused_for=timedelta(days=5), max_per_subject=3), day(30))
+    assert {(e.why, tuple(e.facts)) for e in forgotten} == {
+        ("decay", tuple(f.id for f in org.about("customer:ada", history=True)))
+    }
+    assert org.about("customer:ada") == []
+    gone = org.about("customer:ada", history=True)
+    assert all(f.forgotten_why == "decay: unused for 5 days" for f in gone)
+    # The forgetting is in the log, with its rule.
+    events = store.read(subject_stream_id("customer:ada"))
+    assert [type(e).__name__ for e in events][-1] == "FactForgotten"
+
+
+def test_a_cap_keeps_the_newest_facts(store: Store) -> None:
+    for i, key in enumerate(["a", "b", "c"], start=1):
+        learn(store, "customer:bob", key, f"fact {key}", agent="crm", at=day(i))
+    org = OrgMemory(store)
+    [event] = org.retain(Retention(max_per_subject=2), day(5))
+    assert (event.why, event.rule) == ("cap", "at most 2 facts per subject")
+    assert [f.key for f in org.about("customer:bob")] == ["b", "c"]
+    out = CliRunner().invoke(app, ["retain", "--ttl-days", "1", "--db", store.url])
+    assert out.exit_code == 0 and "forgot 2 fact(s) about customer:bob: ttl" in out.output
+    none = CliRunner().invoke(app, ["retain", "--db", store.url])
+    assert none.exit_code == 1 and "give at least one rule" in none.output
