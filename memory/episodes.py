@@ -243,7 +243,10 @@ def load_timeline(store: Store, episode_id: uuid.UUID, *, snapshots: bool = True
             fold = TimelineFold.from_state(state)
     streams = [episode_id, *fold.by_stream]
     folded = 0
-    for notification_id, event in store.read_streams(streams, after=fold.position):
+    names = {episode_id: "episode", **fold.by_stream}
+    for notification_id, event in without_redacted(
+        store.read_streams(streams, after=fold.position), names
+    ):
         fold.apply(notification_id, event)
         folded += 1
     if snapshots and folded >= SNAPSHOT_EVERY:
@@ -262,8 +265,10 @@ def episode_events(store: Store, episode_id: uuid.UUID) -> list[tuple[int, Event
     own = store.read(episode_id, limit=1)
     if not own or not isinstance(own[0], EpisodeStarted):
         raise EpisodeNotFound(str(episode_id))
-    agents = [agent_stream_id(episode_id, name) for name in own[0].agents]
-    events = store.read_streams([episode_id, *agents])
+    names = {agent_stream_id(episode_id, name): name for name in own[0].agents}
+    events = without_redacted(
+        store.read_streams([episode_id, *names]), {episode_id: "episode", **names}
+    )
     related: list[uuid.UUID] = []
     for _, e in events:
         if isinstance(e, ApprovalAwaited):
@@ -354,3 +359,20 @@ def fork_episode(
 
 def _copy(event: Event, **changes: Any) -> Event:
     return dataclasses.replace(event, **changes)
+
+
+def without_redacted(
+    events: list[tuple[int, Event]], names: dict[uuid.UUID, str]
+) -> list[tuple[int, Event]]:
+    """Events with every redacted field (``FieldRedacted`` in the episode's own stream)
+    replaced by its marker. ``names`` maps the episode's streams to agent names."""
+    from .forgetting import redacted, redactions
+
+    marks = redactions(events)
+    if not marks:
+        return events
+    out = []
+    for n, e in events:
+        fields = marks.get((names.get(e.originator_id, ""), e.originator_version))
+        out.append((n, redacted(e, fields) if fields else e))
+    return out

@@ -529,6 +529,24 @@ class FactForgotten(Event):
 # --- forgetting -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
+class FieldRedacted(Event):
+    """One field of one recorded event is redacted: replays, timelines and rebuilt contexts
+    show it as ``[redacted]`` from now on. (A sealed original stays in the log, unreadable
+    once the subject is erased; an unsealed one stays readable to the store's owner.)"""
+
+    agent: str
+    """The agent whose stream holds the event (``episode`` for the episode's own)."""
+    position: int
+    """The event's position in that stream."""
+    field: str
+    """The field redacted."""
+    reason: str
+    """Why."""
+    by: str
+    """Who redacted it."""
+
+
 def erasure_stream_id(subject: str) -> uuid.UUID:
     """The stream of a subject's erasure receipts."""
     return uuid.uuid5(NAMESPACE, f"erasure:{subject}")

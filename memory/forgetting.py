@@ -11,6 +11,8 @@ write-ahead log truncated; PostgreSQL's touched tables are ``VACUUM FULL``-ed. A
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +20,17 @@ import sqlalchemy as sa
 
 from tether.runtime.errors import NotFound
 
-from .events import Event, SubjectErased, erasure_stream_id
+from .events import (
+    EpisodeStarted,
+    Event,
+    FieldRedacted,
+    SubjectErased,
+    agent_stream_id,
+    erasure_stream_id,
+)
 from .org import OrgMemory
 from .sources import Clock
-from .store import Store
+from .store import Store, new_event
 
 
 @dataclass(frozen=True)
@@ -103,3 +112,76 @@ def scrub(store: Store) -> None:
         ):
             conn.exec_driver_sql(f"VACUUM FULL {table}")
     store.engine.dispose()
+
+
+REDACTED = "[redacted]"
+
+
+def redact_field(
+    store: Store,
+    episode_id: uuid.UUID,
+    agent: str,
+    position: int,
+    field: str,
+    *,
+    reason: str,
+    by: str,
+    clock: Clock,
+) -> FieldRedacted:
+    """Redact one field of one event of an episode; the redaction is itself an event."""
+    from tether.runtime.errors import ConfigError, EpisodeNotFound
+
+    own = store.read(episode_id, limit=1)
+    if not own or not isinstance(own[0], EpisodeStarted):
+        raise EpisodeNotFound(str(episode_id))
+    started = own[0]
+    if agent != "episode" and agent not in started.agents:
+        raise ConfigError(
+            f"agent {agent!r} is not in episode {episode_id}; it has {started.agents}"
+        )
+    stream = episode_id if agent == "episode" else agent_stream_id(episode_id, agent)
+    found = store.read(stream, after=position - 1, limit=1) if position > 0 else []
+    if not found or found[0].originator_version != position:
+        raise ConfigError(f"step {position}: {agent} has no event there")
+    names = [f.name for f in dataclasses.fields(found[0])]
+    if field not in names or field in ("originator_id", "originator_version", "at"):
+        allowed = [n for n in names if n not in ("originator_id", "originator_version", "at")]
+        raise ConfigError(f"field {field!r}: {type(found[0]).__name__} has {allowed}")
+    event = new_event(
+        FieldRedacted,
+        episode_id,
+        0,
+        clock.now(),
+        agent=agent,
+        position=position,
+        field=field,
+        reason=reason,
+        by=by,
+    )
+    store.append([], tail=[event], subject=started.subject)
+    store.snapshots.drop(episode_id)  # the snapshot may hold the field's old value
+    return event
+
+
+def redactions(events: list[tuple[int, Event]]) -> dict[tuple[str, int], list[str]]:
+    """(agent, position) → redacted fields, from an episode's own stream."""
+    out: dict[tuple[str, int], list[str]] = {}
+    for _, e in events:
+        if isinstance(e, FieldRedacted):
+            out.setdefault((e.agent, e.position), []).append(e.field)
+    return out
+
+
+def redacted(event: Event, fields: list[str]) -> Event:
+    """The event with the given fields replaced by a marker of the same kind."""
+    changes: dict[str, Any] = {}
+    for name in fields:
+        value = getattr(event, name)
+        changes[name] = (
+            {"redacted": True}
+            if isinstance(value, dict)
+            else [REDACTED]
+            if isinstance(value, list)
+            else REDACTED
+        )
+    return dataclasses.replace(event, **changes)

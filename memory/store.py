@@ -45,6 +45,7 @@ from .events import (
     FactForgotten,
     FactRecorded,
     FactUsed,
+    FieldRedacted,
     SubjectErased,
 )
 from .keys import Sealed, SealedTranscoding, SubjectKeys
@@ -67,6 +68,7 @@ CATALOGUED: tuple[type[Event], ...] = (
     FactUsed,
     FactForgotten,
     SubjectErased,
+    FieldRedacted,
 )
 """Event types listed across streams (episodes, the inbox, the ledger, facts): indexed."""
 

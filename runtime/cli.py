@@ -25,7 +25,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from tether.memory.episodes import Timeline, episode_events, list_episodes, load_timeline
+from tether.memory.episodes import (
+    Timeline,
+    episode_events,
+    list_episodes,
+    load_timeline,
+    without_redacted,
+)
 from tether.memory.events import Event
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Store
@@ -318,7 +324,11 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
             raise ConfigError(
                 f"--context {spec!r}: no agent {agent!r}; the episode has {first[0].agents}"
             )
-        events = store.read(agent_stream_id(episode_id, agent))
+        stream = agent_stream_id(episode_id, agent)
+        numbered = without_redacted(
+            store.read_streams([episode_id, stream]), {episode_id: "episode", stream: agent}
+        )
+        events = [e for _, e in numbered if e.originator_id == stream]
     calls = [e for e in events if isinstance(e, ModelResponded)]
     call = int(number)
     if call >= len(calls):
@@ -529,6 +539,39 @@ def forget(
     out.print(
         f"receipt: {done.receipt.originator_id}/{done.receipt.originator_version} "
         f"(requested by {who}: {reason})",
+        markup=False,
+    )
+
+
+@app.command()
+@handled
+def redact(
+    episode: Annotated[str, typer.Argument(help="The episode id.")],
+    agent: Annotated[str, typer.Argument(help="The agent (or `episode`) whose event it is.")],
+    step: Annotated[int, typer.Argument(help="The event's position in that stream.")],
+    field: Annotated[str, typer.Argument(help="The field to redact, e.g. arguments.")],
+    db: Db = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "redacted",
+    approver: Approver = None,
+) -> None:
+    """Redact one field of one recorded event; the redaction is itself recorded."""
+    from tether.memory.forgetting import redact_field
+    from tether.runtime.launch import parse_episode_id
+
+    who = approver or _current_user()
+    with Store(db) as store:
+        done = redact_field(
+            store,
+            parse_episode_id(episode),
+            agent,
+            step,
+            field,
+            reason=reason,
+            by=who,
+            clock=SystemClock(),
+        )
+    out.print(
+        f"redacted {done.agent} step {done.position} {done.field} ({reason}; by {who})",
         markup=False,
     )
 

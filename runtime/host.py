@@ -13,7 +13,14 @@ from typing import Any
 
 from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome
 from tether.agents.model import ToolCall
-from tether.memory.events import AgentFailed, EpisodeStarted, TaskAssigned, agent_stream_id
+from tether.memory.episodes import without_redacted
+from tether.memory.events import (
+    AgentFailed,
+    EpisodeStarted,
+    Event,
+    TaskAssigned,
+    agent_stream_id,
+)
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store
 from tether.runtime.errors import ConfigError, EpisodeNotFound, StoreError
@@ -122,11 +129,21 @@ class Host:
         for name in self.topology.agents():
             self.agents[(episode_id, name)] = self._rebuild(episode_id, name)
 
+    def _history(self, episode_id: uuid.UUID, name: str, stream: uuid.UUID) -> list[Event]:
+        """The agent's stream, with fields redacted since it was written shown redacted:
+        an agent rebuilt after a redaction no longer remembers what was taken away."""
+        numbered = self.store.read_streams([episode_id, stream])
+        return [
+            e
+            for _, e in without_redacted(numbered, {episode_id: "episode", stream: name})
+            if e.originator_id == stream
+        ]
+
     def _rebuild(self, episode_id: uuid.UUID, name: str) -> AgentRuntime:
         spec = self.topology.agents()[name]
         context = self.contexts[episode_id]
         stream = agent_stream_id(episode_id, name)
-        history = self.store.read(stream)
+        history = self._history(episode_id, name, stream)
         journal = Journal.after(self.store, stream, self.clock, history)
         journal.subject = self.subjects[episode_id]
         ledger = StepLedger(name, spec.budget.steps, parent=self.supervisors[episode_id])

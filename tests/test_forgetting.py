@@ -14,7 +14,13 @@ from typer.testing import CliRunner
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory import episodes as episodes_module
 from tether.memory.episodes import episode_events
-from tether.memory.events import SubjectErased, erasure_stream_id
+from tether.memory.events import (
+    ActionProposed,
+    FieldRedacted,
+    SubjectErased,
+    agent_stream_id,
+    erasure_stream_id,
+)
 from tether.memory.keys import ERASED
 from tether.memory.org import OrgMemory
 from tether.runtime.cli import app
@@ -139,3 +145,71 @@ def test_erasure_on_postgres_leaves_no_plaintext_in_any_table(
                 assert not any("ada@example.com" in row[0] for row in dump), table
         timeline = load_timeline(store, episode)  # type: ignore[arg-type]
         assert timeline.status == "completed"
+
+
+def test_a_redacted_field_reads_as_redacted_everywhere_and_the_act_is_recorded(
+    store: Store, sqlite_url: str
+) -> None:
+    episode = refund_desk(store)
+    refunds = agent_stream_id(episode, "refunds")  # type: ignore[arg-type]
+    [proposed] = [e for e in store.read(refunds) if isinstance(e, ActionProposed) and e.action == 3]
+    step = str(proposed.originator_version)
+    result = CliRunner().invoke(
+        app,
+        [
+            "redact",
+            str(episode),
+            "refunds",
+            step,
+            "arguments",
+            "--reason",
+            "card number pasted by mistake",
+            "--as",
+            "dpo",
+            "--db",
+            sqlite_url,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with Store(sqlite_url) as s:
+        timeline = load_timeline(s, episode)  # type: ignore[arg-type]
+        action = {a.name: a for a in timeline.agents}["refunds"].actions[2]
+        assert action.arguments == {"redacted": True}
+        assert action.outcome == "executed"  # the rest of the story is intact
+        events = episode_events(s, episode)  # type: ignore[arg-type]
+        [again] = [
+            e
+            for _, e in events
+            if isinstance(e, ActionProposed) and e.originator_id == refunds and e.action == 3
+        ]
+        assert again.arguments == {"redacted": True}
+        [record] = [e for _, e in events if isinstance(e, FieldRedacted)]
+        assert (record.agent, record.field, record.by) == ("refunds", "arguments", "dpo")
+        # An agent rebuilt from its stream no longer remembers it either.
+        host = Host(demo.topology, s, StepClock(), SequentialIds(900))
+        calls = [
+            m.tool_calls for m in host.agent(episode, "refunds").loop.state.messages if m.tool_calls
+        ]
+        assert calls  # its model turns are still there
+    context = CliRunner().invoke(
+        app, ["replay", str(episode), "--context", "refunds:2", "--db", sqlite_url]
+    )
+    assert context.exit_code == 0, context.output
+
+
+@pytest.mark.parametrize(
+    ("agent", "step", "field", "words"),
+    [
+        ("nobody", "1", "task", "agent 'nobody' is not in episode"),
+        ("refunds", "999", "task", "step 999: refunds has no event there"),
+        ("refunds", "1", "at", "field 'at': TaskAssigned has"),
+    ],
+)
+def test_a_redaction_that_names_nothing_is_refused(
+    store: Store, sqlite_url: str, agent: str, step: str, field: str, words: str
+) -> None:
+    episode = refund_desk(store)
+    result = CliRunner().invoke(
+        app, ["redact", str(episode), agent, step, field, "--db", sqlite_url]
+    )
+    assert result.exit_code == 1 and words in result.output
