@@ -27,6 +27,7 @@ from .events import (
     EffectApplied,
     EpisodeCompleted,
     EpisodeFailed,
+    EpisodeForgotten,
     EpisodeForked,
     EpisodeResumed,
     EpisodeStarted,
@@ -112,6 +113,8 @@ def episode_status(
             status, detail = "waiting", f"{e.agent} waits for {len(e.waiting)} approval(s)"
         elif isinstance(e, EpisodeResumed):
             status, detail = "running", ""
+        elif isinstance(e, EpisodeForgotten):
+            status, detail = "forgotten", f"{e.why}: {e.rule}"
     return status, detail
 
 
@@ -289,11 +292,13 @@ class EpisodeSummary:
     detail: str
 
 
-def list_episodes(store: Store) -> list[EpisodeSummary]:
-    """Every episode, oldest first."""
+def list_episodes(store: Store, *, forgotten: bool = False) -> list[EpisodeSummary]:
+    """Every episode, oldest first; those retention forgot only with ``forgotten``."""
     out = []
     for _, started in store.of_type(EpisodeStarted):
         status, detail = episode_status(store.read(started.originator_id))
+        if status == "forgotten" and not forgotten:
+            continue
         out.append(
             EpisodeSummary(
                 started.originator_id, started.topology, started.at.isoformat(), status, detail

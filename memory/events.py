@@ -530,6 +530,17 @@ class FactForgotten(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EpisodeForgotten(Event):
+    """Retention let an episode go: it is no longer listed as the fleet's memory. Its sealed
+    personal data stays unreadable once its subject is erased; its structure stays for audit."""
+
+    why: str
+    """``ttl`` (too old) or ``cap`` (more finished episodes than kept)."""
+    rule: str
+    """The retention rule, in words."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class FieldRedacted(Event):
     """One field of one recorded event is redacted: replays, timelines and rebuilt contexts
     show it as ``[redacted]`` from now on. (A sealed original stays in the log, unreadable

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from tether.runtime.errors import NotFound
 
 from .events import (
+    EpisodeForgotten,
     EpisodeStarted,
     Event,
     FieldRedacted,
@@ -185,3 +187,28 @@ def redacted(event: Event, fields: list[str]) -> Event:
             else REDACTED
         )
     return dataclasses.replace(event, **changes)
+
+
+def retain_episodes(
+    store: Store, *, ttl: timedelta | None, keep: int | None, now: datetime
+) -> list[EpisodeForgotten]:
+    """Forget finished episodes older than ``ttl`` or beyond the newest ``keep``, each as a
+    recorded event. Running and waiting episodes are never forgotten."""
+    from .episodes import list_episodes
+
+    finished = [e for e in list_episodes(store) if e.status in ("completed", "failed")]
+    finished.sort(key=lambda e: e.started_at, reverse=True)
+    out = []
+    for rank, episode in enumerate(finished):
+        why: tuple[str, str] | None = None
+        if ttl is not None and datetime.fromisoformat(episode.started_at) < now - ttl:
+            why = ("ttl", f"ttl {ttl.days} days")
+        elif keep is not None and rank >= keep:
+            why = ("cap", f"at most {keep} finished episodes")
+        if why is None:
+            continue
+        event = new_event(EpisodeForgotten, episode.episode_id, 0, now, why=why[0], rule=why[1])
+        store.append([], tail=[event])
+        store.snapshots.drop(episode.episode_id)
+        out.append(event)
+    return out

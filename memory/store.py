@@ -39,6 +39,7 @@ from .events import (
     ApprovalGranted,
     ApprovalRequested,
     EffectApplied,
+    EpisodeForgotten,
     EpisodeStarted,
     Event,
     FactConflicted,
@@ -69,6 +70,7 @@ CATALOGUED: tuple[type[Event], ...] = (
     FactForgotten,
     SubjectErased,
     FieldRedacted,
+    EpisodeForgotten,
 )
 """Event types listed across streams (episodes, the inbox, the ledger, facts): indexed."""
 

@@ -246,10 +246,16 @@ def _table(*columns: str) -> Table:
 
 @app.command()
 @handled
-def episodes(db: Db = None, as_json: Json = False) -> None:
+def episodes(
+    db: Db = None,
+    as_json: Json = False,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Include episodes retention forgot.")
+    ] = False,
+) -> None:
     """List episodes, oldest first."""
     with Store(db) as store:
-        found = list_episodes(store)
+        found = list_episodes(store, forgotten=everything)
     if as_json:
         out.print_json(data=[{**asdict(e), "episode_id": str(e.episode_id)} for e in found])
         return
@@ -591,27 +597,50 @@ def retain(
         int | None,
         typer.Option("--unused-days", min=1, help="Forget facts nobody recalled for this long."),
     ] = None,
+    episode_ttl_days: Annotated[
+        int | None,
+        typer.Option("--episode-ttl-days", min=1, help="Forget finished episodes this old."),
+    ] = None,
+    max_episodes: Annotated[
+        int | None,
+        typer.Option("--max-episodes", min=1, help="Keep only the newest N finished episodes."),
+    ] = None,
 ) -> None:
-    """Apply retention to org memory: each forgotten fact is a recorded event with its rule."""
+    """Apply retention to org memory (facts) and episodic memory (finished episodes); each
+    thing forgotten is a recorded event with its rule."""
     from datetime import timedelta
 
+    from tether.memory.forgetting import retain_episodes
     from tether.memory.org import OrgMemory, Retention
     from tether.runtime.errors import ConfigError
 
-    if ttl_days is None and max_per_subject is None and unused_days is None:
-        raise ConfigError("give at least one rule: --ttl-days, --max-per-subject or --unused-days")
+    rules = (ttl_days, max_per_subject, unused_days, episode_ttl_days, max_episodes)
+    if all(rule is None for rule in rules):
+        raise ConfigError(
+            "give at least one rule: --ttl-days, --max-per-subject, --unused-days, "
+            "--episode-ttl-days or --max-episodes"
+        )
     policy = Retention(
         ttl=timedelta(days=ttl_days) if ttl_days else None,
         max_per_subject=max_per_subject,
         unused_for=timedelta(days=unused_days) if unused_days else None,
     )
+    now = SystemClock().now()
     with Store(db) as store:
-        forgotten = OrgMemory(store).retain(policy, SystemClock().now())
-    for e in forgotten:
+        facts_gone = OrgMemory(store).retain(policy, now)
+        episodes_gone = retain_episodes(
+            store,
+            ttl=timedelta(days=episode_ttl_days) if episode_ttl_days else None,
+            keep=max_episodes,
+            now=now,
+        )
+    for e in facts_gone:
         out.print(
             f"forgot {len(e.facts)} fact(s) about {e.subject}: {e.why} ({e.rule})", markup=False
         )
-    if not forgotten:
+    for g in episodes_gone:
+        out.print(f"forgot episode {g.originator_id}: {g.why} ({g.rule})", markup=False)
+    if not facts_gone and not episodes_gone:
         out.print("nothing to forget", markup=False)
 
 

@@ -16,7 +16,7 @@ from tether.agents import ScriptedModel, ToolCall, ToolContext, calls, say, tool
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory import episodes as episodes_module
 from tether.memory.compare import diff_episodes
-from tether.memory.episodes import episode_events, fork_episode
+from tether.memory.episodes import episode_events, fork_episode, list_episodes
 from tether.runtime.cli import app
 from tether.runtime.errors import ConfigError
 from tether.runtime.host import Host
@@ -193,3 +193,22 @@ def test_forking_beyond_the_episode_says_how_far_it_goes(store: Store) -> None:
         fork_episode(store, original, 9, uuid.UUID(int=500), StepClock().now())
     out = CliRunner().invoke(app, ["fork", str(original), "--at", "-1", "--db", store.url])
     assert out.exit_code == 1 and "cannot be negative" in out.output
+
+
+def test_retention_forgets_finished_episodes_only_and_says_why(store: Store) -> None:
+    # Two finished episodes and one waiting for a person; keep only the newest finished one.
+    for first_id, approve in ((1, True), (100, True), (200, False)):
+        _, supervisor = run_demo(store, first_id=first_id)
+        episode = supervisor.start(demo.task, demo.context).episode_id
+        if approve:
+            inbox = Inbox(store, StepClock())
+            [item] = [i for i in inbox.items("pending") if i.request.episode_id == episode]
+            inbox.approve(item.id, "alice", "ok")
+            run_demo(store, first_id=first_id + 50)[1].resume(episode)
+    out = CliRunner().invoke(app, ["retain", "--max-episodes", "1", "--db", store.url])
+    assert out.exit_code == 0, out.output
+    assert "at most 1 finished episodes" in out.output
+    listed = [e.status for e in list_episodes(store)]
+    assert sorted(listed) == ["completed", "waiting"]  # the waiting one is never forgotten
+    everything = list_episodes(store, forgotten=True)
+    assert [e.status for e in everything].count("forgotten") == 1
