@@ -6,6 +6,8 @@ The last line of stdout is one JSON object:
   stages, recorded to SQLite), in microseconds.
 - ``gate_vs_ray_call``: median time of one governed no-op action executed in a host actor,
   divided by the median of a bare call to the same actor with the same payload.
+- ``sealed_vs_plain_step``: the same governed no-op in an episode about a data subject
+  (personal fields sealed under the subject's key) divided by one about nobody.
 - ``append_vs_sqlite``: events appended per second through the store in batches of 1,000,
   divided by rows per second that raw ``sqlite3`` inserts with one ``executemany`` in one
   transaction: same table, same row sizes, same directory, same journal mode.
@@ -72,14 +74,15 @@ def _median_us(samples: list[float]) -> float:
     return statistics.median(samples) * 1e6
 
 
-def gate_in_process(db: Path, n: int) -> float:
-    """Median µs of one governed no-op through the gate, recorded to SQLite."""
+def gate_in_process(db: Path, n: int, subject: str | None = None) -> float:
+    """Median µs of one governed no-op through the gate, recorded to SQLite; with a
+    ``subject``, its personal fields are sealed under the subject's key."""
     with Store(f"sqlite:///{db}") as store:
         clock, ids = SystemClock(), SequentialIds()
         host = Host(TOPOLOGY, store, clock, ids)
         episode = (
             RootSupervisor(TOPOLOGY, store, LocalHost(host), StepClock(), ids)
-            .start({}, {})
+            .start({}, {}, subject=subject)
             .episode_id
         )
         for _ in range(50):
@@ -231,7 +234,12 @@ def replay(tmp: Path, actions: int = 11_112) -> dict[str, float]:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
         step_us = gate_in_process(Path(tmp) / "inproc.db", 2000)
-        print(f"governed no-op in process (SQLite): {step_us:.0f} µs", file=sys.stderr)
+        sealed_us = gate_in_process(Path(tmp) / "sealed.db", 2000, subject="customer:ada")
+        print(
+            f"governed no-op in process (SQLite): {step_us:.0f} µs; with its personal "
+            f"fields sealed for a data subject: {sealed_us:.0f} µs",
+            file=sys.stderr,
+        )
         governed_us, bare_us = gate_on_ray(Path(tmp) / "ray.db", 2000)
         print(
             f"governed no-op in a host actor: {governed_us:.0f} µs; bare actor call: "
@@ -243,6 +251,7 @@ def main() -> None:
     result = {
         "gate_step_us": round(step_us, 1),
         "gate_vs_ray_call": round(governed_us / bare_us, 3),
+        "sealed_vs_plain_step": round(sealed_us / step_us, 3),
         **stored,
         **replayed,
         "governed_ray_call_us": round(governed_us, 1),

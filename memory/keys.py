@@ -126,12 +126,19 @@ class SealedTranscoding(Transcoding):
         self.keys = keys
         self.transcoder = transcoder
         self.clock = clock
+        self._ciphers: dict[bytes, AESGCM] = {}
+
+    def _cipher(self, key: bytes) -> AESGCM:
+        cipher = self._ciphers.get(key)
+        if cipher is None:
+            cipher = self._ciphers[key] = AESGCM(key)
+        return cipher
 
     def encode(self, obj: Sealed) -> dict[str, str]:
-        key = self.keys.key_for(obj.subject, self.clock.now())
+        key = self.keys.get(obj.subject) or self.keys.key_for(obj.subject, self.clock.now())
         nonce = os.urandom(12)
         plain = self.transcoder.encode(obj.value)
-        sealed = AESGCM(key).encrypt(nonce, plain, obj.field.encode())
+        sealed = self._cipher(key).encrypt(nonce, plain, obj.field.encode())
         return {
             "s": obj.subject,
             "f": obj.field,
@@ -144,7 +151,7 @@ class SealedTranscoding(Transcoding):
         key = self.keys.get(data["s"])
         if key is None:
             return erased(data["k"], data["s"])
-        plain = AESGCM(key).decrypt(
+        plain = self._cipher(key).decrypt(
             base64.b64decode(data["n"]), base64.b64decode(data["c"]), data["f"].encode()
         )
         return self.transcoder.decode(plain)

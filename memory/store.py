@@ -214,7 +214,7 @@ class EventMapper(Mapper[uuid.UUID]):
         if sealing:
             assert subject is not None
             for name in cls.personal:
-                if state.get(name) is not None:
+                if state.get(name):  # an empty value carries nothing personal
                     state[name] = Sealed(subject, name, state[name])
         if self._encode is not None:
             data = "".join(self._encode(state, 0)).encode("utf8")
