@@ -3,7 +3,10 @@
 Depends on no other tether package except the error tree (``tether.runtime.errors``).
 """
 
-from .episodes import EpisodeSummary, Timeline, list_episodes, load_timeline
+from .compare import diff_episodes
+from .episodes import EpisodeSummary, Timeline, fork_episode, list_episodes, load_timeline
+from .forgetting import erase_subject, redact_field, retain_episodes
+from .org import Fact, FactPolicy, OrgMemory, Retention
 from .recorder import SqlRecorder
 from .sources import Clock, Ids, RandomIds, SequentialIds, StepClock, SystemClock
 from .store import DEFAULT_URL, Journal, Store, resolve_url
@@ -12,16 +15,25 @@ __all__ = [
     "DEFAULT_URL",
     "Clock",
     "EpisodeSummary",
+    "Fact",
+    "FactPolicy",
     "Ids",
     "Journal",
+    "OrgMemory",
     "RandomIds",
+    "Retention",
     "SequentialIds",
     "SqlRecorder",
     "StepClock",
     "Store",
     "SystemClock",
     "Timeline",
+    "diff_episodes",
+    "erase_subject",
+    "fork_episode",
     "list_episodes",
     "load_timeline",
+    "redact_field",
     "resolve_url",
+    "retain_episodes",
 ]

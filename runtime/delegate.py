@@ -67,6 +67,7 @@ class Delegate:
     ) -> None:
         self.store = store
         self.facts = facts or FactPolicy()
+        self._org: OrgMemory | None = None
         self.clock = clock
         self.attempts = attempts
         self.backoff_s = backoff_s
@@ -169,7 +170,9 @@ class Delegate:
         # subject's stream when it commits (position 0 in these events is a placeholder).
         if not facts:
             return ()
-        org = OrgMemory(self.store)
+        if self._org is None:
+            self._org = OrgMemory(self.store)  # made once: it checks its tables on creation
+        org = self._org
         source = {
             "episode": str(episode_id),
             "agent": agent,
