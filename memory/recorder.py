@@ -43,6 +43,8 @@ from eventsourcing.persistence import (
 )
 from sqlalchemy.engine import Engine
 
+from tether.runtime.errors import StoreFormatError
+
 from .commit import GroupCommit
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -137,7 +139,14 @@ class SqlRecorder(ApplicationRecorder):
         self._lock = sa.text(f"LOCK TABLE {table_name} IN EXCLUSIVE MODE")
 
     def create_table(self) -> None:
-        """Create the table and its indexes if they do not exist."""
+        """Create the table and its indexes if they do not exist; refuse a table of another
+        shape (written by an incompatible version) rather than fail on the first insert."""
+        found = sa.inspect(self.engine)
+        if found.has_table(self.table.name):
+            have = {c["name"] for c in found.get_columns(self.table.name)}
+            want = {c.name for c in self.table.columns}
+            if have != want:
+                raise StoreFormatError(self.table.name, sorted(want - have), sorted(have - want))
         self.metadata.create_all(self.engine)
 
     # --- writing ----------------------------------------------------------------------

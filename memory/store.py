@@ -253,6 +253,9 @@ class Store:
         except sa.exc.SQLAlchemyError as e:
             self.engine.dispose()
             raise StoreUnavailable(redact(self.url), _first_line(e)) from e
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         """Release the database connections."""

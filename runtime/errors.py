@@ -12,7 +12,8 @@ out inside the gate) are values or events, never these exceptions.
     ├── StoreError                  the event store
     │   ├── StoreUnavailable        the database cannot be reached or opened
     │   ├── StreamConflict          another writer appended to the same stream first
-    │   └── StoreCorrupt            a stored record cannot be decoded (names stream and position)
+    │   ├── StoreCorrupt            a stored record cannot be decoded (names stream and position)
+    │   └── StoreFormatError        the database was written by an incompatible tether
     ├── NotFound                    a named thing does not exist
     │   ├── EpisodeNotFound
     │   └── ApprovalNotFound
@@ -96,6 +97,19 @@ class StoreCorrupt(StoreError):
         self.stream_id = stream_id
         self.position = position
         super().__init__(f"stream {stream_id} position {position} cannot be decoded: {reason}")
+
+
+class StoreFormatError(StoreError):
+    """The event table has another shape than this tether writes."""
+
+    def __init__(self, table: str, missing: list[str], extra: list[str]) -> None:
+        self.table = table
+        self.missing = missing
+        self.extra = extra
+        super().__init__(
+            f"table {table} was written by an incompatible tether (missing columns {missing}, "
+            f"unknown {extra}); point --db at a new database, or migrate this one"
+        )
 
 
 class NotFound(TetherError):

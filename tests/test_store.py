@@ -27,7 +27,13 @@ from tether.memory.events import (
     subject_stream_id,
 )
 from tether.memory.store import new_event
-from tether.runtime.errors import StoreCorrupt, StoreUnavailable, StoreUrlError, StreamConflict
+from tether.runtime.errors import (
+    StoreCorrupt,
+    StoreFormatError,
+    StoreUnavailable,
+    StoreUrlError,
+    StreamConflict,
+)
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -323,6 +329,19 @@ def test_an_unusable_url_says_why(url: str, words: str) -> None:
         Store(url)
     assert words in str(caught.value)
     assert "--db" in str(caught.value)
+
+
+def test_a_store_of_another_shape_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE tether_events (id INTEGER PRIMARY KEY, "
+            "originator_id TEXT, originator_version INT, topic TEXT, state BLOB)"
+        )
+    engine.dispose()
+    with pytest.raises(StoreFormatError, match=r"missing columns \['catalog'\]"):
+        Store(f"sqlite:///{path}")
 
 
 def test_an_unreachable_database_is_one_clear_error() -> None:
