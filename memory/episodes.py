@@ -138,11 +138,18 @@ class TimelineFold:
         self.effect_keys: list[str] = []
         self.position = 0
         """The notification id of the last event folded."""
+        self._last_stream: uuid.UUID | None = None
+        self._last_name: str | None = None
 
     def apply(self, notification_id: int, e: Event) -> None:
         """Fold one event (of the episode's own stream or one of its agents')."""
         self.position = notification_id
-        name = self.by_stream.get(e.originator_id)
+        stream = e.originator_id
+        if stream is self._last_stream:  # the common case, and UUID hashing is not cheap
+            name = self._last_name
+        else:
+            name = self._last_name = self.by_stream.get(stream)
+            self._last_stream = stream
         if name is None:
             self.status, self.output = episode_status([e], self.status, self.output)
             return
@@ -219,6 +226,7 @@ class TimelineFold:
         fold.status, fold.output = state["status"], state["output"]
         fold.position, fold.effect_keys = state["position"], state["effect_keys"]
         fold.by_stream = {uuid.UUID(k): v for k, v in state["streams"].items()}
+        fold._last_stream, fold._last_name = None, None
         fold.agents, fold.rows = {}, {}
         for a in state["agents"]:
             actions = [
