@@ -39,6 +39,7 @@ from .events import (
     agent_stream_id,
     effect_stream_id,
 )
+from .keys import erased
 from .store import Store
 
 
@@ -315,6 +316,16 @@ def list_episodes(store: Store, *, forgotten: bool = False) -> list[EpisodeSumma
     return out
 
 
+def runnable(started: EpisodeStarted) -> EpisodeStarted:
+    """``started``, if its episode can run again; ``EpisodeErased`` if its subject's data
+    (its input and context among them) was erased."""
+    from tether.runtime.errors import EpisodeErased
+
+    if started.subject and started.context == erased("dict", started.subject):
+        raise EpisodeErased(str(started.originator_id), started.subject)
+    return started
+
+
 def fork_episode(
     store: Store, episode_id: uuid.UUID, steps: int, new_id: uuid.UUID, at: datetime
 ) -> uuid.UUID:
@@ -332,7 +343,7 @@ def fork_episode(
     own = store.read(episode_id, limit=1)
     if not own or not isinstance(own[0], EpisodeStarted):
         raise EpisodeNotFound(str(episode_id))
-    started = own[0]
+    started = runnable(own[0])
     if steps < 0:
         raise ConfigError(f"--at {steps}: a step count cannot be negative")
     names = {agent_stream_id(episode_id, n): n for n in started.agents}

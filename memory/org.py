@@ -191,15 +191,22 @@ class OrgMemory:
     def catch_up(self, batch: int = 5_000) -> int:
         """Fold fact events recorded since the last catch-up; how many were folded."""
         done = 0
+        t = self.tracking
+        with self.store.engine.connect() as conn:
+            tracked = conn.execute(sa.select(t.c.name).where(t.c.name == PROJECTION)).first()
+        if tracked is None:
+            try:
+                with self.store.writing() as conn:
+                    conn.execute(sa.insert(t).values(name=PROJECTION, position=0))
+            except sa.exc.IntegrityError:
+                pass  # another process made the tracking row a moment ago
         while True:
             with self.store.writing() as conn:
-                t = self.tracking
+                # The row lock makes concurrent catch-ups take turns (SQLite's write lock
+                # already does): none folds an event twice.
                 position = conn.execute(
-                    sa.select(t.c.position).where(t.c.name == PROJECTION)
-                ).scalar()
-                if position is None:
-                    conn.execute(sa.insert(t).values(name=PROJECTION, position=0))
-                    position = 0
+                    sa.select(t.c.position).where(t.c.name == PROJECTION).with_for_update()
+                ).scalar_one()
                 found = self.store.recorder.select_notifications(
                     start=position, limit=batch, topics=self.topics, inclusive_of_start=False
                 )

@@ -382,6 +382,7 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
 
 
 def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:
+    from tether.memory.episodes import runnable
     from tether.memory.events import EpisodeStarted
     from tether.runtime.errors import EpisodeNotFound
     from tether.runtime.reexecute import reexecute
@@ -391,7 +392,7 @@ def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:
         first = store.read(episode_id, limit=1)
         if not first or not isinstance(first[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
-        topology = load_source(first[0].source).topology
+        topology = load_source(runnable(first[0]).source).topology
         result = reexecute(store, episode_id, topology)
     fed = result.fed_back
     inputs = (

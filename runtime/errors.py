@@ -17,6 +17,7 @@ out inside the gate) are values or events, never these exceptions.
     ├── NotFound                    a named thing does not exist
     │   ├── EpisodeNotFound
     │   └── ApprovalNotFound
+    ├── EpisodeErased               an erased episode can be replayed, not run again
     ├── ApprovalError               an approval cannot be decided as asked (already decided)
     ├── ModelError                  a model could not produce a turn
     │   └── ScriptExhausted         the scripted model has no turn left for a request
@@ -130,6 +131,19 @@ class ApprovalNotFound(NotFound):
     def __init__(self, approval_id: str) -> None:
         self.approval_id = approval_id
         super().__init__(f"no approval request {approval_id!r}; `tether inbox list` shows them")
+
+
+class EpisodeErased(TetherError):
+    """The episode's personal data was erased: it can be replayed, not resumed, forked or
+    re-executed (its inputs are gone)."""
+
+    def __init__(self, episode_id: str, subject: str) -> None:
+        self.episode_id = episode_id
+        self.subject = subject
+        super().__init__(
+            f"episode {episode_id} was about {subject!r}, whose data was erased; it can be "
+            "replayed (`tether replay`), not run again"
+        )
 
 
 class ApprovalError(TetherError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from tether.memory.episodes import runnable
 from tether.memory.events import EpisodeStarted
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Store
@@ -63,6 +64,7 @@ def resume(
         events = store.read(episode)
         if not events or not isinstance(events[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
+        runnable(events[0])
         if topology is not None:
             loaded = Loaded(topology, events[0].source)
         else:

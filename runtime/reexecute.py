@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from tether.agents.model import ModelRequest, ModelTurn, ToolCall, Usage
 from tether.agents.tools import Tool
 from tether.memory.compare import Divergence, first_divergence
+from tether.memory.episodes import runnable
 from tether.memory.events import (
     ActionExecuted,
     ApprovalAwaited,
@@ -199,7 +200,7 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
     own = store.read_streams([episode_id])
     if not own or not isinstance(own[0][1], EpisodeStarted):
         raise EpisodeNotFound(str(episode_id))
-    started = own[0][1]
+    started = runnable(own[0][1])
     agents = {agent_stream_id(episode_id, name): name for name in started.agents}
     recorded = store.read_streams([episode_id, *agents])
     approvals = [e.approval_id for _, e in recorded if isinstance(e, ApprovalAwaited)]

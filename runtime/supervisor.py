@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from tether.agents.loop import AgentOutcome
+from tether.memory.episodes import runnable
 from tether.memory.events import (
     EpisodeCompleted,
     EpisodeFailed,
@@ -129,6 +130,7 @@ class RootSupervisor:
         events = self.store.read(episode_id)
         if not events or not isinstance(events[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
+        runnable(events[0])
         last = events[-1]
         if isinstance(last, EpisodeCompleted):
             return EpisodeReport(episode_id, "completed", last.agent, last.output)

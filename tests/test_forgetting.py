@@ -212,3 +212,17 @@ def test_a_redaction_that_names_nothing_is_refused(
         app, ["redact", str(episode), agent, step, field, "--db", sqlite_url]
     )
     assert result.exit_code == 1 and words in result.output
+
+
+def test_an_erased_episode_replays_but_does_not_run_again(store: Store, sqlite_url: str) -> None:
+    episode = refund_desk(store)
+    assert CliRunner().invoke(app, ["forget", "customer:ada", "--db", sqlite_url]).exit_code == 0
+    for args in (
+        ["resume", str(episode)],
+        ["fork", str(episode), "--at", "1"],
+        ["replay", str(episode), "--reexecute"],
+    ):
+        result = CliRunner().invoke(app, [*args, "--db", sqlite_url])
+        assert result.exit_code == 1, (args, result.output)
+        assert "whose data was erased; it can be replayed" in result.output, args
+    assert CliRunner().invoke(app, ["replay", str(episode), "--db", sqlite_url]).exit_code == 0

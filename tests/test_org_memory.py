@@ -166,3 +166,25 @@ def test_a_cap_keeps_the_newest_facts(store: Store) -> None:
     assert out.exit_code == 0 and "forgot 2 fact(s) about customer:bob: ttl" in out.output
     none = CliRunner().invoke(app, ["retain", "--db", store.url])
     assert none.exit_code == 1 and "give at least one rule" in none.output
+
+
+def test_concurrent_catch_ups_fold_each_event_once(store: Store) -> None:
+    import threading
+
+    for i in range(30):
+        learn(store, f"customer:{i}", "k", f"fact {i}", agent="crm", at=day(2))
+    errors: list[BaseException] = []
+
+    def catch_up() -> None:
+        try:
+            OrgMemory(store).catch_up()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=catch_up) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(OrgMemory(store).search("fact")) == 30
