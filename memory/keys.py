@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Transcoder, Transcoding
 from sqlalchemy.engine import Engine
 
+from .recorder import writing
+
 ERASED = "[erased]"
 """What a sealed text field reads as once its subject was erased."""
 
@@ -102,14 +104,9 @@ class SubjectKeys:
         with self._lock:
             self._cache.pop(subject, None)
         t = self.table
-        with self.engine.connect().execution_options(tether_immediate=True) as conn:
-            with conn.begin():
-                gone = conn.execute(sa.delete(t).where(t.c.subject == subject)).rowcount
+        with writing(self.engine) as conn:
+            gone = conn.execute(sa.delete(t).where(t.c.subject == subject)).rowcount
         return bool(gone)
-
-    def forget_cached(self, subject: str) -> None:
-        with self._lock:
-            self._cache.pop(subject, None)
 
 
 def _kind(value: Any) -> str:

@@ -25,10 +25,11 @@ transcoder (and, later, its cipher hook), and the recorder contract, including
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,17 @@ def _placed(batches: list[_Batch], max_version: Callable[[str], int | None]) -> 
             ends[stream] += 1
             out.append((stream, ends[stream], topic, state, catalog))
     return out
+
+
+@contextlib.contextmanager
+def writing(engine: Engine) -> Iterator[sa.Connection]:
+    """A write transaction for tables beside the log (read models, snapshots, keys),
+    committed on success. On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``):
+    a transaction that reads first and writes later could otherwise fail on a lock upgrade.
+    """
+    with engine.connect().execution_options(tether_immediate=True) as conn:
+        with conn.begin():
+            yield conn
 
 
 def _originator(value: str) -> uuid.UUID | str:

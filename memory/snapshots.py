@@ -8,14 +8,14 @@ that cannot be decoded, or that was written by another format version, is ignore
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from eventsourcing.persistence import Transcoder
 from sqlalchemy.engine import Engine
+
+from .recorder import writing
 
 FORMAT = 1
 """Bump when a fold's state changes shape; older snapshots are then ignored."""
@@ -65,7 +65,7 @@ class Snapshots:
         t = self.table
         blob = self.transcoder.encode({"format": FORMAT, "state": state})
         where = sa.and_(t.c.stream_id == str(stream_id), t.c.kind == kind)
-        with self._writing() as conn:
+        with writing(self.engine) as conn:
             conn.execute(sa.delete(t).where(where))
             conn.execute(
                 sa.insert(t).values(
@@ -79,11 +79,5 @@ class Snapshots:
         q = sa.delete(t)
         if stream_id is not None:
             q = q.where(t.c.stream_id == str(stream_id))
-        with self._writing() as conn:
+        with writing(self.engine) as conn:
             return conn.execute(q).rowcount
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[sa.Connection]:
-        with self.engine.connect().execution_options(tether_immediate=True) as conn:
-            with conn.begin():
-                yield conn

@@ -12,7 +12,7 @@ import json
 import json.encoder
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +50,7 @@ from .events import (
     SubjectErased,
 )
 from .keys import Sealed, SealedTranscoding, SubjectKeys
+from .recorder import SqlRecorder, writing
 from .snapshots import Snapshots
 from .sources import Clock, SystemClock
 
@@ -238,7 +239,6 @@ class Store:
     """Appends and reads tether's events."""
 
     def __init__(self, url: str | None = None) -> None:
-        from .recorder import SqlRecorder
 
         self.url = resolve_url(url)
         self.engine = open_engine(self.url)
@@ -270,16 +270,9 @@ class Store:
 
     # --- writing ----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[sa.Connection]:
-        """A transaction for read models (projections, snapshots), committed on success.
-
-        On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``): a transaction
-        that reads first and writes later could otherwise fail on a lock upgrade.
-        """
-        with self.engine.connect().execution_options(tether_immediate=True) as conn:
-            with conn.begin():
-                yield conn
+    def writing(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """A write transaction for read models beside the log (``recorder.writing``)."""
+        return writing(self.engine)
 
     def append(
         self, events: Sequence[Event], *, tail: Sequence[Event] = (), subject: str | None = None
