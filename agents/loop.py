@@ -83,6 +83,11 @@ class AgentOutcome:
     """Why the agent handed off, in its words."""
 
 
+def recorded_calls(event: ModelResponded) -> tuple[ToolCall, ...]:
+    """The tool calls of a recorded model turn, as the model made them."""
+    return tuple(ToolCall(c["name"], c["arguments"], id=c["id"]) for c in event.tool_calls)
+
+
 @dataclass
 class LoopState:
     """The loop's state, folded from its stream."""
@@ -110,11 +115,9 @@ class LoopState:
             ]
         elif isinstance(event, ModelResponded):
             self.turns = event.turn + 1
-            tool_calls = tuple(
-                ToolCall(name=c["name"], arguments=c["arguments"], id=c["id"])
-                for c in event.tool_calls
+            self.messages.append(
+                Message("assistant", event.text, tool_calls=recorded_calls(event), event=v)
             )
-            self.messages.append(Message("assistant", event.text, tool_calls=tool_calls, event=v))
         elif isinstance(event, ContextCompacted):
             self.messages = context.compact(self.messages, event.first, event.last, event.summary)
         elif isinstance(event, ActionProposed):

@@ -392,7 +392,7 @@ def without_redacted(
     replaced by its marker. ``names`` maps the episode's streams to agent names."""
     from .forgetting import redacted, redactions
 
-    marks = redactions(events)
+    marks = redactions(e for _, e in events)
     if not marks:
         return events
     out = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -165,10 +166,10 @@ def redact_field(
     return event
 
 
-def redactions(events: list[tuple[int, Event]]) -> dict[tuple[str, int], list[str]]:
+def redactions(events: Iterable[Event]) -> dict[tuple[str, int], list[str]]:
     """(agent, position) → redacted fields, from an episode's own stream."""
     out: dict[tuple[str, int], list[str]] = {}
-    for _, e in events:
+    for e in events:
         if isinstance(e, FieldRedacted):
             out.setdefault((e.agent, e.position), []).append(e.field)
     return out

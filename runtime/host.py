@@ -13,7 +13,6 @@ from typing import Any
 
 from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome
 from tether.agents.model import ToolCall
-from tether.memory.episodes import without_redacted
 from tether.memory.events import (
     AgentFailed,
     EpisodeStarted,
@@ -21,6 +20,7 @@ from tether.memory.events import (
     TaskAssigned,
     agent_stream_id,
 )
+from tether.memory.forgetting import redacted, redactions
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store
 from tether.runtime.errors import ConfigError, EpisodeNotFound, StoreError
@@ -79,6 +79,8 @@ class Host:
         self.supervisors: dict[uuid.UUID, StepLedger] = {}
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}
         self.subjects: dict[uuid.UUID, str | None] = {}
+        self.redactions: dict[uuid.UUID, dict[tuple[str, int], list[str]]] = {}
+        """Redacted fields of each episode, read once with the episode's own stream."""
 
     def run(
         self,
@@ -123,6 +125,7 @@ class Host:
             raise EpisodeNotFound(str(episode_id))
         self.contexts[episode_id] = events[0].context
         self.subjects[episode_id] = events[0].subject
+        self.redactions[episode_id] = redactions(events)
         root = self.topology.root
         self.supervisors[episode_id] = StepLedger(root.name, root.budget.steps)
         # The supervisor's ledger is shared: fold every agent's history into it now.
@@ -132,11 +135,11 @@ class Host:
     def _history(self, episode_id: uuid.UUID, name: str, stream: uuid.UUID) -> list[Event]:
         """The agent's stream, with fields redacted since it was written shown redacted:
         an agent rebuilt after a redaction no longer remembers what was taken away."""
-        numbered = self.store.read_streams([episode_id, stream])
+        self._load_episode(episode_id)  # reads the episode's redactions once
+        marks = self.redactions[episode_id]
         return [
-            e
-            for _, e in without_redacted(numbered, {episode_id: "episode", stream: name})
-            if e.originator_id == stream
+            redacted(e, fields) if (fields := marks.get((name, e.originator_version))) else e
+            for e in self.store.read(stream)
         ]
 
     def _rebuild(self, episode_id: uuid.UUID, name: str) -> AgentRuntime:

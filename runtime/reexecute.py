@@ -28,7 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tether.agents.model import ModelRequest, ModelTurn, ToolCall, Usage
+from tether.agents.loop import recorded_calls
+from tether.agents.model import ModelRequest, ModelTurn, Usage
 from tether.agents.tools import Tool
 from tether.memory.compare import Divergence, first_divergence
 from tether.memory.episodes import runnable
@@ -92,9 +93,7 @@ class RecordedModel:
             )
         return ModelTurn(
             text=recorded.text,
-            tool_calls=tuple(
-                ToolCall(c["name"], c["arguments"], id=c["id"]) for c in recorded.tool_calls
-            ),
+            tool_calls=recorded_calls(recorded),
             usage=Usage(**recorded.usage),
         )
 
