@@ -26,6 +26,7 @@ transcoder (and, later, its cipher hook), and the recorder contract, including
 from __future__ import annotations
 
 import contextlib
+import operator
 import sqlite3
 import threading
 import uuid
@@ -64,6 +65,8 @@ class _Batch:
 def _placed(batches: list[_Batch], max_version: Callable[[str], int | None]) -> list[_Row]:
     """All rows of the batches, in order; tail rows numbered after their stream's end (in
     the database, or among the fixed rows of this transaction, whichever is later)."""
+    if not any(b.tail for b in batches):
+        return [row for b in batches for row in b.rows]
     fixed: dict[str, int] = {}
     for b in batches:
         for stream, version, *_ in b.rows:
@@ -89,6 +92,9 @@ def writing(engine: Engine) -> Iterator[sa.Connection]:
     with engine.connect().execution_options(tether_immediate=True) as conn:
         with conn.begin():
             yield conn
+
+
+_first = operator.itemgetter(0)
 
 
 def _originator(value: str) -> uuid.UUID | str:
@@ -183,16 +189,16 @@ class SqlRecorder(ApplicationRecorder):
 
     def _rows(self, events: Sequence[StoredEvent]) -> list[_Row]:
         catalogued = self.catalogued
-        return [
-            (
-                str(e.originator_id),
-                e.originator_version,
-                e.topic,
-                e.state,
-                e.topic if e.topic in catalogued else None,
+        rows: list[_Row] = []
+        stream, text = None, ""
+        for e in events:
+            if e.originator_id is not stream:  # an append's events share few streams
+                stream, text = e.originator_id, str(e.originator_id)
+            topic = e.topic
+            rows.append(
+                (text, e.originator_version, topic, e.state, topic if topic in catalogued else None)
             )
-            for e in events
-        ]
+        return rows
 
     def _write(self, batches: list[_Batch]) -> list[list[int]]:
         """Write batches in one transaction; the ids of each batch, in order."""
@@ -314,22 +320,35 @@ class SqlRecorder(ApplicationRecorder):
 
     def select_streams(
         self, originator_ids: Sequence[uuid.UUID | str], gt: int = 0
-    ) -> list[Notification]:
-        """Every event of the given streams after notification ``gt``, in global order."""
+    ) -> list[tuple[int, str, int, str, bytes]]:
+        """Every event of the given streams after notification ``gt``, in global order, as
+        the driver's rows: (notification id, stream, position, topic, state)."""
         if not originator_ids:
             return []
-        # The read a replay makes: one plain statement, rows as the driver returns them
-        # (SQLAlchemy's result processing cost ~3x the fetch itself on 100k events).
+        # The read a replay makes: one plain statement on the driver's own cursor, rows as
+        # it returns them (SQLAlchemy's result rows cost ~3x the fetch itself). Each stream
+        # comes in order from the unique index, and sorting those runs by id here costs
+        # less than the database's own sort by id (0.03 against 0.4 µs a row on SQLite).
         ids = [str(i) for i in originator_ids]
         mark = "?" if not self._is_postgres else "%s"
         sql = (
             f"SELECT id, originator_id, originator_version, topic, state FROM "
             f"{self.table.name} WHERE originator_id IN ({', '.join([mark] * len(ids))}) "
-            f"AND id > {mark} ORDER BY id"
+            f"AND id > {mark} ORDER BY originator_id, originator_version"
         )
-        with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(sql, (*ids, gt)).fetchall()
-        return self._as_notifications(rows)
+        driver_error = self.engine.dialect.loaded_dbapi.OperationalError
+        try:
+            with self.engine.connect() as conn:
+                cursor = conn.connection.cursor()
+                try:
+                    cursor.execute(sql, (*ids, gt))
+                    rows = list(cursor.fetchall())
+                finally:
+                    cursor.close()
+        except (driver_error, sa.exc.OperationalError) as e:
+            raise OperationalError(str(getattr(e, "orig", None) or e)) from e
+        rows.sort(key=_first)
+        return rows
 
     def max_notification_id(self) -> int | None:
         with self.engine.connect() as conn:

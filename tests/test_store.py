@@ -167,6 +167,20 @@ class StoreConformance:
         assert caught.value.stream_id == str(bad)
         assert caught.value.position == 2
         assert store.read(good) == [_task(good, 1)]
+        # A replay's bulk read names it too, also when the bytes look like a sound record
+        # up to where they break off.
+        with pytest.raises(StoreCorrupt) as caught:
+            store.read_streams([good, bad])
+        assert (caught.value.stream_id, caught.value.position) == (str(bad), 2)
+        with store.engine.begin() as conn:
+            conn.execute(
+                sa.update(table)
+                .where(table.c.originator_id == str(bad), table.c.originator_version == 2)
+                .values(state=b'{"at":{"_type_":"datetime_iso","_data_":"2026-')
+            )
+        with pytest.raises(StoreCorrupt) as caught:
+            store.read_streams([bad])
+        assert (caught.value.stream_id, caught.value.position) == (str(bad), 2)
 
     def test_the_journal_numbers_and_holds_until_flushed(self, store: Store) -> None:
         stream = uuid.uuid4()
