@@ -118,7 +118,7 @@ def gate_on_ray(db: Path, n: int) -> tuple[float, float]:
 
     ensure_ray()
     with Store(f"sqlite:///{db}") as store:
-        actor = spawn_host(Loaded(TOPOLOGY, {"kind": "python", "name": "bench"}), store.url)
+        actor = spawn_host(Loaded(TOPOLOGY, {"kind": "python", "name": "bench"}), store)
         try:
             episode = (
                 RootSupervisor(TOPOLOGY, store, RayHost(actor), SystemClock(), RandomIds())

@@ -47,6 +47,7 @@ from sqlalchemy.engine import Engine
 
 from tether.runtime.errors import StoreFormatError
 
+from .audit import AuditKey, AuditTrail
 from .commit import GroupCommit
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -60,6 +61,8 @@ class _Batch:
 
     rows: list[_Row]
     tail: list[_Row]
+    audit: list[dict[str, Any]]
+    """Audit records of the decisions among these events (``memory/audit.py``)."""
 
 
 def _placed(batches: list[_Batch], max_version: Callable[[str], int | None]) -> list[_Row]:
@@ -112,8 +115,14 @@ class SqlRecorder(ApplicationRecorder):
         engine: Engine,
         table_name: str = "tether_events",
         catalogued_topics: Iterable[str] = (),
+        audit: AuditTrail | None = None,
+        audit_key: Callable[[], AuditKey] | None = None,
     ) -> None:
         self.engine = engine
+        self.audit = audit
+        """Where the audit records that come with appends go, in the same transaction."""
+        self.audit_key = audit_key
+        """Loads (or creates) the key that signs them."""
         self.catalogued = frozenset(catalogued_topics)
         """Topics looked up across streams (``select_notifications(topics=...)``). Only
         these are indexed by topic, through a partial index: indexing every event's topic
@@ -178,9 +187,23 @@ class SqlRecorder(ApplicationRecorder):
         subject) never conflicts. Appends that arrive together share one transaction.
         """
         tail: Sequence[StoredEvent] = kwargs.get("tail", ())
+        audit: list[dict[str, Any]] = list(kwargs.get("audit", ()))
         if not stored_events and not tail:
             return []
-        return self._group.submit(_Batch(self._rows(stored_events), self._rows(tail)))
+        if audit:
+            self._signing_key()  # a key that cannot be loaded fails here, before anything
+        return self._group.submit(_Batch(self._rows(stored_events), self._rows(tail), audit))
+
+    def _signing_key(self) -> AuditKey:
+        if self.audit is None or self.audit_key is None:
+            raise ValueError("this recorder keeps no audit trail")
+        return self.audit_key()
+
+    def _write_audit(self, cursor: Any, mark: str, batches: list[_Batch]) -> None:
+        bodies = [body for b in batches for body in b.audit]
+        if bodies:
+            assert self.audit is not None
+            self.audit.write(cursor, mark, bodies, self._signing_key())
 
     @property
     def group(self) -> GroupCommit[_Batch, list[int]]:
@@ -236,6 +259,7 @@ class SqlRecorder(ApplicationRecorder):
                 )
                 db.executemany(self._sqlite_insert, rows)
                 last = int(db.execute(self._sqlite_max).fetchone()[0])
+                self._write_audit(db.cursor(), "?", batches)
                 self.before_commit()
                 db.execute("COMMIT")
             except BaseException:
@@ -258,6 +282,7 @@ class SqlRecorder(ApplicationRecorder):
             )
             keyed = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
             ids = [row[0] for row in conn.execute(self._insert, keyed)]
+            self._write_audit(conn.connection.cursor(), "%s", batches)
             self.before_commit()
         return ids
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from tether.runtime.errors import StoreCorrupt, StoreUnavailable, StoreUrlError, StreamConflict
 
+from .audit import AuditKey, AuditTrail, resolve_key_path
 from .codec import bulk, new_mapper
 from .events import (
     ApprovalDenied,
@@ -145,16 +147,26 @@ def redact(url: str) -> str:
 class Store:
     """Appends and reads tether's events."""
 
-    def __init__(self, url: str | None = None) -> None:
-
+    def __init__(self, url: str | None = None, *, audit_key: str | Path | None = None) -> None:
         self.url = resolve_url(url)
+        self.audit_key_path = resolve_key_path(audit_key)
+        """The file of the key that signs the audit trail (``memory/audit.py``)."""
+        self._audit_key: AuditKey | None = None
+        self._key_lock = threading.Lock()
         self.engine = open_engine(self.url)
-        self.recorder = SqlRecorder(self.engine, catalogued_topics=map(get_topic, CATALOGUED))
+        self.audit = AuditTrail(self.engine)
+        self.recorder = SqlRecorder(
+            self.engine,
+            catalogued_topics=map(get_topic, CATALOGUED),
+            audit=self.audit,
+            audit_key=self.signing_key,
+        )
         self.keys = SubjectKeys(self.engine)
         self.mapper = new_mapper(self.keys)
         self.snapshots = Snapshots(self.engine, self.mapper.transcoder)
         try:
             self.recorder.create_table()
+            self.audit.create_table()
             self.snapshots.create_table()
             self.keys.create_table()
         except sa.exc.SQLAlchemyError as e:
@@ -163,6 +175,13 @@ class Store:
         except BaseException:
             self.engine.dispose()
             raise
+
+    def signing_key(self) -> AuditKey:
+        """The audit signing key, loaded once; created if its file does not exist yet."""
+        with self._key_lock:
+            if self._audit_key is None:
+                self._audit_key = AuditKey.load(self.audit_key_path, create=True)
+            return self._audit_key
 
     def close(self) -> None:
         """Release the database connections."""
@@ -182,7 +201,12 @@ class Store:
         return writing(self.engine)
 
     def append(
-        self, events: Sequence[Event], *, tail: Sequence[Event] = (), subject: str | None = None
+        self,
+        events: Sequence[Event],
+        *,
+        tail: Sequence[Event] = (),
+        subject: str | None = None,
+        audit: Sequence[dict[str, Any]] = (),
     ) -> list[int]:
         """Append events (of any streams) atomically; return their notification ids.
 
@@ -192,13 +216,14 @@ class Store:
         ``StreamConflict`` if a stream already has an event at one of the fixed positions.
         Appends from many threads at once share a transaction (group commit); this returns
         only after the transaction holding these events committed. ``subject``: the data
-        subject whose key seals the events' personal fields.
+        subject whose key seals the events' personal fields. ``audit``: records of the
+        decisions among the events, appended to the audit trail in the same transaction.
         """
         to_stored = self.mapper.to_stored_event
         stored = [to_stored(e, subject) for e in events]
         stored_tail = [to_stored(e, subject) for e in tail]
         try:
-            return list(self.recorder.insert_events(stored, tail=stored_tail))
+            return list(self.recorder.insert_events(stored, tail=stored_tail, audit=audit))
         except IntegrityError as e:
             streams = sorted({str(e_.originator_id) for e_ in events})
             raise StreamConflict(streams, _first_line(e)) from e
@@ -272,6 +297,9 @@ class Journal:
         """Called with each new event, so state folded from the stream stays current."""
         self.subject: str | None = None
         """The data subject whose key seals this stream's personal fields."""
+        self.auditor: Callable[[Event], dict[str, Any] | None] | None = None
+        """Turns a new event that records a decision into its audit record."""
+        self.pending_audit: list[dict[str, Any]] = []
 
     @classmethod
     def after(
@@ -292,6 +320,10 @@ class Journal:
         self.pending.append(event)
         for observe in self.observers:
             observe(event)
+        if self.auditor is not None:
+            body = self.auditor(event)
+            if body is not None:
+                self.pending_audit.append(body)
         return event
 
     def flush(self, *others: Event, tail: Sequence[Event] = ()) -> None:
@@ -299,12 +331,13 @@ class Journal:
         ``Store.append``) in one transaction."""
         if not self.pending and not others and not tail:
             return
-        own = self.pending
-        self.pending = []
+        own, audit = self.pending, self.pending_audit
+        self.pending, self.pending_audit = [], []
         try:
-            self.store.append([*own, *others], tail=tail, subject=self.subject)
+            self.store.append([*own, *others], tail=tail, subject=self.subject, audit=audit)
         except BaseException:
-            self.pending = own  # nothing was written; keep them for the caller to retry
+            # Nothing was written; keep it all for the caller to retry.
+            self.pending, self.pending_audit = own, audit
             raise
 
 

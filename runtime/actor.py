@@ -27,13 +27,14 @@ from .host import Host
 class HostActor:
     """Carries the agents of one fleet in one Ray worker process."""
 
-    def __init__(self, topology: Topology | dict[str, Any], store_url: str) -> None:
+    def __init__(self, topology: Topology | dict[str, Any], store_url: str, audit_key: str) -> None:
         if isinstance(topology, dict):
             # A file or module is loaded here, in the worker, as the driver loaded it.
             from tether.topologies.loader import load_source
 
             topology = load_source(topology).topology
-        self.host = Host(topology, Store(store_url), SystemClock(), RandomIds())
+        store = Store(store_url, audit_key=audit_key)
+        self.host = Host(topology, store, SystemClock(), RandomIds())
 
     def run(
         self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
@@ -86,16 +87,17 @@ def _check_reachable(address: str) -> None:
         ) from e
 
 
-def spawn_host(loaded: Loaded, store_url: str) -> Any:
+def spawn_host(loaded: Loaded, store: Store) -> Any:
     """Start a host actor for a topology. It takes no CPU slot, so many hosts fit a node;
     Ray does not restart it: tether's supervisor decides what a dead host means.
 
     A topology from a file or a module is loaded again inside the worker, from its source;
-    one built in Python code is shipped by value (cloudpickle).
+    one built in Python code is shipped by value (cloudpickle). The host opens the same
+    store, and signs the audit trail with the same key file, as ``store``.
     """
     ensure_ray()
     shipped: Topology | dict[str, Any] = (
         loaded.source if loaded.source.get("kind") in ("file", "module") else loaded.topology
     )
     remote = ray.remote(num_cpus=0, max_restarts=0)(HostActor)
-    return remote.remote(shipped, store_url)
+    return remote.remote(shipped, store.url, str(store.audit_key_path))

@@ -47,6 +47,29 @@ inbox_app = typer.Typer(
     help="The approvals inbox: actions waiting for a person.", no_args_is_help=True
 )
 app.add_typer(inbox_app, name="inbox")
+audit_app = typer.Typer(
+    help="The signed audit trail of every decision, and evidence bundles for auditors.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+@app.callback()
+def _options(
+    audit_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--audit-key",
+            envvar="TETHER_AUDIT_KEY",
+            show_envvar=True,
+            help="The Ed25519 key file that signs the audit trail (created if missing; "
+            "default .tether/audit.key). Keep it apart from the database.",
+        ),
+    ] = None,
+) -> None:
+    if audit_key is not None:
+        os.environ["TETHER_AUDIT_KEY"] = str(audit_key.expanduser().resolve())
+
 
 # Off a terminal (a pipe, a file, CI logs), lines are not cut to 80 columns: a post-mortem
 # must not lose the end of a reason.
@@ -817,6 +840,114 @@ def _current_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "operator"
+
+
+# --- the audit trail --------------------------------------------------------------------
+
+PublicKeys = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--key",
+        help="A public key (PEM) to check signatures with; repeat for rotated keys. "
+        "Default: the public half of the signing key file.",
+    ),
+]
+
+
+def _public_keys(paths: list[Path] | None) -> dict[str, Any]:
+    from tether.memory.audit import AuditKey, key_id, load_public_key, resolve_key_path
+    from tether.runtime.errors import AuditKeyError
+
+    if not paths:
+        public = AuditKey.load(resolve_key_path(None)).public
+        return {key_id(public): public}
+    keys = {}
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise AuditKeyError(str(path), e.strerror or str(e)) from e
+        public = load_public_key(data, str(path))
+        keys[key_id(public)] = public
+    return keys
+
+
+@audit_app.command("verify")
+@handled
+def audit_verify(db: Db = None, key: PublicKeys = None, as_json: Json = False) -> None:
+    """Check the whole trail: exit 0 if intact, 1 naming the first record that breaks it."""
+    keys = _public_keys(key)
+    with Store(db) as store:
+        verdict = store.audit.verify(keys)
+    if as_json:
+        out.print_json(data=asdict(verdict) | {"intact": verdict.intact})
+    elif verdict.intact:
+        out.print(
+            f"audit trail intact: {verdict.records} records, {verdict.signatures} "
+            f"signatures, key {', '.join(keys)}"
+        )
+    else:
+        err.print(
+            f"[bold red]audit trail broken at record {verdict.bad}:[/] "
+            f"{_esc(verdict.problem)} ({verdict.records} records before it are intact)",
+            markup=True,
+        )
+    if not verdict.intact:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+@handled
+def audit_export(
+    episode: Annotated[str, typer.Argument(help="The episode's id.")], db: Db = None
+) -> None:
+    """Print an episode's evidence bundle (a signed DSSE envelope) as JSON."""
+    from tether.memory.audit import AuditKey, resolve_key_path
+    from tether.runtime.evidence import export_bundle
+    from tether.runtime.launch import parse_episode_id
+
+    episode_id = parse_episode_id(episode)
+    key = AuditKey.load(resolve_key_path(None))
+    with Store(db) as store:
+        load_timeline(store, episode_id)  # EpisodeNotFound for an unknown id
+        bundle = export_bundle(store, str(episode_id), key, datetime.now(UTC))
+    sys.stdout.write(json.dumps(bundle, indent=2) + "\n")
+
+
+@audit_app.command("verify-bundle")
+@handled
+def audit_verify_bundle(
+    bundle: Annotated[Path, typer.Argument(help="An evidence bundle from `tether audit export`.")],
+    key: Annotated[Path, typer.Option("--key", help="The signer's public key (PEM).")],
+) -> None:
+    """Check an evidence bundle with the public key alone: exit 0 if it is intact."""
+    from tether.runtime.errors import EvidenceError
+    from tether.runtime.evidence import verify_bundle
+
+    [public] = _public_keys([key]).values()
+    try:
+        data = json.loads(bundle.read_text())
+    except OSError as e:
+        raise EvidenceError(f"{bundle}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise EvidenceError(f"{bundle}: not JSON ({e})") from e
+    checked = verify_bundle(data, public)
+    out.print(
+        f"evidence intact: episode {checked.episode}, {checked.records} records, "
+        f"signed by key {checked.key}"
+    )
+
+
+@audit_app.command("key")
+@handled
+def audit_key_public() -> None:
+    """Print the signing key's public half (PEM), creating the key if it does not exist."""
+    from tether.memory.audit import AuditKey, public_pem, resolve_key_path
+
+    path = resolve_key_path(None)
+    key = AuditKey.load(path, create=True)
+    sys.stdout.write(public_pem(key.public).decode())
+    err.print(f"key {key.id} ({path})")
 
 
 def main() -> None:

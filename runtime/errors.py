@@ -8,7 +8,8 @@ out inside the gate) are values or events, never these exceptions.
     ├── ConfigError                 bad input from a person: fix the named field
     │   ├── TopologyError           a fleet definition; lists every problem with its path
     │   ├── StoreUrlError           a --db / TETHER_DB value that is not a usable URL
-    │   └── TopologyLoadError       a topology file that cannot be imported or has no fleet
+    │   ├── TopologyLoadError       a topology file that cannot be imported or has no fleet
+    │   └── AuditKeyError           an audit signing or public key file that cannot be used
     ├── StoreError                  the event store
     │   ├── StoreUnavailable        the database cannot be reached or opened
     │   ├── StreamConflict          another writer appended to the same stream first
@@ -19,6 +20,7 @@ out inside the gate) are values or events, never these exceptions.
     │   └── ApprovalNotFound
     ├── EpisodeErased               an erased episode can be replayed, not run again
     ├── ApprovalError               an approval cannot be decided as asked (already decided)
+    ├── EvidenceError               an evidence bundle that does not verify
     ├── ModelError                  a model could not produce a turn
     │   └── ScriptExhausted         the scripted model has no turn left for a request
     ├── ToolError                   a tool raised while executing
@@ -68,6 +70,15 @@ class TopologyLoadError(ConfigError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class AuditKeyError(ConfigError):
+    """An audit key file that cannot be read or is not an Ed25519 key."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"audit key {path}: {reason}")
 
 
 class StoreError(TetherError):
@@ -153,6 +164,10 @@ class ApprovalError(TetherError):
         self.approval_id = approval_id
         self.reason = reason
         super().__init__(f"approval {approval_id}: {reason}")
+
+
+class EvidenceError(TetherError):
+    """An evidence bundle that is malformed or does not verify against the given key."""
 
 
 class ModelError(TetherError):

@@ -36,6 +36,7 @@ from tether.memory.events import (
     BudgetSettled,
     Event,
     GovernanceDecided,
+    StageEvent,
 )
 from tether.memory.sources import Ids
 from tether.memory.store import Journal
@@ -47,6 +48,18 @@ from .governance import Governance
 from .inbox import Inbox
 
 Outcome = Literal["executed", "denied", "failed"]
+
+_AUDITED = frozenset(
+    {
+        BoundariesChecked,
+        BudgetReserved,
+        GovernanceDecided,
+        ApprovalSettled,
+        ActionExecuted,
+        ActionVerified,
+    }
+)
+"""The stage events that record a decision; each appends an audit record."""
 
 
 @dataclass
@@ -62,6 +75,8 @@ class _Open:
     """Approved, by tier or by a person: only execution and what follows remain."""
     reserved: int = 0
     executed: bool = False
+    arguments_hash: str | None = None
+    """The salted hash its audit records carry instead of the arguments."""
 
 
 class Gate:
@@ -80,8 +95,12 @@ class Gate:
         delegate: Delegate,
         ids: Ids,
         context: dict[str, Any],
+        policy: str,
     ) -> None:
         self.agent = agent
+        self.policy = policy
+        """The hash of the topology's policy (``Topology.policy_hash``), for the audit."""
+        self._episode_text, self._stream_text = str(episode_id), str(journal.stream_id)
         self.episode_id = episode_id
         self.journal = journal
         self.boundaries = boundaries
@@ -120,6 +139,40 @@ class Gate:
                 self.boundaries.note_executed(opened.tool, opened.arguments)
         elif isinstance(event, ActionRecorded):
             self.open.pop(event.action, None)
+
+    def audit(self, event: Event) -> dict[str, Any] | None:
+        """The audit record of a decision the gate recorded (``memory/audit.py``): rule
+        ids and hashes, never an argument's value or a reason's words."""
+        if type(event) not in _AUDITED:
+            return None
+        assert isinstance(event, StageEvent)
+        opened = self.open.get(event.action)
+        if opened is None:
+            return None
+        if opened.arguments_hash is None:
+            key = self.journal.store.signing_key()
+            opened.arguments_hash = key.arguments_hash(opened.arguments)
+        rules: list[str] = []
+        if isinstance(event, BoundariesChecked):
+            rules = sorted({v["rule"] for v in event.violations})
+        elif isinstance(event, GovernanceDecided):
+            rules = list(event.rules)
+        return {
+            "kind": "decision",
+            "at": event.at.isoformat(),
+            "episode": self._episode_text,
+            "agent": self.agent,
+            "action": event.action,
+            "tool": opened.tool,
+            "stage": event.stage,
+            "decision": event.decision,
+            "tier": event.tier if isinstance(event, GovernanceDecided) else None,
+            "rules": rules,
+            "policy": self.policy,
+            "arguments": opened.arguments_hash,
+            "approver": event.approver if isinstance(event, ApprovalSettled) else None,
+            "event": f"{self._stream_text}/{event.originator_version}",
+        }
 
     # --- the stages -------------------------------------------------------------------
 

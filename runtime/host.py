@@ -70,6 +70,7 @@ class Host:
         delegate: Delegate | None = None,
     ) -> None:
         self.topology = topology
+        self.policy = topology.policy_hash()
         self.store = store
         self.clock = clock
         self.ids = ids
@@ -161,6 +162,7 @@ class Host:
             delegate=self.delegate,
             ids=self.ids,
             context=context,
+            policy=self.policy,
         )
         tools = tuple(t.spec() for t in spec.all_tools().values())
         loop = AgentLoop(
@@ -177,4 +179,5 @@ class Host:
             gate.observe(event)
             loop.observe(event)
         journal.observers += [gate.observe, loop.observe]
+        journal.auditor = gate.audit
         return AgentRuntime(name, journal, gate, loop)

@@ -112,11 +112,26 @@ class Inbox:
             raise ApprovalError(str(item.id), "the approver's identity is required (--as NAME)")
         if approver == item.request.agent:
             raise ApprovalError(str(item.id), "an agent cannot approve its own request")
+        decision = new_event(cls, item.id, 2, self.clock.now(), approver=approver, reason=reason)
+        r = item.request
+        audit = {
+            "kind": "approval",
+            "at": decision.at.isoformat(),
+            "episode": str(r.episode_id),
+            "agent": r.agent,
+            "action": r.action,
+            "tool": r.tool,
+            "stage": "approval",
+            "decision": "granted" if cls is ApprovalGranted else "denied",
+            "tier": r.tier,
+            "rules": list(r.rules),
+            "arguments": self.store.signing_key().arguments_hash(r.arguments),
+            "approver": approver,
+            "request": str(item.id),
+            "event": f"{item.id}/2",
+        }
         try:
-            self.store.append(
-                [new_event(cls, item.id, 2, self.clock.now(), approver=approver, reason=reason)],
-                subject=item.request.subject,
-            )
+            self.store.append([decision], subject=r.subject, audit=[audit])
         except StreamConflict:
             raise ApprovalError(str(item.id), "decided by someone else a moment ago") from None
         return self.get(item.id)

@@ -88,7 +88,7 @@ def _with_host(loaded: Loaded, store: Store, address: str | None, work: Any) -> 
     from .actor import ensure_ray, spawn_host
 
     ensure_ray(address)
-    actor = spawn_host(loaded, store.url)
+    actor = spawn_host(loaded, store)
     try:
         supervisor = RootSupervisor(
             loaded.topology, store, RayHost(actor), SystemClock(), RandomIds()

@@ -35,6 +35,14 @@ def postgres_unavailable() -> str | None:
         engine.dispose()
 
 
+@pytest.fixture(autouse=True)
+def audit_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test signs its audit trail with its own key, never one in the working tree."""
+    path = tmp_path / "keys" / "audit.key"
+    monkeypatch.setenv("TETHER_AUDIT_KEY", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def postgres_available() -> None:
     reason = postgres_unavailable()

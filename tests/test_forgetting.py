@@ -116,6 +116,10 @@ def test_after_erasure_no_byte_of_her_plaintext_remains(store: Store, sqlite_url
     assert shown.exit_code == 0 and ERASED in shown.output
     dumped = CliRunner().invoke(app, ["replay", str(episode), "--json", "--db", sqlite_url])
     assert "ada@example.com" not in dumped.output and json.loads(dumped.output)
+    # The audit trail held no personal data to begin with, and still verifies.
+    audited = CliRunner().invoke(app, ["audit", "verify", "--db", sqlite_url])
+    assert audited.exit_code == 0, audited.output
+    assert "audit trail intact" in audited.output
 
 
 def test_forgetting_someone_tether_never_knew_is_one_clear_error(sqlite_url: str) -> None:

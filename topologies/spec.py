@@ -11,7 +11,9 @@ Validation collects every problem, each with its path
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -181,6 +183,34 @@ class Topology:
     def agents(self) -> dict[str, Agent]:
         """Every agent by name, in declaration order."""
         return {a.name: a for a in self.root.children}
+
+    def policy_hash(self) -> str:
+        """The SHA-256 of everything that decides what the fleet may do: each agent's role
+        and grants, rails, handoff targets, budget, and its tools' annotations (which set
+        default tiers). Audit records carry it, so a decision names the policy version
+        that made it; changing a prompt or a model does not change it."""
+        document = [
+            {
+                "agent": a.name,
+                "role": asdict(a.role),
+                "rails": [{"kind": type(r).__name__, **asdict(r)} for r in a.rails],
+                "handoffs": list(a.handoffs),
+                "budget": asdict(a.budget),
+                "tools": [
+                    {
+                        "name": t.name,
+                        "read_only": t.read_only,
+                        "destructive": t.destructive,
+                        "idempotent": t.idempotent,
+                        "open_world": t.open_world,
+                    }
+                    for t in a.all_tools().values()
+                ],
+            }
+            for a in self.root.children
+        ]
+        text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def problems_of(topology: Topology) -> list[str]:
