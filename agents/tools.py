@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -86,6 +86,10 @@ class Tool:
     """It reaches systems outside the fleet's control (MCP openWorldHint)."""
     verify: Verifier | None = field(default=None, repr=False)
     """Post-condition checked on every result before anything builds on it."""
+    output: Literal["system", "untrusted"] = "untrusted"
+    """Where its results come from, for argument provenance: ``system`` for structured
+    records of a system tether's operator controls (an order database), ``untrusted`` for
+    anything a third party wrote (emails, web pages, documents, tickets)."""
 
     def spec(self) -> ToolSpec:
         """The tool as a model sees it."""
@@ -105,6 +109,7 @@ def tool(
     open_world: bool = False,
     verify: Verifier | None = None,
     name: str | None = None,
+    output: Literal["system", "untrusted"] = "untrusted",
 ) -> Callable[[ToolFn], Tool]:
     """Declare a tool from a function ``fn(args: ArgsModel, ctx: ToolContext)``.
 
@@ -129,6 +134,7 @@ def tool(
             idempotent=idempotent,
             open_world=open_world,
             verify=verify,
+            output=output,
         )
 
     return wrap

@@ -227,6 +227,9 @@ class BoundariesChecked(StageEvent):
     stage: ClassVar[str] = "boundaries"
     violations: list[dict[str, Any]] = field(default_factory=list)
     """Each failed rule: ``{"rule", "field", "message"}``."""
+    provenance: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Where each argument came from: ``{"to": {"origin": "system", "source":
+    "context.customer.email"}}`` (``runtime/provenance.py``)."""
 
 
 @dataclass(frozen=True, kw_only=True)

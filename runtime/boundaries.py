@@ -6,14 +6,16 @@ spend caps, handoff targets) refuse what can never be allowed. Code, never a pro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from tether.agents.tools import HANDOFF, Tool
-from tether.topologies.spec import Agent, AllowedValues, Rail, SpendCap
+from tether.topologies.spec import Agent, AllowedValues, Provenance, Rail, SpendCap
+
+from .provenance import MADE_UP, Origin, Sources
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class BoundaryCheck:
     tool: Tool | None
     args: BaseModel | None
     violations: tuple[Violation, ...]
+    provenance: dict[str, Origin] = field(default_factory=dict)
+    """Where each argument came from."""
 
     @property
     def passed(self) -> bool:
@@ -58,6 +62,29 @@ def lookup(context: dict[str, Any], dotted: str) -> Any:
             return None
         value = value.get(part)
     return value
+
+
+def _provenance(rail: Provenance, value: Any, origin: Origin) -> list[Violation]:
+    wanted = " or ".join(rail.origins) + (f" ({rail.source})" if rail.source else "")
+    if origin.kind in rail.origins and (
+        rail.source is None
+        or origin.source == rail.source
+        or origin.source.startswith((rail.source + ".", rail.source + "[", rail.source + "#"))
+    ):
+        return []
+    came = (
+        "was made up by the model (it appears in nothing the agent was shown)"
+        if origin.kind == "model"
+        else f"came from {origin.kind} content ({origin.source})"
+    )
+    return [
+        Violation(
+            rail.rule_id,
+            rail.field,
+            f"{rail.field} {repr(value) if isinstance(value, str) else value} {came}; "
+            f"it must come from {wanted}",
+        )
+    ]
 
 
 def _number(value: Any) -> Decimal | None:
@@ -89,8 +116,11 @@ class Boundaries:
                     self.allowed[rail] = frozenset(v.casefold() for v in values)
         self.spent: dict[SpendCap, Decimal] = {}
 
-    def check(self, tool_name: str, arguments: dict[str, Any]) -> BoundaryCheck:
-        """Validate and check one call; never raises for bad input from a model."""
+    def check(
+        self, tool_name: str, arguments: dict[str, Any], sources: Sources | None = None
+    ) -> BoundaryCheck:
+        """Validate and check one call; never raises for bad input from a model.
+        ``sources``: what the agent was shown, to trace each argument's origin."""
         found = self.tools.get(tool_name)
         if found is None:
             return BoundaryCheck(
@@ -121,11 +151,20 @@ class Boundaries:
                     for err in e.errors()
                 ),
             )
-        violations = [v for rail in self.rails.get(tool_name, []) for v in self._rail(rail, args)]
-        return BoundaryCheck(found, args, tuple(violations))
+        provenance = (
+            {name: sources.origin_of(getattr(args, name)) for name in type(args).model_fields}
+            if sources is not None
+            else {}
+        )
+        violations = [
+            v for rail in self.rails.get(tool_name, []) for v in self._rail(rail, args, provenance)
+        ]
+        return BoundaryCheck(found, args, tuple(violations), provenance)
 
-    def _rail(self, rail: Rail, args: BaseModel) -> list[Violation]:
+    def _rail(self, rail: Rail, args: BaseModel, provenance: dict[str, Origin]) -> list[Violation]:
         value = getattr(args, rail.field, None)
+        if isinstance(rail, Provenance):
+            return _provenance(rail, value, provenance.get(rail.field, MADE_UP))
         if isinstance(rail, AllowedValues):
             allowed = self.allowed[rail]
             if value is None or str(value).casefold() not in allowed:

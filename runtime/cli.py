@@ -74,7 +74,7 @@ def _options(
 # Off a terminal (a pipe, a file, CI logs), lines are not cut to 80 columns: a post-mortem
 # must not lose the end of a reason.
 _TTY = sys.stdout.isatty()
-out = Console(highlight=False, width=None if _TTY else 200, soft_wrap=not _TTY)
+out = Console(highlight=False, width=None if _TTY else 10_000, soft_wrap=not _TTY)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Db = Annotated[
@@ -738,6 +738,14 @@ def _stage_extra(stage: str, detail: dict[str, Any]) -> str:
         return f" [dim](tier {detail.get('tier')}; rules {', '.join(detail.get('rules', []))})[/]"
     if stage == "execution" and detail.get("effect_key"):
         return f" [dim](effect {detail['effect_key']})[/]"
+    origins = detail.get("provenance")
+    if stage == "boundaries" and isinstance(origins, dict) and origins:
+        traced = ", ".join(
+            f"{name} ← {o.get('origin')}" + (f" {o['source']}" if o.get("source") else "")
+            for name, o in origins.items()
+            if isinstance(o, dict)
+        )
+        return f" [dim](origins: {_esc(traced)})[/]"
     return ""
 
 

@@ -37,6 +37,7 @@ from tether.memory.events import (
     Event,
     GovernanceDecided,
     StageEvent,
+    TaskAssigned,
 )
 from tether.memory.sources import Ids
 from tether.memory.store import Journal
@@ -46,6 +47,7 @@ from .budget import StepLedger
 from .delegate import Delegate
 from .governance import Governance
 from .inbox import Inbox
+from .provenance import Sources
 
 Outcome = Literal["executed", "denied", "failed"]
 
@@ -96,8 +98,14 @@ class Gate:
         ids: Ids,
         context: dict[str, Any],
         policy: str,
+        untrusted_input: tuple[str, ...] = (),
     ) -> None:
         self.agent = agent
+        self.untrusted_input = untrusted_input
+        """Paths of the episode's input a third party wrote (``Topology.untrusted_input``)."""
+        self.sources = Sources()
+        """What the agent has been shown, by origin: the context is the system's."""
+        self.sources.add(context, "context", "system")
         self.policy = policy
         """The hash of the topology's policy (``Topology.policy_hash``), for the audit."""
         self._episode_text, self._stream_text = str(episode_id), str(journal.stream_id)
@@ -117,7 +125,9 @@ class Gate:
 
     def observe(self, event: Event) -> None:
         """Fold one event of the agent's stream into the gate's state."""
-        if isinstance(event, ActionProposed):
+        if isinstance(event, TaskAssigned):
+            self._learn_task(event)
+        elif isinstance(event, ActionProposed):
             self.actions = max(self.actions, event.action)
             self.open[event.action] = _Open(
                 event.tool, event.arguments, f"{event.originator_id}/{event.originator_version}"
@@ -137,8 +147,24 @@ class Gate:
             opened.executed = True  # the tool ran (or its effect was fed back): a step used
             if event.decision == "ok":
                 self.boundaries.note_executed(opened.tool, opened.arguments)
+                found = self.boundaries.tools.get(opened.tool)
+                kind = found.output if found is not None else "untrusted"
+                self.sources.add(event.result, f"{opened.tool}#{event.action}", kind)
         elif isinstance(event, ActionRecorded):
             self.open.pop(event.action, None)
+
+    def _learn_task(self, event: TaskAssigned) -> None:
+        """What a task shows the agent: the operator's input (but for the parts the
+        topology calls untrusted), or, from another agent, its words and that input."""
+        task = event.task
+        if event.by == "operator":
+            self.sources.add(task, "task", "operator", untrusted=self.untrusted_input)
+            return
+        handed = task.get("input")
+        if isinstance(handed, dict):
+            self.sources.add(handed, "task.input", "operator", untrusted=self.untrusted_input)
+        rest = {k: v for k, v in task.items() if k != "input"}
+        self.sources.add(rest, f"task from {event.by}", "agent")
 
     def audit(self, event: Event) -> dict[str, Any] | None:
         """The audit record of a decision the gate recorded (``memory/audit.py``): rule
@@ -183,13 +209,14 @@ class Gate:
             ActionProposed, action=n, call_id=call.id, tool=call.name, arguments=call.arguments
         )
         # 1. boundaries
-        check = self.boundaries.check(call.name, call.arguments)
+        check = self.boundaries.check(call.name, call.arguments, self.sources)
         self._record(
             BoundariesChecked,
             action=n,
             decision="pass" if check.passed else "deny",
             reason=check.reason,
             violations=[v.as_dict() for v in check.violations],
+            provenance={name: o.as_dict() for name, o in check.provenance.items()},
         )
         if not check.passed or check.tool is None or check.args is None:
             return self._end(n, "denied", "boundaries", f"denied by boundaries: {check.reason}")
@@ -304,16 +331,17 @@ class Gate:
             if item.status != "granted":
                 return self._end(action, "denied", "approval", f"denied: {who}")
             # The world may have moved on while a person decided: check the rails again.
-            check = self.boundaries.check(opened.tool, opened.arguments)
+            check = self.boundaries.check(opened.tool, opened.arguments, self.sources)
             self._record(
                 BoundariesChecked,
                 action=action,
                 decision="pass" if check.passed else "deny",
                 reason=f"checked again after approval: {check.reason}",
                 violations=[v.as_dict() for v in check.violations],
+                provenance={name: o.as_dict() for name, o in check.provenance.items()},
             )
         elif opened.cleared:
-            check = self.boundaries.check(opened.tool, opened.arguments)
+            check = self.boundaries.check(opened.tool, opened.arguments, self.sources)
         else:
             return self._end(
                 action, "failed", "record", "interrupted before it was cleared to run; not executed"

@@ -163,6 +163,7 @@ class Host:
             ids=self.ids,
             context=context,
             policy=self.policy,
+            untrusted_input=self.topology.untrusted_input,
         )
         tools = tuple(t.spec() for t in spec.all_tools().values())
         loop = AgentLoop(

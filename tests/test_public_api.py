@@ -72,6 +72,7 @@ SURFACES = {
         "Budget",
         "Grant",
         "Loaded",
+        "Provenance",
         "Role",
         "SpendCap",
         "Supervisor",

@@ -22,6 +22,7 @@ from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import (
     Agent,
     Grant,
+    Provenance,
     Role,
     SpendCap,
     Supervisor,
@@ -59,7 +60,7 @@ def with_refund_cap(topology: Topology, cap: str) -> Topology:
         if isinstance(r, SpendCap)
         else r
         for r in refunds.rails
-        if not (getattr(r, "field", "") == "recipient")
+        if not (getattr(r, "field", "") == "recipient" or isinstance(r, Provenance))
     )
     changed = dataclasses.replace(refunds, rails=rails)
     children = tuple(changed if a.name == "refunds" else a for a in topology.root.children)

@@ -25,6 +25,7 @@ from .spec import (
     ApprovalThreshold,
     Budget,
     Grant,
+    Provenance,
     Role,
     SpendCap,
     Supervisor,
@@ -78,7 +79,7 @@ def _same_order(args: OrderLookup, result: dict[str, Any]) -> str | None:
     return None if result.get("order_id") == args.order_id else "returned another order"
 
 
-@tool(read_only=True, idempotent=True, verify=_same_order)
+@tool(read_only=True, idempotent=True, verify=_same_order, output="system")
 def lookup_order(args: OrderLookup, ctx: ToolContext) -> dict[str, Any]:
     """Look an order up in the order system."""
     order = ORDERS.get(args.order_id)
@@ -215,6 +216,7 @@ refunds_model = ScriptedModel(
 
 topology = Topology(
     name="refund_desk",
+    untrusted_input=("ticket.text",),
     root=Supervisor(
         name="desk",
         budget=Budget(steps=20),
@@ -255,6 +257,21 @@ topology = Topology(
                     AllowedValues(
                         tool="issue_refund", field="recipient", from_context="customer.email"
                     ),
+                    # Whatever the amount: the money goes where the customer record says,
+                    # as much as the order system says, never what a ticket's text says.
+                    Provenance(
+                        tool="issue_refund",
+                        field="recipient",
+                        origins=("system",),
+                        source="context.customer",
+                    ),
+                    Provenance(
+                        tool="issue_refund",
+                        field="amount",
+                        origins=("system",),
+                        source="lookup_order",
+                    ),
+                    Provenance(tool="send_email", field="to"),
                     AllowedValues(tool="send_email", field="to", from_context="customer.email"),
                     AllowedValues(tool="record_fact", field="subject", from_context="customer.id"),
                 ),

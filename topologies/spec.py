@@ -22,6 +22,9 @@ from tether.agents.tools import HANDOFF, PAGE_BACK, Tool, handoff, page_back
 from tether.memory.org import FactPolicy
 from tether.runtime.errors import TopologyError
 
+ORIGINS = ("operator", "system", "agent", "untrusted", "model")
+"""Where an argument can come from, most trusted first (``runtime/provenance.py``)."""
+
 Tier = Literal["low", "medium", "high"]
 TIERS: tuple[Tier, ...] = ("low", "medium", "high")
 
@@ -105,7 +108,27 @@ class SpendCap:
         return f"cap:{self.tool}.{self.field}"
 
 
-Rail = AllowedValues | SpendCap
+@dataclass(frozen=True)
+class Provenance:
+    """Rail: an argument must come from where the rule says (``runtime/provenance.py``):
+    the operator's task, the system's records, never text a third party wrote."""
+
+    tool: str
+    """The tool whose argument is checked."""
+    field: str
+    """The argument (``recipient``)."""
+    origins: tuple[str, ...] = ("operator", "system")
+    """Origins allowed: operator, system, agent, untrusted, model."""
+    source: str | None = None
+    """Also demand this source, or a part of it (``context.customer``: the customer
+    record; ``result of lookup_order``: that tool's results)."""
+
+    @property
+    def rule_id(self) -> str:
+        return f"origin:{self.tool}.{self.field}"
+
+
+Rail = AllowedValues | SpendCap | Provenance
 
 
 @dataclass(frozen=True)
@@ -169,6 +192,9 @@ class Topology:
     """The root supervisor."""
     facts: FactPolicy = field(default_factory=FactPolicy)
     """How conflicting org-memory facts from different agents are settled."""
+    untrusted_input: tuple[str, ...] = ()
+    """Dotted paths of the episode's input that a third party wrote (``ticket.text``):
+    untrusted content for argument provenance, though the operator passed them on."""
 
     def __post_init__(self) -> None:
         problems = problems_of(self)
@@ -320,8 +346,8 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
                 )
     for i, rail in enumerate(agent.rails):
         rp = f"{p}.rails[{i}]"
-        if not isinstance(rail, AllowedValues | SpendCap):
-            out.append(f"{rp}: must be AllowedValues or SpendCap")
+        if not isinstance(rail, AllowedValues | SpendCap | Provenance):
+            out.append(f"{rp}: must be AllowedValues, SpendCap or Provenance")
             continue
         if rail.tool not in tools:
             out.append(
@@ -336,6 +362,12 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
             out.append(f"{rp}: allows nothing; give values or from_context")
         if isinstance(rail, SpendCap) and rail.per_call is None and rail.per_episode is None:
             out.append(f"{rp}: caps nothing; give per_call or per_episode")
+        if isinstance(rail, Provenance):
+            unknown = [o for o in rail.origins if o not in ORIGINS]
+            if unknown or not rail.origins:
+                out.append(
+                    f"{rp}.origins: {list(rail.origins)} must name one or more of {list(ORIGINS)}"
+                )
     return out
 
 

@@ -1,0 +1,136 @@
+"""Argument provenance: where each value an agent passes to a tool came from.
+
+A model's tool call is text; tether does not trust it to say where its values came from.
+It knows instead everything the agent was shown, and from where: the operator's task,
+the episode's context (records from the system), tool results (system data or untrusted
+content, as each tool declares), notes from another agent. Each argument is traced to the
+most trusted place it appears in verbatim; a value that appears only inside free text is
+traced to the least trusted text that holds it; a value that appears nowhere was made up
+by the model.
+
+Origins, most trusted first:
+
+- ``operator``: the task of the operator or user who started the episode;
+- ``system``: structured records: the context, results of tools that return system data;
+- ``agent``: what another agent wrote when it handed the task over;
+- ``untrusted``: content a third party wrote: results of other tools, parts of the task
+  the topology declares untrusted (a ticket's text), anything quoted from them;
+- ``model``: found nowhere: the model produced it.
+
+Rules (``Provenance`` rails) demand an origin, and maybe a source: "the refund recipient
+must come from the customer record", so an instruction injected into a ticket cannot
+choose it, whatever the amount.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from tether.topologies.spec import ORIGINS
+
+_RANK = {o: i for i, o in enumerate(ORIGINS)}
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value came from."""
+
+    kind: str
+    """One of ``ORIGINS``."""
+    source: str
+    """Where exactly: ``context.customer.email``, ``task.ticket.text``, ``result of
+    lookup_order (action 1).total``; empty for ``model``."""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"origin": self.kind, "source": self.source}
+
+
+MADE_UP = Origin("model", "")
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float | Decimal):
+        try:
+            return Decimal(str(value)).normalize()
+        except InvalidOperation:
+            return None
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return Decimal(value.strip()).normalize()
+    return None
+
+
+def _leaves(value: Any, path: str) -> Iterable[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{path}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith((p + ".", p + "[")) for p in prefixes)
+
+
+class Sources:
+    """Everything one agent has been shown, with its origin."""
+
+    def __init__(self) -> None:
+        self._exact: dict[str, Origin] = {}
+        self._numbers: dict[Decimal, Origin] = {}
+        self._texts: list[tuple[str, frozenset[Decimal], Origin]] = []
+
+    def add(self, value: Any, path: str, kind: str, *, untrusted: tuple[str, ...] = ()) -> None:
+        """Note what ``value`` (a task, a record, a result) holds, found at ``path``.
+        Parts under an ``untrusted`` path (relative to ``path``) are untrusted content."""
+        prefixes = tuple(f"{path}.{u}" for u in untrusted)
+        for where, leaf in _leaves(value, path):
+            origin = Origin("untrusted" if _under(where, prefixes) else kind, where)
+            number = _number(leaf)
+            if number is not None:
+                self._keep(self._numbers, number, origin)
+            if isinstance(leaf, str) and leaf.strip():
+                self._keep(self._exact, leaf.strip().casefold(), origin)
+                if origin.kind in ("agent", "untrusted") and number is None:
+                    tokens = frozenset(
+                        n for m in _NUMBER.findall(leaf) if (n := _number(m)) is not None
+                    )
+                    self._texts.append((leaf.casefold(), tokens, origin))
+
+    @staticmethod
+    def _keep(index: dict[Any, Origin], key: Any, origin: Origin) -> None:
+        known = index.get(key)
+        if known is None or _RANK[origin.kind] < _RANK[known.kind]:
+            index[key] = origin
+
+    def origin_of(self, value: Any) -> Origin:
+        """Where one argument came from (for a list or an object: its least trusted part)."""
+        if isinstance(value, dict | list | tuple):
+            found = [self.origin_of(leaf) for _, leaf in _leaves(value, "")]
+            return max(found, key=lambda o: _RANK[o.kind], default=MADE_UP)
+        number = _number(value)
+        if number is not None:
+            known = self._numbers.get(number)
+            if known is not None:
+                return known
+            inside = [o for _, tokens, o in self._texts if number in tokens]
+        elif isinstance(value, str) and value.strip():
+            key = value.strip().casefold()
+            known = self._exact.get(key)
+            if known is not None:
+                return known
+            inside = [o for text, _, o in self._texts if key in text]
+        else:
+            return MADE_UP  # None, True, False: chosen, not quoted
+        if inside:
+            return max(inside, key=lambda o: _RANK[o.kind])
+        return MADE_UP
