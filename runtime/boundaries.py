@@ -16,6 +16,7 @@ from tether.agents.tools import HANDOFF, Tool
 from tether.topologies.spec import Agent, AllowedValues, Provenance, Rail, SpendCap
 
 from .provenance import MADE_UP, Origin, Sources
+from .secrets import handles
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ class Boundaries:
                     values = {*rail.values, *([str(extra)] if extra is not None else [])}
                     self.allowed[rail] = frozenset(v.casefold() for v in values)
         self.spent: dict[SpendCap, Decimal] = {}
+        self.secrets = {g.tool: frozenset(g.secrets) for g in agent.role.grants}
+        """The secrets each tool may receive, by its grant."""
 
     def check(
         self, tool_name: str, arguments: dict[str, Any], sources: Sources | None = None
@@ -158,6 +161,16 @@ class Boundaries:
         )
         violations = [
             v for rail in self.rails.get(tool_name, []) for v in self._rail(rail, args, provenance)
+        ]
+        granted = self.secrets.get(tool_name, frozenset())
+        violations += [
+            Violation(
+                f"secret:{tool_name}",
+                "arguments",
+                f"secret://{name} is not granted to {tool_name}; grant it with "
+                f"Grant({tool_name!r}, secrets=({name!r},))",
+            )
+            for name in sorted(handles(args) - granted)
         ]
         return BoundaryCheck(found, args, tuple(violations), provenance)
 

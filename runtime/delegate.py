@@ -27,6 +27,8 @@ from tether.memory.sources import Clock
 from tether.memory.store import Store, new_event
 from tether.runtime.errors import ToolError, TransientToolError
 
+from .secrets import EnvSecrets, Scrubber, Secrets, reveal
+
 
 @dataclass(frozen=True)
 class Execution:
@@ -64,7 +66,11 @@ class Delegate:
         attempts: int = 3,
         backoff_s: float = 0.05,
         facts: FactPolicy | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
+        self.secrets: Secrets = secrets if secrets is not None else EnvSecrets()
+        self.scrub = Scrubber(self.secrets)
+        """Takes every secret value out of what a tool gives back, before it is recorded."""
         self.store = store
         self.facts = facts or FactPolicy()
         self._org: OrgMemory | None = None
@@ -107,11 +113,11 @@ class Delegate:
             nonlocal attempts
             attempts += 1
             facts.clear()
-            out = tool.fn(args, ctx)
+            out = tool.fn(reveal(args, self.secrets), ctx)  # handles resolved here only
             if isinstance(out, BaseModel):
-                return out.model_dump(mode="json")
+                return dict(self.scrub(out.model_dump(mode="json")))
             if isinstance(out, dict):
-                return out
+                return dict(self.scrub(out))
             raise ToolError(
                 tool.name, f"returned {type(out).__name__}; return a dict or a pydantic model"
             )
@@ -131,7 +137,7 @@ class Delegate:
                 )
                 result = retrying(once)
         except Exception as e:  # a tool's failure is an outcome of the action, not a crash
-            return Execution(None, f"{type(e).__name__}: {e}", attempts, key)
+            return Execution(None, self.scrub.text(f"{type(e).__name__}: {e}"), attempts, key)
         events: list[Event] = []
         if key is not None:
             events.append(
@@ -183,9 +189,9 @@ class Delegate:
             e
             for f in facts
             for e in org.offer(
-                f.subject,
-                f.key,
-                f.statement,
+                self.scrub.text(f.subject),
+                self.scrub.text(f.key),
+                self.scrub.text(f.statement),
                 source,
                 self.clock.now(),
                 self.facts,

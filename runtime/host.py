@@ -32,6 +32,7 @@ from .delegate import Delegate
 from .gate import Gate
 from .governance import Governance
 from .inbox import Inbox
+from .secrets import Secrets
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Host:
         *,
         inbox: Inbox | None = None,
         delegate: Delegate | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         self.topology = topology
         self.policy = topology.policy_hash()
@@ -75,7 +77,7 @@ class Host:
         self.clock = clock
         self.ids = ids
         self.inbox = inbox or Inbox(store, clock)
-        self.delegate = delegate or Delegate(store, clock, facts=topology.facts)
+        self.delegate = delegate or Delegate(store, clock, facts=topology.facts, secrets=secrets)
         self.agents: dict[tuple[uuid.UUID, str], AgentRuntime] = {}
         self.supervisors: dict[uuid.UUID, StepLedger] = {}
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}

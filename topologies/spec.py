@@ -59,6 +59,8 @@ class Grant:
     """Risk tier of a call; None derives it: read-only → low, destructive → high, else medium."""
     approval: ApprovalThreshold | None = None
     """Ask a person when an argument passes a threshold."""
+    secrets: tuple[str, ...] = ()
+    """Names of the secrets whose handles (``secret://name``) the tool may receive."""
 
 
 @dataclass(frozen=True)
