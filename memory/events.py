@@ -401,6 +401,8 @@ class ApprovalRequested(Event):
     """Why approval is needed."""
     subject: str | None = None
     """The episode's data subject (its decisions are sealed under the same key)."""
+    deadline: datetime | None = None
+    """When an undecided request is denied as ``timed_out``; None = it waits forever."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -425,6 +427,14 @@ class ApprovalDenied(Event):
     """Who."""
     reason: str
     """Why, in their words."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalTimedOut(Event):
+    """No one decided before the deadline: the request is denied, as ``timed_out``."""
+
+    deadline: datetime
+    """The deadline that passed."""
 
 
 # --- the effects ledger -------------------------------------------------------------

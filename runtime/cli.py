@@ -138,7 +138,7 @@ def _db_flag(db: str | None) -> str:
 @app.command()
 @handled
 def demo(db: Db = None, address: Address = None) -> None:
-    """Run the refund desk to completion, unattended, and summarize what the gate did."""
+    """Run the refund desk until it finishes or waits for a person; summarize the gate."""
     from tether.runtime.launch import run
     from tether.topologies.loader import load_module
 
@@ -777,26 +777,119 @@ def inbox_list(
     from tether.runtime.inbox import Inbox
 
     with Store(db) as store:
-        items = Inbox(store, SystemClock()).items(None if everything else "pending")
+        inbox = Inbox(store, SystemClock())
+        inbox.expire()
+        items = inbox.items(None if everything else "pending")
+    # What interrupts a person comes first: high tier, then medium, oldest first.
+    items.sort(key=lambda i: (i.status != "pending", i.request.tier != "high"))
     if as_json:
         out.print_json(data=[i.as_dict() for i in items])
         return
-    table = _table("id", "status", "tier", "agent", "tool", "arguments", "why", "episode")
+    _inbox_table(items)
+    if not items:
+        out.print("nothing waits for a person")
+
+
+def _inbox_table(items: list[Any]) -> None:
+    table = _table("id", "status", "tier", "agent", "tool", "arguments", "why", "deadline")
     for i in items:
         r = i.request
         table.add_row(
             str(i.id),
             i.status,
-            r.tier,
+            r.tier + (" (now)" if r.tier == "high" and i.status == "pending" else ""),
             r.agent,
             r.tool,
             json.dumps(r.arguments, sort_keys=True),
             r.reason,
-            str(r.episode_id),
+            r.deadline.isoformat(timespec="seconds") if r.deadline else "none",
         )
-    out.print(table)
-    if not items:
-        out.print("nothing waits for a person")
+    if items:
+        out.print(table)
+
+
+@inbox_app.command("show")
+@handled
+def inbox_show(
+    approval: Annotated[str, typer.Argument(help="The request id.")],
+    db: Db = None,
+    as_json: Json = False,
+) -> None:
+    """Show one request: what, who asked, why, the rules, its deadline and outcome."""
+    from tether.runtime.inbox import Inbox
+
+    with Store(db) as store:
+        inbox = Inbox(store, SystemClock())
+        inbox.expire()
+        item = inbox.get(approval)
+    data = item.as_dict()
+    if as_json:
+        out.print_json(data=data)
+        return
+    for key, value in data.items():
+        shown = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+        out.print(f"{key + ':':16} {shown}", markup=False)
+
+
+@inbox_app.command("digest")
+@handled
+def inbox_digest(
+    db: Db = None,
+    as_json: Json = False,
+    approve: Annotated[
+        str | None,
+        typer.Option("--approve", metavar="DIGEST", help="Approve the digest with this id."),
+    ] = None,
+    deny: Annotated[
+        str | None,
+        typer.Option("--deny", metavar="DIGEST", help="Deny the digest with this id."),
+    ] = None,
+    skip: Annotated[
+        list[str] | None,
+        typer.Option("--except", help="A request to leave pending; repeat for more."),
+    ] = None,
+    approver: Approver = None,
+    reason: Reason = "",
+) -> None:
+    """The medium-tier batch: show it, then approve or deny it (all, or all --except some)
+    in one command, naming the digest id you reviewed."""
+    from tether.runtime.errors import ConfigError
+    from tether.runtime.inbox import Inbox
+
+    if approve and deny:
+        raise ConfigError("--approve and --deny: give one of them")
+    with Store(db) as store:
+        inbox = Inbox(store, SystemClock())
+        inbox.expire()
+        if approve or deny:
+            who = approver or _current_user()
+            decided = inbox.decide_digest(
+                str(approve or deny), bool(approve), who, reason, skip=skip or ()
+            )
+            for item in decided:
+                out.print(f"{item.status}: {item.id} ({item.request.tool} by {item.request.agent})")
+            left = len(skip or ())
+            out.print(
+                f"{len(decided)} {'approved' if approve else 'denied'} as {who}"
+                + (f"; {left} left pending" if left else "")
+                + f". continue each episode with: {_prog()} resume EPISODE{_db_flag(db)}",
+                markup=False,
+            )
+            return
+        digest = inbox.digest()
+    if as_json:
+        out.print_json(data={"digest": digest.id, "items": [i.as_dict() for i in digest.items]})
+        return
+    if not digest.items:
+        out.print("no medium-tier request waits")
+        return
+    _inbox_table(list(digest.items))
+    out.print(
+        f"digest {digest.id}: {len(digest.items)} requests. decide them all: "
+        f"{_prog()} inbox digest --approve {digest.id} [--except ID ...] --reason WHY"
+        f"{_db_flag(db)}",
+        markup=False,
+    )
 
 
 Approver = Annotated[

@@ -41,6 +41,7 @@ from tether.memory.events import (
 )
 from tether.memory.sources import Ids
 from tether.memory.store import Journal
+from tether.topologies.spec import Approvals
 
 from .boundaries import Boundaries
 from .budget import StepLedger
@@ -99,7 +100,10 @@ class Gate:
         context: dict[str, Any],
         policy: str,
         untrusted_input: tuple[str, ...] = (),
+        approvals: Approvals | None = None,
     ) -> None:
+        self.approvals = approvals or Approvals()
+        """Deadlines of this agent's approval requests, per tier."""
         self.agent = agent
         self.untrusted_input = untrusted_input
         """Paths of the episode's input a third party wrote (``Topology.untrusted_input``)."""
@@ -269,20 +273,21 @@ class Gate:
                 tier=decision.tier,
                 reason=f"waiting for a person: {decision.reason}",
             )
-            self.journal.flush(
-                self.inbox.request(
-                    approval_id,
-                    episode_id=self.episode_id,
-                    agent=self.agent,
-                    action=n,
-                    tool=tool.name,
-                    arguments=call.arguments,
-                    tier=decision.tier,
-                    rules=list(decision.rules),
-                    reason=decision.reason,
-                    subject=self.journal.subject,
-                )
+            request = self.inbox.request(
+                approval_id,
+                self.approvals.deadline(decision.tier),
+                episode_id=self.episode_id,
+                agent=self.agent,
+                action=n,
+                tool=tool.name,
+                arguments=call.arguments,
+                tier=decision.tier,
+                rules=list(decision.rules),
+                reason=decision.reason,
+                subject=self.journal.subject,
             )
+            self.journal.flush(request)
+            self.inbox.opened(request)
             return ActionResult(
                 n,
                 tool.name,
@@ -319,7 +324,12 @@ class Gate:
                     f"waiting for approval {item.id}",
                     approval_id=str(item.id),
                 )
-            who = f"{item.status} by {item.approver}: {item.reason or 'no reason given'}"
+            timed_out = item.status == "timed_out"
+            who = (
+                str(item.reason)
+                if timed_out
+                else f"{item.status} by {item.approver}: {item.reason or 'no reason given'}"
+            )
             self._record(
                 ApprovalSettled,
                 action=action,
@@ -329,7 +339,8 @@ class Gate:
                 approver=item.approver,
             )
             if item.status != "granted":
-                return self._end(action, "denied", "approval", f"denied: {who}")
+                said = "timed out" if timed_out else "denied"
+                return self._end(action, "denied", "approval", f"{said}: {who}")
             # The world may have moved on while a person decided: check the rails again.
             check = self.boundaries.check(opened.tool, opened.arguments, self.sources)
             self._record(

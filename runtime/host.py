@@ -166,6 +166,7 @@ class Host:
             context=context,
             policy=self.policy,
             untrusted_input=self.topology.untrusted_input,
+            approvals=self.topology.approvals,
         )
         tools = tuple(t.spec() for t in spec.all_tools().values())
         loop = AgentLoop(

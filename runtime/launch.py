@@ -17,6 +17,7 @@ from tether.runtime.errors import EpisodeNotFound
 from tether.topologies.loader import Loaded, load_source
 from tether.topologies.spec import Topology
 
+from .inbox import Inbox
 from .supervisor import EpisodeReport, RayHost, RootSupervisor
 
 
@@ -65,6 +66,8 @@ def resume(
         if not events or not isinstance(events[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
         runnable(events[0])
+        # Requests past their deadline are denied as timed out before anyone goes on.
+        Inbox(store, SystemClock()).expire()
         if topology is not None:
             loaded = Loaded(topology, events[0].source)
         else:

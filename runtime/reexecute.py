@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,8 +39,10 @@ from tether.memory.events import (
     ApprovalDenied,
     ApprovalGranted,
     ApprovalRequested,
+    ApprovalTimedOut,
     EpisodeResumed,
     EpisodeStarted,
+    Event,
     ModelResponded,
     agent_stream_id,
 )
@@ -50,7 +52,7 @@ from tether.topologies.spec import Topology
 
 from .delegate import Delegate, Execution
 from .host import Host
-from .inbox import Inbox, InboxItem
+from .inbox import Inbox, InboxItem, fold
 from .supervisor import LocalHost, RootSupervisor
 
 
@@ -139,7 +141,7 @@ class RecordedInbox(Inbox):
         self,
         store: Store,
         clock: Any,
-        decisions: dict[uuid.UUID, tuple[int, ApprovalGranted | ApprovalDenied]],
+        decisions: Mapping[uuid.UUID, tuple[int, Event]],
     ) -> None:
         super().__init__(store, clock)
         self.decisions = decisions
@@ -151,11 +153,10 @@ class RecordedInbox(Inbox):
         found = self.decisions.get(item.id)
         if found is None or found[0] > self.visible_until:
             return item
-        decision = found[1]
         self.fed += 1
-        if isinstance(decision, ApprovalGranted):
-            return InboxItem(item.id, item.request, "granted", decision.approver, decision.reason)
-        return InboxItem(item.id, item.request, "denied", decision.approver, decision.reason)
+        decided = fold([item.request, found[1]])
+        assert decided is not None
+        return decided
 
 
 class RecordedClock:
@@ -206,7 +207,7 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
     decisions = {
         e.originator_id: (n, e)
         for n, e in store.read_streams(approvals)
-        if isinstance(e, ApprovalGranted | ApprovalDenied)
+        if isinstance(e, ApprovalGranted | ApprovalDenied | ApprovalTimedOut)
     }
     requests = [
         (n, e) for n, e in store.read_streams(approvals) if isinstance(e, ApprovalRequested)

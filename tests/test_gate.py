@@ -137,11 +137,16 @@ class Run:
     """One episode of a one-agent fleet, in process."""
 
     def __init__(
-        self, store: Store, topology: Topology, context: dict[str, Any] | None = None
+        self,
+        store: Store,
+        topology: Topology,
+        context: dict[str, Any] | None = None,
+        *,
+        first_id: int = 1,
     ) -> None:
         self.store = store
         self.topology = topology
-        self.clock, self.ids = StepClock(), SequentialIds()
+        self.clock, self.ids = StepClock(), SequentialIds(first_id)
         self.report = self._supervisor().start({"do": "it"}, context or {})
         self.episode = self.report.episode_id
 

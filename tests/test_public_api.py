@@ -69,6 +69,7 @@ SURFACES = {
         "Agent",
         "AllowedValues",
         "ApprovalThreshold",
+        "Approvals",
         "Budget",
         "Grant",
         "Loaded",

@@ -4,6 +4,7 @@ from .loader import Loaded, load_file, load_module
 from .spec import (
     Agent,
     AllowedValues,
+    Approvals,
     ApprovalThreshold,
     Budget,
     Grant,
@@ -18,6 +19,7 @@ __all__ = [
     "Agent",
     "AllowedValues",
     "ApprovalThreshold",
+    "Approvals",
     "Budget",
     "Grant",
     "Loaded",

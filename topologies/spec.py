@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -47,6 +48,21 @@ class ApprovalThreshold:
     """Values strictly greater need approval."""
     tier: Tier = "high"
     """The tier the approval is asked at."""
+
+
+@dataclass(frozen=True)
+class Approvals:
+    """How long a request may wait for a person; past its deadline it is denied, recorded
+    as ``timed_out`` (distinct from a person's ``denied``)."""
+
+    medium: timedelta | None = timedelta(hours=24)
+    """Deadline of a medium-tier request, which joins the digest a person decides in one
+    batch; None = no deadline."""
+    high: timedelta | None = timedelta(hours=4)
+    """Deadline of a high-tier request, for which a person is interrupted now."""
+
+    def deadline(self, tier: str) -> timedelta | None:
+        return self.high if tier == "high" else self.medium
 
 
 @dataclass(frozen=True)
@@ -197,6 +213,8 @@ class Topology:
     untrusted_input: tuple[str, ...] = ()
     """Dotted paths of the episode's input that a third party wrote (``ticket.text``):
     untrusted content for argument provenance, though the operator passed them on."""
+    approvals: Approvals = field(default_factory=Approvals)
+    """Deadlines of approval requests, per tier."""
 
     def __post_init__(self) -> None:
         problems = problems_of(self)
@@ -237,7 +255,12 @@ class Topology:
             }
             for a in self.root.children
         ]
-        text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+        text = json.dumps(
+            {"agents": document, "approvals": asdict(self.approvals)},
+            sort_keys=True,
+            separators=(",", ":"),
+            default=str,
+        )
         return hashlib.sha256(text.encode()).hexdigest()
 
 
