@@ -17,11 +17,16 @@ The last line of stdout is one JSON object:
   episode (read, decode, fold; no snapshot); the median of three loads.
 - ``load_with_snapshot_ratio``: time to load that timeline from its snapshot divided by
   the time to fold it from scratch (medians of three).
+- ``policy_decision_us``: median time of one governance decision under a 50-rule policy
+  with provenance checks (``bench/policy.py``).
+- ``policy_vs_cedarpy``: that time divided by cedarpy's decision time for the equivalent
+  Cedar policy set, both parsed once, alternated call by call.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import statistics
 import sys
@@ -34,6 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bench import policy
 from tether.agents import ScriptedModel, ToolCall, ToolContext, say, tool
 from tether.memory import SequentialIds, StepClock, Store, SystemClock
 from tether.memory.codec import new_mapper
@@ -261,6 +267,7 @@ def replay(tmp: Path, actions: int = 11_112) -> dict[str, float]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+        os.environ["TETHER_AUDIT_KEY"] = str(Path(tmp) / "audit.key")
         step_us = gate_in_process(Path(tmp) / "inproc.db", 2000)
         sealed_us = gate_in_process(Path(tmp) / "sealed.db", 2000, subject="customer:ada")
         print(
@@ -276,12 +283,19 @@ def main() -> None:
         )
         stored = appends(Path(tmp))
         replayed = replay(Path(tmp))
+        decided = policy.measure()
+        print(
+            f"policy of 50 rules with provenance checks: {decided['policy_decision_us']:.1f} "
+            f"µs a decision; cedarpy: {decided['cedarpy_decision_us']:.1f} µs",
+            file=sys.stderr,
+        )
     result = {
         "gate_step_us": round(step_us, 1),
         "gate_vs_ray_call": round(governed_us / bare_us, 3),
         "sealed_vs_plain_step": round(sealed_us / step_us, 3),
         **stored,
         **replayed,
+        **decided,
         "governed_ray_call_us": round(governed_us, 1),
         "bare_ray_call_us": round(bare_us, 1),
     }

@@ -47,6 +47,8 @@ inbox_app = typer.Typer(
     help="The approvals inbox: actions waiting for a person.", no_args_is_help=True
 )
 app.add_typer(inbox_app, name="inbox")
+policy_app = typer.Typer(help="Policies an operator writes in TOML or YAML.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 audit_app = typer.Typer(
     help="The signed audit trail of every decision, and evidence bundles for auditors.",
     no_args_is_help=True,
@@ -941,6 +943,25 @@ def _current_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "operator"
+
+
+# --- policies -------------------------------------------------------------------------
+
+
+@policy_app.command("check")
+@handled
+def policy_check(
+    file: Annotated[Path, typer.Argument(help="A policy file (.toml, .yaml or .yml).")],
+) -> None:
+    """Validate a policy file: every problem at once, each with its path; exit 1 if any."""
+    from tether.topologies.policy import Policy
+
+    policy = Policy.load(file)
+    effects = sorted({r.effect for r in policy.rules})
+    out.print(
+        f"{file}: {len(policy.rules)} rules ({', '.join(effects) or 'none'}), valid",
+        markup=False,
+    )
 
 
 # --- the audit trail --------------------------------------------------------------------

@@ -9,7 +9,8 @@ out inside the gate) are values or events, never these exceptions.
     │   ├── TopologyError           a fleet definition; lists every problem with its path
     │   ├── StoreUrlError           a --db / TETHER_DB value that is not a usable URL
     │   ├── TopologyLoadError       a topology file that cannot be imported or has no fleet
-    │   └── AuditKeyError           an audit signing or public key file that cannot be used
+    │   ├── AuditKeyError           an audit signing or public key file that cannot be used
+    │   └── PolicyError             a policy (Python, TOML or YAML) with problems, with paths
     ├── StoreError                  the event store
     │   ├── StoreUnavailable        the database cannot be reached or opened
     │   ├── StreamConflict          another writer appended to the same stream first
@@ -79,6 +80,17 @@ class AuditKeyError(ConfigError):
         self.path = path
         self.reason = reason
         super().__init__(f"audit key {path}: {reason}")
+
+
+class PolicyError(ConfigError):
+    """A policy with one or more problems, each with its path."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        head = f"{source}: policy has {count} problem{'s' if count != 1 else ''}"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
 class StoreError(TetherError):

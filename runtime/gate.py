@@ -251,7 +251,7 @@ class Gate:
             reason="1 step reserved",
         )
         # 3. governance
-        decision = self.governance.decide(tool, args)
+        decision = self.governance.decide(tool, args, check.provenance)
         self._record(
             GovernanceDecided,
             action=n,

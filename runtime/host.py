@@ -159,7 +159,7 @@ class Host:
             journal=journal,
             boundaries=Boundaries(spec, context),
             ledger=ledger,
-            governance=Governance(spec),
+            governance=Governance(spec, self.topology.policy),
             inbox=self.inbox,
             delegate=self.delegate,
             ids=self.ids,

@@ -1,6 +1,7 @@
 """tether.topologies: how a user describes a fleet."""
 
 from .loader import Loaded, load_file, load_module
+from .policy import Policy, Rule, When
 from .spec import (
     Agent,
     AllowedValues,
@@ -23,11 +24,14 @@ __all__ = [
     "Budget",
     "Grant",
     "Loaded",
+    "Policy",
     "Provenance",
     "Role",
+    "Rule",
     "SpendCap",
     "Supervisor",
     "Topology",
+    "When",
     "load_file",
     "load_module",
 ]

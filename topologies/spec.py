@@ -11,6 +11,7 @@ Validation collects every problem, each with its path
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,8 @@ from tether.agents.model import Model
 from tether.agents.tools import HANDOFF, PAGE_BACK, Tool, handoff, page_back
 from tether.memory.org import FactPolicy
 from tether.runtime.errors import TopologyError
+
+from .policy import Policy
 
 ORIGINS = ("operator", "system", "agent", "untrusted", "model")
 """Where an argument can come from, most trusted first (``runtime/provenance.py``)."""
@@ -215,6 +218,8 @@ class Topology:
     untrusted content for argument provenance, though the operator passed them on."""
     approvals: Approvals = field(default_factory=Approvals)
     """Deadlines of approval requests, per tier."""
+    policy: Policy = field(default_factory=Policy)
+    """Rules on top of the roles' grants (``topologies/policy.py``)."""
 
     def __post_init__(self) -> None:
         problems = problems_of(self)
@@ -256,7 +261,11 @@ class Topology:
             for a in self.root.children
         ]
         text = json.dumps(
-            {"agents": document, "approvals": asdict(self.approvals)},
+            {
+                "agents": document,
+                "approvals": asdict(self.approvals),
+                "policy": asdict(self.policy),
+            },
             sort_keys=True,
             separators=(",", ":"),
             default=str,
@@ -303,6 +312,18 @@ def problems_of(topology: Topology) -> list[str]:
                 out.append(
                     f"{path}.children[{i}].handoffs[{j}]: an agent cannot hand off to itself"
                 )
+    if not isinstance(topology.policy, Policy):
+        return [*out, f"{name}.policy: must be a Policy (or Policy.load('policy.toml'))"]
+    out += topology.policy.problems(f"{name}.policy")
+    tools = {t for a in root.children if isinstance(a, Agent) for t in a.all_tools()}
+    for i, rule in enumerate(topology.policy.rules):
+        for field_name, known_names in (("tools", tools), ("agents", known)):
+            for pattern in getattr(rule, field_name, ()):
+                if isinstance(pattern, str) and not fnmatch.filter(sorted(known_names), pattern):
+                    out.append(
+                        f"{name}.policy.rules[{i}].{field_name}: {pattern!r} matches no "
+                        f"{field_name[:-1]} of the topology; it has {sorted(known_names)}"
+                    )
     return out
 
 
