@@ -6,14 +6,30 @@ spend caps, handoff targets) refuse what can never be allowed. Code, never a pro
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
 from tether.agents.tools import HANDOFF, Tool
-from tether.topologies.spec import Agent, AllowedValues, Provenance, Rail, SpendCap
+from tether.topologies.spec import (
+    Agent,
+    AllowedDomains,
+    AllowedPaths,
+    AllowedValues,
+    Forbidden,
+    Provenance,
+    Rail,
+    RateLimit,
+    ReadOnly,
+    SpendCap,
+)
 
 from .provenance import MADE_UP, Origin, Sources
 from .secrets import handles
@@ -98,11 +114,25 @@ def _number(value: Any) -> Decimal | None:
 class Boundaries:
     """Stage 1 for one agent: schema plus rails, with per-episode spend kept here."""
 
-    def __init__(self, agent: Agent, context: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        context: dict[str, Any],
+        fleet: dict[tuple[str, str], Decimal] | None = None,
+    ) -> None:
         self.tools = agent.all_tools()
         self.rails: dict[str, list[Rail]] = {}
+        self.read_only = [r for r in agent.rails if isinstance(r, ReadOnly)]
         for rail in agent.rails:
-            self.rails.setdefault(rail.tool, []).append(rail)
+            if not isinstance(rail, ReadOnly):
+                self.rails.setdefault(rail.tool, []).append(rail)
+        self.fleet = fleet if fleet is not None else {}
+        """What every agent of the episode spent, per (tool, argument): shared."""
+        self.calls: dict[str, list[datetime]] = {}
+        """When each tool's calls ran, for rate limits."""
+        self.patterns = {
+            r: [re.compile(p) for p in r.patterns] for r in agent.rails if isinstance(r, Forbidden)
+        }
         if agent.handoffs:
             self.rails.setdefault(HANDOFF, []).append(
                 AllowedValues(tool=HANDOFF, field="to", values=agent.handoffs)
@@ -120,10 +150,15 @@ class Boundaries:
         """The secrets each tool may receive, by its grant."""
 
     def check(
-        self, tool_name: str, arguments: dict[str, Any], sources: Sources | None = None
+        self,
+        tool_name: str,
+        arguments: dict[str, Any],
+        sources: Sources | None = None,
+        now: datetime | None = None,
     ) -> BoundaryCheck:
         """Validate and check one call; never raises for bad input from a model.
-        ``sources``: what the agent was shown, to trace each argument's origin."""
+        ``sources``: what the agent was shown, to trace each argument's origin; ``now``:
+        when the call was proposed, for rate limits."""
         found = self.tools.get(tool_name)
         if found is None:
             return BoundaryCheck(
@@ -160,8 +195,20 @@ class Boundaries:
             else {}
         )
         violations = [
-            v for rail in self.rails.get(tool_name, []) for v in self._rail(rail, args, provenance)
+            v
+            for rail in self.rails.get(tool_name, [])
+            for v in self._rail(rail, args, provenance, now)
         ]
+        if not found.read_only:
+            violations += [
+                Violation(
+                    r.rule_id,
+                    "tool",
+                    f"the agent is read-only for {r.tool!r}, and {tool_name} changes things",
+                )
+                for r in self.read_only
+                if fnmatch.fnmatchcase(tool_name, r.tool)
+            ]
         granted = self.secrets.get(tool_name, frozenset())
         violations += [
             Violation(
@@ -174,10 +221,40 @@ class Boundaries:
         ]
         return BoundaryCheck(found, args, tuple(violations), provenance)
 
-    def _rail(self, rail: Rail, args: BaseModel, provenance: dict[str, Origin]) -> list[Violation]:
+    def _rail(
+        self,
+        rail: Rail,
+        args: BaseModel,
+        provenance: dict[str, Origin],
+        now: datetime | None,
+    ) -> list[Violation]:
+        if isinstance(rail, RateLimit):
+            return self._rate(rail, now)
+        if isinstance(rail, ReadOnly):
+            return []
         value = getattr(args, rail.field, None)
         if isinstance(rail, Provenance):
             return _provenance(rail, value, provenance.get(rail.field, MADE_UP))
+        if isinstance(rail, AllowedDomains):
+            host = domain_of(value)
+            if any(host == d.casefold() or host.endswith("." + d.casefold()) for d in rail.domains):
+                return []
+            return [
+                Violation(
+                    rail.rule_id,
+                    rail.field,
+                    f"{rail.field} {value!r} is outside the allowed domains {list(rail.domains)}",
+                )
+            ]
+        if isinstance(rail, AllowedPaths):
+            return _paths(rail, value)
+        if isinstance(rail, Forbidden):
+            text = str(value)
+            if text.casefold() in {v.casefold() for v in rail.values} or any(
+                p.search(text) for p in self.patterns[rail]
+            ):
+                return [Violation(rail.rule_id, rail.field, f"{rail.field} {value!r} is forbidden")]
+            return []
         if isinstance(rail, AllowedValues):
             allowed = self.allowed[rail]
             if value is None or str(value).casefold() not in allowed:
@@ -201,6 +278,16 @@ class Boundaries:
                     f"{rail.field} {amount} exceeds the per-call cap {rail.per_call}",
                 )
             )
+        shared = self.fleet.get((rail.tool, rail.field), Decimal(0))
+        if rail.per_fleet is not None and shared + amount > rail.per_fleet:
+            out.append(
+                Violation(
+                    rail.rule_id,
+                    rail.field,
+                    f"{rail.field} {amount} would bring the fleet's total to {shared + amount}, "
+                    f"over the cap {rail.per_fleet} every agent shares",
+                )
+            )
         spent = self.spent.get(rail, Decimal(0))
         if rail.per_episode is not None and spent + amount > rail.per_episode:
             out.append(
@@ -213,10 +300,64 @@ class Boundaries:
             )
         return out
 
-    def note_executed(self, tool_name: str, arguments: dict[str, Any]) -> None:
-        """Count an executed call toward the spend caps (folded from the stream)."""
+    def _rate(self, rail: RateLimit, now: datetime | None) -> list[Violation]:
+        if now is None:
+            return []
+        since = now - timedelta(seconds=rail.per_s)
+        recent = [t for t in self.calls.get(rail.tool, []) if t > since]
+        if len(recent) < rail.calls:
+            return []
+        return [
+            Violation(
+                rail.rule_id,
+                "tool",
+                f"{rail.tool} ran {len(recent)} times in the last {rail.per_s:g} s; "
+                f"the limit is {rail.calls}",
+            )
+        ]
+
+    def note_executed(
+        self, tool_name: str, arguments: dict[str, Any], at: datetime | None = None
+    ) -> None:
+        """Count an executed call toward the caps and rate limits (folded from the
+        stream)."""
+        if at is not None:
+            self.calls.setdefault(tool_name, []).append(at)
+        counted: set[tuple[str, str]] = set()
         for rail in self.rails.get(tool_name, []):
             if isinstance(rail, SpendCap):
                 amount = _number(arguments.get(rail.field))
                 if amount is not None:
                     self.spent[rail] = self.spent.get(rail, Decimal(0)) + amount
+                    key = (rail.tool, rail.field)
+                    if key not in counted:  # once per call, however many caps name it
+                        counted.add(key)
+                        self.fleet[key] = self.fleet.get(key, Decimal(0)) + amount
+
+
+def domain_of(value: Any) -> str:
+    """The domain of an email address, or the host of a URL, lowercased."""
+    text = str(value).strip().casefold()
+    if "@" in text and "://" not in text:
+        return text.rsplit("@", 1)[1]
+    return (urlsplit(text if "://" in text else f"//{text}").hostname or "").casefold()
+
+
+def _paths(rail: AllowedPaths, value: Any) -> list[Violation]:
+    try:
+        path = os.path.realpath(str(value))
+        inside = any(
+            os.path.commonpath([path, root]) == root
+            for root in (os.path.realpath(r) for r in rail.roots)
+        )
+    except (ValueError, OSError):
+        inside = False
+    if inside:
+        return []
+    return [
+        Violation(
+            rail.rule_id,
+            rail.field,
+            f"{rail.field} {value!r} is outside the allowed directories {list(rail.roots)}",
+        )
+    ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -51,6 +51,7 @@ from .inbox import Inbox
 from .provenance import Sources
 
 Outcome = Literal["executed", "denied", "failed"]
+E = TypeVar("E", bound=Event)
 
 _AUDITED = frozenset(
     {
@@ -150,7 +151,7 @@ class Gate:
             opened = self.open[event.action]
             opened.executed = True  # the tool ran (or its effect was fed back): a step used
             if event.decision == "ok":
-                self.boundaries.note_executed(opened.tool, opened.arguments)
+                self.boundaries.note_executed(opened.tool, opened.arguments, event.at)
                 found = self.boundaries.tools.get(opened.tool)
                 kind = found.output if found is not None else "untrusted"
                 self.sources.add(event.result, f"{opened.tool}#{event.action}", kind)
@@ -209,11 +210,11 @@ class Gate:
     def submit(self, call: ToolCall) -> ActionResult:
         """Run one tool call through every stage."""
         n = self.actions + 1
-        self._record(
+        proposed = self._record(
             ActionProposed, action=n, call_id=call.id, tool=call.name, arguments=call.arguments
         )
         # 1. boundaries
-        check = self.boundaries.check(call.name, call.arguments, self.sources)
+        check = self.boundaries.check(call.name, call.arguments, self.sources, proposed.at)
         self._record(
             BoundariesChecked,
             action=n,
@@ -330,7 +331,7 @@ class Gate:
                 if timed_out
                 else f"{item.status} by {item.approver}: {item.reason or 'no reason given'}"
             )
-            self._record(
+            settled = self._record(
                 ApprovalSettled,
                 action=action,
                 decision=item.status,
@@ -342,7 +343,7 @@ class Gate:
                 said = "timed out" if timed_out else "denied"
                 return self._end(action, "denied", "approval", f"{said}: {who}")
             # The world may have moved on while a person decided: check the rails again.
-            check = self.boundaries.check(opened.tool, opened.arguments, self.sources)
+            check = self.boundaries.check(opened.tool, opened.arguments, self.sources, settled.at)
             self._record(
                 BoundariesChecked,
                 action=action,
@@ -484,5 +485,5 @@ class Gate:
             if first <= m.event <= last
         ]
 
-    def _record(self, cls: type[Event], **fields: Any) -> None:
-        self.journal.record(cls, **fields)
+    def _record(self, cls: type[E], **fields: Any) -> E:
+        return self.journal.record(cls, **fields)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -21,6 +20,7 @@ from tether.agents.tools import HANDOFF, PAGE_BACK, Tool
 from tether.topologies.policy import NUMERIC, Policy, Rule, When, as_number
 from tether.topologies.spec import Agent, Grant, Tier
 
+from .boundaries import domain_of
 from .provenance import Origin
 
 Verdict = Literal["allow", "deny", "approval"]
@@ -59,14 +59,6 @@ def _value(args: dict[str, Any], dotted: str) -> Any:
             return None
         value = value.get(part)
     return value
-
-
-def domain_of(value: Any) -> str:
-    """The domain of an email address, or the host of a URL, lowercased."""
-    text = str(value).strip().casefold()
-    if "@" in text and "://" not in text:
-        return text.rsplit("@", 1)[1]
-    return (urlsplit(text if "://" in text else f"//{text}").hostname or "").casefold()
 
 
 def _compile(cond: When) -> Check:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome
@@ -82,6 +83,8 @@ class Host:
         self.supervisors: dict[uuid.UUID, StepLedger] = {}
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}
         self.subjects: dict[uuid.UUID, str | None] = {}
+        self.fleet_spent: dict[uuid.UUID, dict[tuple[str, str], Decimal]] = {}
+        """Per episode: what all its agents spent, per (tool, argument), for fleet caps."""
         self.redactions: dict[uuid.UUID, dict[tuple[str, int], list[str]]] = {}
         """Redacted fields of each episode, read once with the episode's own stream."""
 
@@ -131,6 +134,7 @@ class Host:
         self.redactions[episode_id] = redactions(events)
         root = self.topology.root
         self.supervisors[episode_id] = StepLedger(root.name, root.budget.steps)
+        self.fleet_spent[episode_id] = {}  # every agent's spend, folded as they are rebuilt
         # The supervisor's ledger is shared: fold every agent's history into it now.
         for name in self.topology.agents():
             self.agents[(episode_id, name)] = self._rebuild(episode_id, name)
@@ -157,7 +161,7 @@ class Host:
             agent=name,
             episode_id=episode_id,
             journal=journal,
-            boundaries=Boundaries(spec, context),
+            boundaries=Boundaries(spec, context, self.fleet_spent[episode_id]),
             ledger=ledger,
             governance=Governance(spec, self.topology.policy),
             inbox=self.inbox,

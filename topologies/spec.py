@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -123,10 +124,95 @@ class SpendCap:
     """Largest value one call may carry; None = no per-call cap."""
     per_episode: Decimal | None = None
     """Largest sum over the agent's executed calls in the episode; None = no cap."""
+    per_fleet: Decimal | None = None
+    """Largest sum over every agent's executed calls of this tool in the episode: one cap
+    the whole fleet shares, checked before each call; None = no cap."""
 
     @property
     def rule_id(self) -> str:
         return f"cap:{self.tool}.{self.field}"
+
+
+@dataclass(frozen=True)
+class AllowedDomains:
+    """Rail: the domain of an email address, or the host of a URL, must be one of these
+    (or a subdomain of one)."""
+
+    tool: str
+    """The tool whose argument is checked."""
+    field: str
+    """The argument (``to``, ``url``)."""
+    domains: tuple[str, ...]
+    """Domains allowed (``example.com`` also allows ``mail.example.com``)."""
+
+    @property
+    def rule_id(self) -> str:
+        return f"domain:{self.tool}.{self.field}"
+
+
+@dataclass(frozen=True)
+class AllowedPaths:
+    """Rail: a file path must lie inside one of these directories, once ``..`` and
+    symbolic links are resolved."""
+
+    tool: str
+    """The tool whose argument is checked."""
+    field: str
+    """The argument (``path``)."""
+    roots: tuple[str, ...]
+    """Directories allowed, with everything below them."""
+
+    @property
+    def rule_id(self) -> str:
+        return f"path:{self.tool}.{self.field}"
+
+
+@dataclass(frozen=True)
+class Forbidden:
+    """Rail: an argument must not be one of these values, nor match these patterns."""
+
+    tool: str
+    """The tool whose argument is checked."""
+    field: str
+    """The argument."""
+    values: tuple[str, ...] = ()
+    """Values refused (compared without regard to case)."""
+    patterns: tuple[str, ...] = ()
+    """Regular expressions refused wherever they match in the value."""
+
+    @property
+    def rule_id(self) -> str:
+        return f"forbid:{self.tool}.{self.field}"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Rail: at most ``calls`` executed calls of a tool by the agent within any
+    ``per_s`` seconds."""
+
+    tool: str
+    """The tool."""
+    calls: int
+    """Calls allowed in the window."""
+    per_s: float
+    """The window, in seconds."""
+
+    @property
+    def rule_id(self) -> str:
+        return f"rate:{self.tool}"
+
+
+@dataclass(frozen=True)
+class ReadOnly:
+    """Rail: the agent may use only read-only tools among those matching ``tool`` (a glob:
+    ``crm_*`` for one integration, ``*`` for all)."""
+
+    tool: str = "*"
+    """Which tools (a glob)."""
+
+    @property
+    def rule_id(self) -> str:
+        return f"read-only:{self.tool}"
 
 
 @dataclass(frozen=True)
@@ -149,7 +235,18 @@ class Provenance:
         return f"origin:{self.tool}.{self.field}"
 
 
-Rail = AllowedValues | SpendCap | Provenance
+Rail = (
+    AllowedValues
+    | SpendCap
+    | Provenance
+    | AllowedDomains
+    | AllowedPaths
+    | Forbidden
+    | RateLimit
+    | ReadOnly
+)
+RAILS = (AllowedValues, SpendCap, Provenance, AllowedDomains, AllowedPaths, Forbidden, RateLimit)
+"""Rails on one tool's argument (or, for RateLimit, its calls); ReadOnly takes a glob."""
 
 
 @dataclass(frozen=True)
@@ -392,13 +489,21 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
                 )
     for i, rail in enumerate(agent.rails):
         rp = f"{p}.rails[{i}]"
-        if not isinstance(rail, AllowedValues | SpendCap | Provenance):
-            out.append(f"{rp}: must be AllowedValues, SpendCap or Provenance")
+        if isinstance(rail, ReadOnly):
+            if not fnmatch.filter(sorted(tools), rail.tool):
+                out.append(f"{rp}.tool: {rail.tool!r} matches none of the agent's tools")
+            continue
+        if not isinstance(rail, RAILS):
+            names = ", ".join(r.__name__ for r in (*RAILS, ReadOnly))
+            out.append(f"{rp}: must be a rail: {names}")
             continue
         if rail.tool not in tools:
             out.append(
                 f"{rp}.tool: unknown tool {rail.tool!r}; the agent's tools are {sorted(tools)}"
             )
+        elif isinstance(rail, RateLimit):
+            if not isinstance(rail.calls, int) or rail.calls < 1 or not rail.per_s > 0:
+                out.append(f"{rp}: give calls >= 1 and per_s > 0")
         elif rail.field not in tools[rail.tool].args.model_fields:
             out.append(
                 f"{rp}.field: tool {rail.tool!r} has no argument {rail.field!r}; it has "
@@ -406,8 +511,22 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
             )
         if isinstance(rail, AllowedValues) and not rail.values and not rail.from_context:
             out.append(f"{rp}: allows nothing; give values or from_context")
-        if isinstance(rail, SpendCap) and rail.per_call is None and rail.per_episode is None:
-            out.append(f"{rp}: caps nothing; give per_call or per_episode")
+        if isinstance(rail, SpendCap) and (rail.per_call, rail.per_episode, rail.per_fleet) == (
+            None,
+            None,
+            None,
+        ):
+            out.append(f"{rp}: caps nothing; give per_call, per_episode or per_fleet")
+        if isinstance(rail, Forbidden):
+            for k, pattern in enumerate(rail.patterns):
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    out.append(f"{rp}.patterns[{k}]: not a regular expression ({e})")
+        if isinstance(rail, AllowedDomains | AllowedPaths) and not (
+            rail.domains if isinstance(rail, AllowedDomains) else rail.roots
+        ):
+            out.append(f"{rp}: allows nothing; name at least one")
         if isinstance(rail, Provenance):
             unknown = [o for o in rail.origins if o not in ORIGINS]
             if unknown or not rail.origins:
