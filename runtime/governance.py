@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from tether.agents.tools import HANDOFF, PAGE_BACK, Tool
 from tether.topologies.policy import NUMERIC, Policy, Rule, When, as_number
-from tether.topologies.spec import Agent, Grant, Tier
+from tether.topologies.spec import Agent, Grant, Tier, default_tier
 
 from .boundaries import domain_of
 from .provenance import Origin
@@ -38,13 +38,6 @@ class Decision:
     """Ids of the rules that decided."""
     reason: str
     """Why."""
-
-
-def default_tier(tool: Tool) -> Tier:
-    """Tier from the tool's annotations: read-only → low, destructive → high, else medium."""
-    if tool.read_only:
-        return "low"
-    return "high" if tool.destructive else "medium"
 
 
 _TIER_RANK = {"low": 0, "medium": 1, "high": 2}

@@ -173,3 +173,69 @@ def test_the_demo_topology_is_valid_and_loadable() -> None:
     loaded = load_module("tether.topologies.demo")
     assert loaded.topology.entry == "triage"
     assert loaded.context["customer"]["email"] == "ada@example.com"
+
+
+class Amount(BaseModel):
+    to: str
+    amount: Decimal
+
+
+@tool(destructive=True)
+def refund(args: Amount, ctx: ToolContext) -> dict[str, str]:
+    """Refund."""
+    return {}
+
+
+def test_a_child_can_only_narrow_its_supervisors_grants() -> None:
+    bound = Role(
+        "desk",
+        grants=(
+            Grant("refund", tier="high", approval=ApprovalThreshold("amount", Decimal("100"))),
+            Grant("send", tier="medium", secrets=("smtp-password",)),
+        ),
+    )
+    narrower = agent(
+        "ok",
+        tools=(send, refund),
+        role=Role(
+            "ok",
+            grants=(
+                Grant("refund", tier="high", approval=ApprovalThreshold("amount", Decimal("50"))),
+                Grant("send", tier="high"),
+            ),
+        ),
+    )
+    Topology("fine", Supervisor("root", (narrower,), role=bound))
+    wider = agent(
+        "clerk",
+        tools=(send, refund),
+        role=Role(
+            "clerk",
+            grants=(
+                Grant("refund", tier="low", approval=ApprovalThreshold("amount", Decimal("500"))),
+                Grant("send", secrets=("smtp-password", "db-password")),
+            ),
+        ),
+    )
+    outsider = agent("other", tools=(send, refund), role=Role("other", (Grant("page"),)))
+    with pytest.raises(TopologyError) as caught:
+        Topology("desk", Supervisor("root", (wider, outsider), role=bound))
+    problems = caught.value.problems
+    assert (
+        "desk.root.children[0].role.grants[0]: grant 'refund' of agent 'clerk' widens its "
+        "supervisor's role: tier low is looser than the supervisor's high"
+    ) in problems
+    assert (
+        "desk.root.children[0].role.grants[0]: grant 'refund' of agent 'clerk' widens its "
+        "supervisor's role: the supervisor asks a person above amount 100; the agent must "
+        "ask at that threshold or lower"
+    ) in problems
+    assert (
+        "desk.root.children[0].role.grants[1]: grant 'send' of agent 'clerk' widens its "
+        "supervisor's role: secrets ['db-password'] are not granted to the supervisor"
+    ) in problems
+    assert any(
+        p.startswith("desk.root.children[1].role.grants[0]: grant 'page' of agent 'other'")
+        and p.endswith("role 'desk', which does not grant 'page'")
+        for p in problems
+    )

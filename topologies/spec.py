@@ -54,6 +54,13 @@ class ApprovalThreshold:
     """The tier the approval is asked at."""
 
 
+def default_tier(tool: Tool) -> Tier:
+    """Tier from the tool's annotations: read-only → low, destructive → high, else medium."""
+    if tool.read_only:
+        return "low"
+    return "high" if tool.destructive else "medium"
+
+
 @dataclass(frozen=True)
 class Approvals:
     """How long a request may wait for a person; past its deadline it is denied, recorded
@@ -298,6 +305,10 @@ class Supervisor:
     """The budget its children's budgets are carved from."""
     entry: str | None = None
     """The child that receives an episode's input; None = the first child."""
+    role: Role | None = None
+    """The most its children may be granted: each child's grants can only narrow these
+    (the same tools or fewer, tiers as strict or stricter, approval thresholds as low or
+    lower, the same secrets or fewer). None = no bound."""
 
 
 @dataclass(frozen=True)
@@ -360,6 +371,7 @@ class Topology:
         text = json.dumps(
             {
                 "agents": document,
+                "bound": asdict(self.root.role) if self.root.role is not None else None,
                 "approvals": asdict(self.approvals),
                 "policy": asdict(self.policy),
             },
@@ -393,6 +405,8 @@ def problems_of(topology: Topology) -> list[str]:
             out.append(f"{p}.name: duplicate agent name {agent.name!r}; names must be unique")
         names.append(agent.name)
         out += _agent_problems(agent, p, root.budget)
+        if isinstance(root.role, Role) and isinstance(agent.role, Role):
+            out += _narrowing_problems(agent, root.role, p)
     known = set(names)
     if root.entry is not None and root.entry not in known:
         out.append(f"{path}.entry: unknown agent {root.entry!r}; choose one of {sorted(known)}")
@@ -533,6 +547,40 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
                 out.append(
                     f"{rp}.origins: {list(rail.origins)} must name one or more of {list(ORIGINS)}"
                 )
+    return out
+
+
+_STRICTNESS = {"low": 0, "medium": 1, "high": 2}
+
+
+def _narrowing_problems(agent: Agent, bound: Role, p: str) -> list[str]:
+    """How the agent's grants widen its supervisor's role, each with its path."""
+    out: list[str] = []
+    tools = agent.all_tools()
+    parents = {g.tool: g for g in bound.grants}
+    for i, g in enumerate(agent.role.grants):
+        gp = f"{p}.role.grants[{i}]"
+        parent = parents.get(g.tool)
+        head = f"{gp}: grant {g.tool!r} of agent {agent.name!r} widens its supervisor's role"
+        if parent is None:
+            out.append(f"{head} {bound.name!r}, which does not grant {g.tool!r}")
+            continue
+        tool = tools.get(g.tool)
+        if tool is None:
+            continue  # reported as an unknown tool
+        mine, theirs = g.tier or default_tier(tool), parent.tier or default_tier(tool)
+        if _STRICTNESS.get(mine, 0) < _STRICTNESS.get(theirs, 0):
+            out.append(f"{head}: tier {mine} is looser than the supervisor's {theirs}")
+        if parent.approval is not None:
+            t = parent.approval
+            if g.approval is None or g.approval.field != t.field or g.approval.above > t.above:
+                out.append(
+                    f"{head}: the supervisor asks a person above {t.field} {t.above}; "
+                    "the agent must ask at that threshold or lower"
+                )
+        extra = sorted(set(g.secrets) - set(parent.secrets))
+        if extra:
+            out.append(f"{head}: secrets {extra} are not granted to the supervisor")
     return out
 
 
