@@ -4,9 +4,10 @@ A model's tool call is text; tether does not trust it to say where its values ca
 It knows instead everything the agent was shown, and from where: the operator's task,
 the episode's context (records from the system), tool results (system data or untrusted
 content, as each tool declares), notes from another agent. Each argument is traced to the
-most trusted place it appears in verbatim; a value that appears only inside free text is
-traced to the least trusted text that holds it; a value that appears nowhere was made up
-by the model.
+most trusted place it appears in: a record's field holding exactly that value, or else
+a text that contains it (an operator who wrote "confirm to ops@example.com" named that
+address, whoever else also mentions it); a value that appears nowhere was made up by the
+model.
 
 Origins, most trusted first:
 
@@ -100,7 +101,7 @@ class Sources:
                 self._keep(self._numbers, number, origin)
             if isinstance(leaf, str) and leaf.strip():
                 self._keep(self._exact, leaf.strip().casefold(), origin)
-                if origin.kind in ("agent", "untrusted") and number is None:
+                if number is None:
                     tokens = frozenset(
                         n for m in _NUMBER.findall(leaf) if (n := _number(m)) is not None
                     )
@@ -128,9 +129,10 @@ class Sources:
             known = self._exact.get(key)
             if known is not None:
                 return known
-            inside = [o for text, _, o in self._texts if key in text]
+            # Too short a value is inside too many texts to be traced through any of them.
+            inside = [o for text, _, o in self._texts if key in text] if len(key) >= 4 else []
         else:
             return MADE_UP  # None, True, False: chosen, not quoted
         if inside:
-            return max(inside, key=lambda o: _RANK[o.kind])
+            return min(inside, key=lambda o: _RANK[o.kind])
         return MADE_UP
