@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.engine import Engine
 
-from tether.runtime.errors import AuditKeyError
+from tether.runtime.errors import AuditKeyError, AuditTampered
 
 GENESIS = "0" * 64
 """The ``prev`` of the first record."""
@@ -211,7 +211,9 @@ class AuditTrail:
             sa.Column("sig", sa.Text, nullable=True),
             sa.Column("key", sa.String(32), nullable=True),
         )
-        self._head = f"SELECT seq, hash FROM {table_name} ORDER BY seq DESC LIMIT 1"
+        self._head = f"SELECT seq, hash, sig, key FROM {table_name} ORDER BY seq DESC LIMIT 1"
+        self._trusted = GENESIS
+        """The hash of the last record this process wrote or found signed."""
         self._insert = (
             f"INSERT INTO {table_name} (seq, episode, body, hash, sig, key) "
             "VALUES ({m}, {m}, {m}, {m}, {m}, {m})"
@@ -228,6 +230,8 @@ class AuditTrail:
         cursor.execute(self._head)
         head = cursor.fetchone()
         seq, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
+        if head is not None and prev != self._trusted:
+            self._check_head(seq, prev, head[2], head[3], key)
         rows = []
         for body in bodies:
             seq += 1
@@ -238,6 +242,27 @@ class AuditTrail:
         rows[-1][4] = key.sign(bytes.fromhex(prev))
         rows[-1][5] = key.id
         cursor.executemany(self._insert.format(m=mark), rows)
+        self._trusted = prev  # if this transaction rolls back, the next write checks again
+
+    def _check_head(
+        self, seq: int, hash_: str, sig: str | None, key_id: str | None, key: AuditKey
+    ) -> None:
+        """Refuse to chain onto a last record that no key holder signed.
+
+        Every transaction ends with a signed record; one someone appended without the key
+        is unsigned (or its signature fails), and chaining onto it would let the next
+        signature cover it. Checked when the last record is not the one this process
+        wrote or checked last, so a single writer pays nothing."""
+        if sig is None:
+            raise AuditTampered(seq, "it is signed by no one: it was appended without the key")
+        if key_id == key.id:
+            try:
+                key.public.verify(base64.b64decode(sig), bytes.fromhex(hash_))
+            except (InvalidSignature, ValueError):
+                raise AuditTampered(seq, "its signature does not match") from None
+        # Signed by another key (a rotated one): `tether audit verify` checks it with the
+        # keys it is given.
+        self._trusted = hash_
 
     def head(self) -> tuple[int, str]:
         """The last record's place and hash (0 and the genesis hash for an empty trail)."""

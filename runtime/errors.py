@@ -15,7 +15,8 @@ out inside the gate) are values or events, never these exceptions.
     │   ├── StoreUnavailable        the database cannot be reached or opened
     │   ├── StreamConflict          another writer appended to the same stream first
     │   ├── StoreCorrupt            a stored record cannot be decoded (names stream and position)
-    │   └── StoreFormatError        the database was written by an incompatible tether
+    │   ├── StoreFormatError        the database was written by an incompatible tether
+    │   └── AuditTampered           the audit trail's last record was not written by tether
     ├── NotFound                    a named thing does not exist
     │   ├── EpisodeNotFound
     │   └── ApprovalNotFound
@@ -133,6 +134,19 @@ class StoreFormatError(StoreError):
         super().__init__(
             f"table {table} was written by an incompatible tether (missing columns {missing}, "
             f"unknown {extra}); point --db at a new database, or migrate this one"
+        )
+
+
+class AuditTampered(StoreError):
+    """The audit trail's last record was not signed by a key holder: tether will not chain
+    (and so sign) onto it. Nothing of the refused append was written."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        self.seq = seq
+        self.reason = reason
+        super().__init__(
+            f"audit trail record {seq}: {reason}; nothing more is written until it is "
+            "investigated (tether audit verify)"
         )
 
 

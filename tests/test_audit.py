@@ -15,17 +15,18 @@ from typer.testing import CliRunner
 from tether.memory import SequentialIds, StepClock, Store
 from tether.memory.audit import GENESIS, AuditKey, canonical, digest, public_pem
 from tether.memory.episodes import episode_events
-from tether.memory.events import StageEvent
+from tether.memory.events import StageEvent, agent_stream_id
 from tether.runtime.cli import app
+from tether.runtime.errors import AuditTampered
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import demo
 
 
-def refund_desk(store: Store) -> uuid.UUID:
+def refund_desk(store: Store, first_id: int = 1) -> uuid.UUID:
     """The demo about customer:ada: a refund a person approves, then finished."""
-    clock, ids = StepClock(), SequentialIds()
+    clock, ids = StepClock(), SequentialIds(first_id)
 
     def supervisor() -> RootSupervisor:
         host = Host(demo.topology, store, clock, ids)
@@ -163,6 +164,17 @@ def test_a_record_appended_without_the_key_is_named(trail: Store) -> None:
         f"broken at record {seq + 1}: records {seq + 1}..{seq + 1} are covered by no signature"
         in (_broken(trail))
     )
+    # And tether will not chain onto it, which would let its next signature cover it: the
+    # first decision of the next episode is refused, and nothing of it is written.
+    with pytest.raises(AuditTampered, match=f"record {seq + 1}: it is signed by no one"):
+        refund_desk(trail, first_id=100)
+    assert _rows(trail)[-1][0] == seq + 1
+    stages = [
+        e
+        for e in trail.read(agent_stream_id(uuid.UUID(int=100), "triage"))
+        if isinstance(e, StageEvent)
+    ]
+    assert stages == []
 
 
 def test_rewriting_history_without_the_key_is_caught_at_the_next_signature(trail: Store) -> None:
