@@ -907,9 +907,10 @@ def inbox_approve(
     db: Db = None,
     approver: Approver = None,
     reason: Reason = "",
+    as_json: Json = False,
 ) -> None:
     """Approve a request; `tether resume EPISODE` then carries the action out."""
-    _decide(approval, db, approver, reason, grant=True)
+    _decide(approval, db, approver, reason, grant=True, as_json=as_json)
 
 
 @inbox_app.command("deny")
@@ -919,18 +920,29 @@ def inbox_deny(
     db: Db = None,
     approver: Approver = None,
     reason: Reason = "",
+    as_json: Json = False,
 ) -> None:
     """Deny a request; the agent is told, and `tether resume EPISODE` lets it go on."""
-    _decide(approval, db, approver, reason, grant=False)
+    _decide(approval, db, approver, reason, grant=False, as_json=as_json)
 
 
-def _decide(approval: str, db: str | None, approver: str | None, reason: str, grant: bool) -> None:
+def _decide(
+    approval: str,
+    db: str | None,
+    approver: str | None,
+    reason: str,
+    grant: bool,
+    as_json: bool = False,
+) -> None:
     from tether.runtime.inbox import Inbox
 
     who = approver or _current_user()
     with Store(db) as store:
         inbox = Inbox(store, SystemClock())
         item = (inbox.approve if grant else inbox.deny)(approval, who, reason)
+    if as_json:
+        out.print_json(data=item.as_dict())
+        return
     out.print(
         f"{item.status}: {item.id} ({item.request.tool} by {item.request.agent}) as {who}",
         markup=False,

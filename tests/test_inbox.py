@@ -142,3 +142,8 @@ def test_inbox_show_prints_one_request(store: Store) -> None:
     assert "tool:            pay" in output and "deadline:" in output
     code, output = cli("inbox", "show", "nope", "--db", store.url)
     assert code == 1 and len(output.strip().splitlines()) == 1
+    code, output = cli(
+        "inbox", "approve", str(item.id), "--as", "alice", "--json", "--db", store.url
+    )
+    assert code == 0
+    assert json.loads(output)["status"] == "granted" and json.loads(output)["approver"] == "alice"
