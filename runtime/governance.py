@@ -20,7 +20,7 @@ from tether.agents.tools import HANDOFF, PAGE_BACK, Tool
 from tether.topologies.policy import NUMERIC, Policy, Rule, When, as_number
 from tether.topologies.spec import Agent, Grant, Tier, default_tier
 
-from .boundaries import domain_of
+from .boundaries import domain_of, lookup
 from .provenance import Origin
 
 Verdict = Literal["allow", "deny", "approval"]
@@ -45,22 +45,13 @@ _TIER_RANK = {"low": 0, "medium": 1, "high": 2}
 Check = Callable[[dict[str, Any], dict[str, Origin]], bool]
 
 
-def _value(args: dict[str, Any], dotted: str) -> Any:
-    value: Any = args
-    for part in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
 def _compile(cond: When) -> Check:
     """A condition as a closure over (arguments, provenance): what a decision runs."""
     field, op, target = cond.field, cond.op, cond.value
-    get = operator.itemgetter(field) if "." not in field else None
+    dotted = "." in field
 
     def value(args: dict[str, Any]) -> Any:
-        return args.get(field) if get is not None else _value(args, field)
+        return lookup(args, field) if dotted else args.get(field)
 
     if op in NUMERIC:
         limit = as_number(target)

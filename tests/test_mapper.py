@@ -22,6 +22,14 @@ from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import demo
 
 
+def assigned(task: dict[str, Any], at: datetime = datetime(2026, 5, 1, 12, tzinfo=UTC)) -> Any:
+    """A TaskAssigned event carrying ``task``."""
+    stream = uuid.uuid4()
+    return new_event(
+        TaskAssigned, stream, 1, at, episode_id=stream, agent="a", by="operator", task=task
+    )
+
+
 def test_every_event_of_the_demo_maps_as_eventsourcing_maps_it(sqlite_url: str) -> None:
     fast = new_mapper()
     plain = Mapper(transcoder=fast.transcoder)
@@ -53,21 +61,13 @@ def test_nested_transcoded_values_take_eventsourcings_path() -> None:
     # A Decimal and a UUID inside the task, and a string that looks like a marker.
     fast = new_mapper()
     plain = Mapper(transcoder=fast.transcoder)
-    stream = uuid.uuid4()
-    event = new_event(
-        TaskAssigned,
-        stream,
-        1,
-        datetime(2026, 5, 1, 12, tzinfo=UTC),
-        episode_id=stream,
-        agent="a",
-        by="operator",
-        task={
+    event = assigned(
+        {
             "amount": Decimal("9.99"),
             "ref": uuid.uuid4(),
             "note": "_type_",
             "text": 'say "_type_" and ü',
-        },
+        }
     )
     stored = fast.to_stored_event(event)
     assert stored == plain.to_stored_event(event)
@@ -87,19 +87,9 @@ def test_nested_transcoded_values_take_eventsourcings_path() -> None:
 def test_the_replay_route_reads_what_eventsourcing_reads(task: dict[str, object]) -> None:
     fast = new_mapper()
     plain = Mapper(transcoder=fast.transcoder)
-    stream = uuid.uuid4()
-    event = new_event(
-        TaskAssigned,
-        stream,
-        1,
-        datetime(2026, 5, 1, 12, tzinfo=UTC),
-        episode_id=stream,
-        agent="a",
-        by="operator",
-        task=task,
-    )
+    event = assigned(task)
     stored = fast.to_stored_event(event)
-    [(_, back)] = fast.from_rows([(1, str(stream), 1, stored.topic, stored.state)])
+    [(_, back)] = fast.from_rows([(1, str(event.originator_id), 1, stored.topic, stored.state)])
     expected = plain.to_domain_event(stored)
     assert repr(back) == repr(expected)  # repr: NaN is not equal to itself
     assert type(back.task) is dict
@@ -127,15 +117,5 @@ def test_any_json_is_written_byte_for_byte_as_eventsourcing_writes_it(
     # write differently: big integers, NaN, exponents), the bytes are eventsourcing's.
     fast = new_mapper()
     plain = Mapper(transcoder=fast.transcoder)
-    stream = uuid.uuid4()
-    event = new_event(
-        TaskAssigned,
-        stream,
-        1,
-        datetime(2026, 5, 1, 12, 0, 0, 1, tzinfo=UTC),
-        episode_id=stream,
-        agent="a",
-        by="operator",
-        task={**task, "r": reason},
-    )
+    event = assigned({**task, "r": reason}, datetime(2026, 5, 1, 12, 0, 0, 1, tzinfo=UTC))
     assert fast.to_stored_event(event) == plain.to_stored_event(event)
