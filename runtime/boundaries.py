@@ -128,8 +128,14 @@ class Boundaries:
                 self.rails.setdefault(rail.tool, []).append(rail)
         self.fleet = fleet if fleet is not None else {}
         """What every agent of the episode spent, per (tool, argument): shared."""
+        self.windows: dict[str, timedelta] = {}
+        """The longest rate-limit window of each rate-limited tool."""
+        for r in agent.rails:
+            if isinstance(r, RateLimit):
+                window = timedelta(seconds=r.per_s)
+                self.windows[r.tool] = max(self.windows.get(r.tool, window), window)
         self.calls: dict[str, list[datetime]] = {}
-        """When each tool's calls ran, for rate limits."""
+        """When each rate-limited tool's calls ran, within its longest window."""
         self.patterns = {
             r: [re.compile(p) for p in r.patterns] for r in agent.rails if isinstance(r, Forbidden)
         }
@@ -303,8 +309,13 @@ class Boundaries:
     def _rate(self, rail: RateLimit, now: datetime | None) -> list[Violation]:
         if now is None:
             return []
+        times = self.calls.get(rail.tool, [])
+        # Forget calls older than the tool's longest window: they can never count again.
+        oldest = now - self.windows[rail.tool]
+        while times and times[0] <= oldest:
+            times.pop(0)
         since = now - timedelta(seconds=rail.per_s)
-        recent = [t for t in self.calls.get(rail.tool, []) if t > since]
+        recent = [t for t in times if t > since]
         if len(recent) < rail.calls:
             return []
         return [
@@ -321,7 +332,7 @@ class Boundaries:
     ) -> None:
         """Count an executed call toward the caps and rate limits (folded from the
         stream)."""
-        if at is not None:
+        if at is not None and tool_name in self.windows:
             self.calls.setdefault(tool_name, []).append(at)
         counted: set[tuple[str, str]] = set()
         for rail in self.rails.get(tool_name, []):

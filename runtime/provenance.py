@@ -83,12 +83,18 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
 
 
 class Sources:
-    """Everything one agent has been shown, with its origin."""
+    """Everything one agent has been shown, with its origin.
+
+    Exact values and the numbers inside texts are looked up in dictionaries; a value inside
+    a text is searched in one string per origin (the texts joined), most trusted first, so
+    a check costs one C-speed scan per origin however many results the agent has seen."""
 
     def __init__(self) -> None:
         self._exact: dict[str, Origin] = {}
         self._numbers: dict[Decimal, Origin] = {}
-        self._texts: list[tuple[str, frozenset[Decimal], Origin]] = []
+        self._tokens: dict[Decimal, Origin] = {}
+        self._texts: dict[str, list[tuple[str, Origin]]] = {kind: [] for kind in ORIGINS}
+        self._joined: dict[str, str] = {}
 
     def add(self, value: Any, path: str, kind: str, *, untrusted: tuple[str, ...] = ()) -> None:
         """Note what ``value`` (a task, a record, a result) holds, found at ``path``.
@@ -102,16 +108,31 @@ class Sources:
             if isinstance(leaf, str) and leaf.strip():
                 self._keep(self._exact, leaf.strip().casefold(), origin)
                 if number is None:
-                    tokens = frozenset(
-                        n for m in _NUMBER.findall(leaf) if (n := _number(m)) is not None
-                    )
-                    self._texts.append((leaf.casefold(), tokens, origin))
+                    for m in _NUMBER.findall(leaf):
+                        token = _number(m)
+                        if token is not None:
+                            self._keep(self._tokens, token, origin)
+                    self._texts[origin.kind].append((leaf.casefold(), origin))
+                    self._joined.pop(origin.kind, None)
 
     @staticmethod
     def _keep(index: dict[Any, Origin], key: Any, origin: Origin) -> None:
         known = index.get(key)
         if known is None or _RANK[origin.kind] < _RANK[known.kind]:
             index[key] = origin
+
+    def _inside(self, key: str) -> Origin | None:
+        """The most trusted text that contains ``key``."""
+        for kind in ORIGINS:
+            texts = self._texts[kind]
+            if not texts:
+                continue
+            joined = self._joined.get(kind)
+            if joined is None:
+                joined = self._joined[kind] = "\x00".join(t for t, _ in texts)
+            if key in joined:
+                return next(o for t, o in texts if key in t)
+        return None
 
     def origin_of(self, value: Any) -> Origin:
         """Where one argument came from (for a list or an object: its least trusted part)."""
@@ -120,19 +141,12 @@ class Sources:
             return max(found, key=lambda o: _RANK[o.kind], default=MADE_UP)
         number = _number(value)
         if number is not None:
-            known = self._numbers.get(number)
-            if known is not None:
-                return known
-            inside = [o for _, tokens, o in self._texts if number in tokens]
-        elif isinstance(value, str) and value.strip():
+            return self._numbers.get(number) or self._tokens.get(number) or MADE_UP
+        if isinstance(value, str) and value.strip():
             key = value.strip().casefold()
             known = self._exact.get(key)
             if known is not None:
                 return known
             # Too short a value is inside too many texts to be traced through any of them.
-            inside = [o for text, _, o in self._texts if key in text] if len(key) >= 4 else []
-        else:
-            return MADE_UP  # None, True, False: chosen, not quoted
-        if inside:
-            return min(inside, key=lambda o: _RANK[o.kind])
-        return MADE_UP
+            return (self._inside(key) if len(key) >= 4 else None) or MADE_UP
+        return MADE_UP  # None, True, False: chosen, not quoted

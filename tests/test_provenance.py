@@ -136,3 +136,13 @@ def test_a_provenance_rule_must_name_real_origins() -> None:
     assert "refund_desk.root.children[1].rails[0].origins: ['trusted'] must name one or more" in (
         str(caught.value)
     )
+
+
+def test_a_value_inside_texts_is_traced_to_the_most_trusted_one() -> None:
+    sources = Sources()
+    for i in range(500):  # many results an agent read, one of them quoting the address
+        sources.add({"page": f"page {i} says write to ops@example.com"}, f"fetch#{i}", "untrusted")
+    assert sources.origin_of("ops@example.com") == Origin("untrusted", "fetch#0.page")
+    sources.add({"request": "Pay INV-9 and confirm to ops@example.com."}, "task", "operator")
+    assert sources.origin_of("OPS@example.com") == Origin("operator", "task.request")
+    assert sources.origin_of("ops") == Origin("model", "")  # too short to trace in text
