@@ -261,3 +261,14 @@ def test_the_signing_key_is_private_and_a_bad_one_is_one_clear_line(
     assert code == 1
     assert output.startswith(f"error: audit key {audit_key}: not an unencrypted PEM private key")
     assert len(output.strip().splitlines()) == 1
+
+
+def test_two_writers_chain_onto_each_others_signed_records(store_url: str) -> None:
+    # Each store instance checks the signature of a last record it did not write itself.
+    with Store(store_url) as first, Store(store_url) as second:
+        refund_desk(first)
+        refund_desk(second, first_id=100)
+        refund_desk(first, first_id=200)
+        key = AuditKey.load(first.audit_key_path)
+        verdict = second.audit.verify({key.id: key.public})
+    assert verdict.intact and verdict.records > 30
