@@ -29,7 +29,7 @@ from tether.runtime.errors import ModelError
 
 from . import context
 from .model import Message, Model, ModelRequest, ToolCall, ToolSpec
-from .tools import HANDOFF
+from .tools import HANDOFF, PROGRESS
 
 Outcome = Literal["finished", "handed_off", "waiting", "failed"]
 
@@ -100,6 +100,16 @@ class LoopState:
     open_actions: list[int] = field(default_factory=list)
     """Actions proposed in the last turn that have not been recorded yet."""
     ended: AgentOutcome | None = None
+    tools: dict[int, str] = field(default_factory=dict)
+    """action number → tool."""
+    last_call: tuple[str, str] | None = None
+    """The last proposed call, as (tool, its arguments in canonical JSON)."""
+    repeats: int = 0
+    """How many proposals in a row were that same call."""
+    since_progress: int = 0
+    """Actions proposed since the agent last recorded progress (or got its task)."""
+    best: dict[str, object] | None = None
+    """The best result so far, as the agent last recorded it."""
 
     def apply(self, event: Event, agent: str, instructions: str) -> None:
         """Fold one event of the agent's stream."""
@@ -108,6 +118,7 @@ class LoopState:
             self.task = event.task
             self.turns = 0
             self.ended = None
+            self.last_call, self.repeats, self.since_progress = None, 0, 0
             system = event.instructions if event.instructions is not None else instructions
             self.messages = [
                 Message("system", system, event=v),
@@ -122,10 +133,20 @@ class LoopState:
             self.messages = context.compact(self.messages, event.first, event.last, event.summary)
         elif isinstance(event, ActionProposed):
             self.calls[event.action] = event.call_id
+            self.tools[event.action] = event.tool
             self.open_actions.append(event.action)
+            call = (event.tool, canonical_arguments(event.arguments))
+            self.repeats = self.repeats + 1 if call == self.last_call else 1
+            self.last_call = call
+            if event.tool != PROGRESS:
+                self.since_progress += 1
         elif isinstance(event, ActionRecorded):
             if event.action in self.open_actions:
                 self.open_actions.remove(event.action)
+            if self.tools.get(event.action) == PROGRESS and event.decision == "executed":
+                self.since_progress = 0
+                recorded = json.loads(event.observation)
+                self.best = recorded.get("result") if isinstance(recorded, dict) else None
             self.messages.append(
                 Message("tool", event.observation, call_id=self.calls.get(event.action), event=v)
             )
@@ -155,7 +176,13 @@ class AgentLoop:
         instructions: str = "",
         max_turns: int = 10,
         context_tokens: int | None = None,
+        stuck_repeats: int | None = None,
+        stuck_without_progress: int | None = None,
     ) -> None:
+        self.stuck_repeats = stuck_repeats
+        """The same call this many times in a row: stuck (the last is refused)."""
+        self.stuck_without_progress = stuck_without_progress
+        """This many actions in a row without recorded progress: stuck."""
         self.agent = agent
         self.model = model
         self.tools = tools
@@ -216,7 +243,21 @@ class AgentLoop:
             if not turn.tool_calls:
                 return self._end(AgentOutcome(self.agent, "finished", output=turn.text))
             for c in turn.tool_calls:
+                stuck = self._stuck(c)
+                if stuck:
+                    return self._end(AgentOutcome(self.agent, "failed", f"stuck: {stuck}"))
                 handoff = self._absorb(self.gate.submit(c), waiting) or handoff
+
+    def _stuck(self, call: ToolCall) -> str:
+        """Why proposing ``call`` now would show the agent is stuck; empty if it would not."""
+        state, limit = self.state, self.stuck_repeats
+        key = (call.name, canonical_arguments(call.arguments))
+        if limit is not None and key == state.last_call and state.repeats + 1 >= limit:
+            return f"{call.name} called with the same arguments {limit} times in a row"
+        steps = self.stuck_without_progress
+        if steps is not None and call.name != PROGRESS and state.since_progress >= steps:
+            return f"no progress recorded in {steps} actions (record_progress)"
+        return ""
 
     def _fit_context(self) -> None:
         """Compact working memory if it passed its bound (recorded, so rebuilds match)."""
@@ -275,6 +316,11 @@ class AgentLoop:
             self._record(AgentFailed, reason=outcome.output)
         self.journal.flush()
         return outcome
+
+
+def canonical_arguments(arguments: object) -> str:
+    """A call's arguments as one string, equal for equal arguments."""
+    return json.dumps(arguments, sort_keys=True, default=str)
 
 
 def context_at(events: list[Event], call: int) -> list[Message]:

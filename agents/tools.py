@@ -21,6 +21,7 @@ from .model import ToolSpec
 HANDOFF = "handoff"
 """The built-in tool an agent uses to pass control to another agent."""
 PAGE_BACK = "page_back"
+PROGRESS = "record_progress"
 """The built-in tool an agent uses to see compacted working memory again."""
 
 
@@ -188,3 +189,30 @@ page_back = Tool(
     idempotent=True,
 )
 """The built-in page_back tool; agents with a working-memory bound get it."""
+
+
+class ProgressArgs(BaseModel):
+    """Arguments of the built-in record_progress tool."""
+
+    note: str = Field(description="What is done now that was not before.")
+    result: dict[str, Any] = Field(
+        default_factory=dict, description="The best result so far, as it stands."
+    )
+
+
+def _progress(args: ProgressArgs, ctx: ToolContext) -> dict[str, Any]:
+    return {"note": args.note, "result": args.result}
+
+
+record_progress = Tool(
+    name=PROGRESS,
+    description=(
+        "Record progress on the task and the best result so far; an agent that records "
+        "none for too many steps is stopped as stuck."
+    ),
+    args=ProgressArgs,
+    fn=_progress,
+    read_only=True,
+    idempotent=True,
+)
+"""The built-in record_progress tool; agents whose topology watches progress get it."""

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from tether.agents.tools import HANDOFF, PAGE_BACK, Tool
+from tether.agents.tools import HANDOFF, PAGE_BACK, PROGRESS, Tool
 from tether.topologies.policy import NUMERIC, Policy, Rule, When, as_number
 from tether.topologies.spec import Agent, Grant, Tier, default_tier
 
@@ -144,6 +144,9 @@ class Governance:
         if agent.context_tokens is not None:
             # Reading its own compacted memory back is part of having a bounded one.
             self.grants.setdefault(PAGE_BACK, Grant(PAGE_BACK, tier="low"))
+        if agent.stuck.no_progress_steps is not None:
+            # Recording progress is part of being watched for it.
+            self.grants.setdefault(PROGRESS, Grant(PROGRESS, tier="low"))
 
     def decide(
         self, tool: Tool, args: BaseModel, provenance: dict[str, Origin] | None = None

@@ -182,6 +182,8 @@ class Host:
             instructions=spec.instructions,
             max_turns=spec.max_turns,
             context_tokens=spec.context_tokens,
+            stuck_repeats=spec.stuck.repeats,
+            stuck_without_progress=spec.stuck.no_progress_steps,
         )
         for event in history:
             gate.observe(event)

@@ -83,6 +83,7 @@ SURFACES = {
         "Role",
         "Rule",
         "SpendCap",
+        "Stuck",
         "Supervisor",
         "Topology",
         "When",

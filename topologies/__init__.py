@@ -17,6 +17,7 @@ from .spec import (
     ReadOnly,
     Role,
     SpendCap,
+    Stuck,
     Supervisor,
     Topology,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "Role",
     "Rule",
     "SpendCap",
+    "Stuck",
     "Supervisor",
     "Topology",
     "When",

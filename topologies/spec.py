@@ -21,7 +21,15 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from tether.agents.model import Model
-from tether.agents.tools import HANDOFF, PAGE_BACK, Tool, handoff, page_back
+from tether.agents.tools import (
+    HANDOFF,
+    PAGE_BACK,
+    PROGRESS,
+    Tool,
+    handoff,
+    page_back,
+    record_progress,
+)
 from tether.memory.org import FactPolicy
 from tether.runtime.errors import TopologyError
 
@@ -257,6 +265,20 @@ RAILS = (AllowedValues, SpendCap, Provenance, AllowedDomains, AllowedPaths, Forb
 
 
 @dataclass(frozen=True)
+class Stuck:
+    """When an agent counts as stuck: it fails, recorded with the reason, and what comes
+    next is its supervisor's decision."""
+
+    repeats: int | None = 5
+    """The same tool called with the same arguments this many times in a row: the last of
+    them is refused. None = not watched."""
+    no_progress_steps: int | None = None
+    """Governed actions in a row without recorded progress (the built-in
+    ``record_progress`` tool, which the agent then has, also keeps its best result so
+    far). None = not watched."""
+
+
+@dataclass(frozen=True)
 class Agent:
     """One agent of a fleet."""
 
@@ -281,6 +303,8 @@ class Agent:
     context_tokens: int | None = None
     """Working-memory bound in estimated tokens (ceil(chars / 4) per message + 4); past
     it the oldest turns are compacted into a summary. None = no bound."""
+    stuck: Stuck = field(default_factory=Stuck)
+    """When the agent counts as stuck and fails."""
 
     def all_tools(self) -> dict[str, Tool]:
         """Its tools by name, with the built-in handoff tool when it may hand off and the
@@ -290,6 +314,8 @@ class Agent:
             found.setdefault(HANDOFF, handoff)
         if self.context_tokens is not None:
             found.setdefault(PAGE_BACK, page_back)
+        if isinstance(self.stuck, Stuck) and self.stuck.no_progress_steps is not None:
+            found.setdefault(PROGRESS, record_progress)
         return found
 
 
@@ -355,6 +381,7 @@ class Topology:
                 "rails": [{"kind": type(r).__name__, **asdict(r)} for r in a.rails],
                 "handoffs": list(a.handoffs),
                 "budget": asdict(a.budget),
+                "stuck": asdict(a.stuck),
                 "tools": [
                     {
                         "name": t.name,
@@ -451,6 +478,13 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
             f"{p}.context_tokens: must be an integer of at least 64 or None, got "
             f"{agent.context_tokens!r}"
         )
+    if not isinstance(agent.stuck, Stuck):
+        out.append(f"{p}.stuck: must be a Stuck")
+    else:
+        for name, low in (("repeats", 2), ("no_progress_steps", 1)):
+            value = getattr(agent.stuck, name)
+            if value is not None and (not isinstance(value, int) or value < low):
+                out.append(f"{p}.stuck.{name}: must be an integer of at least {low} or None")
     if not isinstance(agent.max_turns, int) or agent.max_turns < 1:
         out.append(f"{p}.max_turns: must be a positive integer, got {agent.max_turns!r}")
     out += _budget_problems(agent.budget, f"{p}.budget")
