@@ -162,6 +162,18 @@ class LoopState:
             pass  # waiting is a pause, not an end: resuming settles the open actions
 
 
+class TokenBudget(Protocol):
+    """Model tokens an agent may still use (``runtime/budget.py``)."""
+
+    def reserve(self, tokens: int) -> str | None:
+        """Hold ``tokens`` for a call; or say why they cannot be held."""
+        ...
+
+    def release(self, tokens: int) -> None:
+        """Give a reservation back once the call's use is on record."""
+        ...
+
+
 class AgentLoop:
     """Runs one agent's task to an outcome, recording each step in its journal."""
 
@@ -178,7 +190,10 @@ class AgentLoop:
         context_tokens: int | None = None,
         stuck_repeats: int | None = None,
         stuck_without_progress: int | None = None,
+        tokens: TokenBudget | None = None,
     ) -> None:
+        self.tokens = tokens
+        """The model-token budget each call reserves from first; None = no limit."""
         self.stuck_repeats = stuck_repeats
         """The same call this many times in a row: stuck (the last is refused)."""
         self.stuck_without_progress = stuck_without_progress
@@ -219,10 +234,17 @@ class AgentLoop:
                 return self._end(AgentOutcome(self.agent, "failed", reason))
             self._fit_context()
             request = ModelRequest(self.agent, state.turns, tuple(state.messages), self.tools)
+            estimate = context.total(request.messages)
+            short = self.tokens.reserve(estimate) if self.tokens is not None else None
+            if short is not None:
+                return self._end(AgentOutcome(self.agent, "failed", f"budget: {short}"))
             try:
                 turn = self.model.respond(request)
             except ModelError as e:
                 return self._end(AgentOutcome(self.agent, "failed", str(e)))
+            finally:
+                if self.tokens is not None:
+                    self.tokens.release(estimate)  # what the call used is counted from its event
             self._record(
                 ModelResponded,
                 turn=request.turn,

@@ -44,7 +44,7 @@ from tether.memory.store import Journal
 from tether.topologies.spec import Approvals
 
 from .boundaries import Boundaries
-from .budget import StepLedger
+from .budget import Ledger
 from .delegate import Delegate
 from .governance import Governance
 from .inbox import Inbox
@@ -93,7 +93,7 @@ class Gate:
         episode_id: uuid.UUID,
         journal: Journal,
         boundaries: Boundaries,
-        ledger: StepLedger,
+        ledger: Ledger,
         governance: Governance,
         inbox: Inbox,
         delegate: Delegate,

@@ -28,7 +28,7 @@ from tether.runtime.errors import ConfigError, EpisodeNotFound, StoreError
 from tether.topologies.spec import Topology
 
 from .boundaries import Boundaries
-from .budget import StepLedger
+from .budget import Ledger, TokenMeter
 from .delegate import Delegate
 from .gate import Gate
 from .governance import Governance
@@ -80,7 +80,10 @@ class Host:
         self.inbox = inbox or Inbox(store, clock)
         self.delegate = delegate or Delegate(store, clock, facts=topology.facts, secrets=secrets)
         self.agents: dict[tuple[uuid.UUID, str], AgentRuntime] = {}
-        self.supervisors: dict[uuid.UUID, StepLedger] = {}
+        self.supervisors: dict[uuid.UUID, Ledger] = {}
+        """Per episode: the root supervisor's steps, shared by its agents' ledgers."""
+        self.supervisor_tokens: dict[uuid.UUID, Ledger] = {}
+        """Per episode: the root supervisor's model tokens, shared likewise."""
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}
         self.subjects: dict[uuid.UUID, str | None] = {}
         self.fleet_spent: dict[uuid.UUID, dict[tuple[str, str], Decimal]] = {}
@@ -133,7 +136,8 @@ class Host:
         self.subjects[episode_id] = events[0].subject
         self.redactions[episode_id] = redactions(events)
         root = self.topology.root
-        self.supervisors[episode_id] = StepLedger(root.name, root.budget.steps)
+        self.supervisors[episode_id] = Ledger(root.name, root.budget.steps)
+        self.supervisor_tokens[episode_id] = Ledger(root.name, root.budget.tokens)
         self.fleet_spent[episode_id] = {}  # every agent's spend, folded as they are rebuilt
         # The supervisor's ledger is shared: fold every agent's history into it now.
         for name in self.topology.agents():
@@ -156,7 +160,10 @@ class Host:
         history = self._history(episode_id, name, stream)
         journal = Journal.after(self.store, stream, self.clock, history)
         journal.subject = self.subjects[episode_id]
-        ledger = StepLedger(name, spec.budget.steps, parent=self.supervisors[episode_id])
+        ledger = Ledger(name, spec.budget.steps, parent=self.supervisors[episode_id])
+        tokens = TokenMeter(
+            Ledger(name, spec.budget.tokens, parent=self.supervisor_tokens[episode_id])
+        )
         gate = Gate(
             agent=name,
             episode_id=episode_id,
@@ -184,10 +191,12 @@ class Host:
             context_tokens=spec.context_tokens,
             stuck_repeats=spec.stuck.repeats,
             stuck_without_progress=spec.stuck.no_progress_steps,
+            tokens=tokens,
         )
         for event in history:
             gate.observe(event)
             loop.observe(event)
-        journal.observers += [gate.observe, loop.observe]
+            tokens.observe(event)
+        journal.observers += [gate.observe, loop.observe, tokens.observe]
         journal.auditor = gate.audit
         return AgentRuntime(name, journal, gate, loop)

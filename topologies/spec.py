@@ -48,6 +48,10 @@ class Budget:
 
     steps: int | None = None
     """Governed actions (tool calls that pass the boundaries); None = no limit."""
+    tokens: int | None = None
+    """Model tokens, input and output, as the model reports them; each call first
+    reserves its context's estimate and fails the agent if that is not left. None = no
+    limit."""
 
 
 @dataclass(frozen=True)
@@ -488,26 +492,21 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
     if not isinstance(agent.max_turns, int) or agent.max_turns < 1:
         out.append(f"{p}.max_turns: must be a positive integer, got {agent.max_turns!r}")
     out += _budget_problems(agent.budget, f"{p}.budget")
-    if (
-        isinstance(agent.budget, Budget)
-        and isinstance(parent, Budget)
-        and parent.steps is not None
-        and agent.budget.steps is not None
-        and agent.budget.steps > parent.steps
-    ):
-        out.append(
-            f"{p}.budget.steps: {agent.budget.steps} exceeds the supervisor's "
-            f"{parent.steps}; a child's budget is carved from its parent's"
-        )
-    if (
-        isinstance(agent.budget, Budget)
-        and isinstance(parent, Budget)
-        and (parent.steps is not None and agent.budget.steps is None)
-    ):
-        out.append(
-            f"{p}.budget.steps: unlimited under a supervisor limited to {parent.steps}; "
-            "give the agent a step budget"
-        )
+    if isinstance(agent.budget, Budget) and isinstance(parent, Budget):
+        for unit in BUDGET_UNITS:
+            mine, theirs = getattr(agent.budget, unit), getattr(parent, unit)
+            if theirs is None:
+                continue
+            if mine is None:
+                out.append(
+                    f"{p}.budget.{unit}: unlimited under a supervisor limited to {theirs}; "
+                    f"give the agent a budget of {unit}"
+                )
+            elif isinstance(mine, int) and mine > theirs:
+                out.append(
+                    f"{p}.budget.{unit}: {mine} exceeds the supervisor's {theirs}; a "
+                    "child's budget is carved from its parent's"
+                )
     tools = agent.all_tools() if isinstance(agent.tools, tuple) else {}
     if not isinstance(agent.tools, tuple):
         out.append(f"{p}.tools: must be a tuple of Tool")
@@ -618,9 +617,15 @@ def _narrowing_problems(agent: Agent, bound: Role, p: str) -> list[str]:
     return out
 
 
+BUDGET_UNITS = ("steps", "tokens")
+
+
 def _budget_problems(budget: Any, p: str) -> list[str]:
     if not isinstance(budget, Budget):
         return [f"{p}: must be a Budget"]
-    if budget.steps is not None and (not isinstance(budget.steps, int) or budget.steps < 0):
-        return [f"{p}.steps: must be a non-negative integer or None, got {budget.steps!r}"]
-    return []
+    return [
+        f"{p}.{unit}: must be a non-negative integer or None, got {value!r}"
+        for unit in BUDGET_UNITS
+        if (value := getattr(budget, unit)) is not None
+        and (not isinstance(value, int) or isinstance(value, bool) or value < 0)
+    ]
