@@ -2,7 +2,7 @@
 
 from .loop import ActionGate, ActionResult, AgentLoop, AgentOutcome
 from .model import Message, Model, ModelRequest, ModelTurn, ToolCall, ToolSpec, Usage
-from .scripted import ScriptedModel, call, calls, say
+from .scripted import ScriptedModel, call, calls, flaky, say
 from .tools import HANDOFF, Tool, ToolContext, handoff, tool
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Usage",
     "call",
     "calls",
+    "flaky",
     "handoff",
     "say",
     "tool",

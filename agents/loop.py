@@ -8,8 +8,12 @@ the recorded history stops, without asking the model again for a recorded turn.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+import tenacity
 
 from tether.memory.events import (
     ActionProposed,
@@ -25,10 +29,10 @@ from tether.memory.events import (
     TaskAssigned,
 )
 from tether.memory.store import Journal
-from tether.runtime.errors import ModelError
+from tether.runtime.errors import ModelError, TransientModelError
 
 from . import context
-from .model import Message, Model, ModelRequest, ToolCall, ToolSpec
+from .model import Message, Model, ModelRequest, ModelTurn, ToolCall, ToolSpec
 from .tools import HANDOFF, PROGRESS
 
 Outcome = Literal["finished", "handed_off", "waiting", "failed"]
@@ -191,7 +195,15 @@ class AgentLoop:
         stuck_repeats: int | None = None,
         stuck_without_progress: int | None = None,
         tokens: TokenBudget | None = None,
+        model_attempts: int = 3,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self.sleep = sleep
+        self.model_attempts = model_attempts
+        """Model calls a turn may take: the first, and retries after transient failures."""
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.tokens = tokens
         """The model-token budget each call reserves from first; None = no limit."""
         self.stuck_repeats = stuck_repeats
@@ -239,7 +251,7 @@ class AgentLoop:
             if short is not None:
                 return self._end(AgentOutcome(self.agent, "failed", f"budget: {short}"))
             try:
-                turn = self.model.respond(request)
+                turn, attempts = self._respond(request)
             except ModelError as e:
                 return self._end(AgentOutcome(self.agent, "failed", str(e)))
             finally:
@@ -261,6 +273,7 @@ class AgentLoop:
                     "tokens": context.total(request.messages),
                     "digest": context.digest(request.messages),
                 },
+                attempts=attempts,
             )
             if not turn.tool_calls:
                 return self._end(AgentOutcome(self.agent, "finished", output=turn.text))
@@ -269,6 +282,35 @@ class AgentLoop:
                 if stuck:
                     return self._end(AgentOutcome(self.agent, "failed", f"stuck: {stuck}"))
                 handoff = self._absorb(self.gate.submit(c), waiting) or handoff
+
+    def _respond(self, request: ModelRequest) -> tuple[ModelTurn, int]:
+        """The model's turn, retrying transient failures (bounded, with exponential
+        backoff and jitter); and the calls it took."""
+        attempts = 0
+
+        def once() -> ModelTurn:
+            nonlocal attempts
+            attempts += 1
+            return self.model.respond(request)
+
+        try:
+            return once(), attempts
+        except TransientModelError:
+            if self.model_attempts <= 1:
+                raise
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.model_attempts - 1),
+            wait=tenacity.wait_random_exponential(
+                multiplier=self.backoff_s, max=self.max_backoff_s
+            ),
+            retry=tenacity.retry_if_exception_type(TransientModelError),
+            reraise=True,
+            sleep=self.sleep,
+        )
+        try:
+            return retrying(once), attempts
+        except TransientModelError as e:
+            raise ModelError(f"model failed after {attempts} attempts: {e}") from e
 
     def _stuck(self, call: ToolCall) -> str:
         """Why proposing ``call`` now would show the agent is stuck; empty if it would not."""

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from tether.runtime.errors import ScriptExhausted
+from tether.runtime.errors import ScriptExhausted, TransientModelError
 
 from .model import ModelRequest, ModelTurn, ToolCall, Usage
 
@@ -32,6 +32,22 @@ def call(name: str, /, text: str = "", **arguments: Any) -> ModelTurn:
 def calls(*tool_calls: ToolCall, text: str = "") -> ModelTurn:
     """A turn that calls several tools in order."""
     return ModelTurn(text=text, tool_calls=tuple(tool_calls))
+
+
+def flaky(turn: ScriptEntry, failures: int, reason: str = "503 from the provider") -> ScriptEntry:
+    """A turn whose first ``failures`` calls fail as a provider failing for a while would
+    (``TransientModelError``); the call after them answers with ``turn``."""
+    failed = [0]
+
+    def respond(request: ModelRequest) -> ModelTurn:
+        if failed[0] < failures:
+            failed[0] += 1
+            raise TransientModelError(f"{reason} (attempt {failed[0]})")
+        if isinstance(turn, BaseException):
+            raise turn
+        return turn(request) if callable(turn) else turn
+
+    return respond
 
 
 class ScriptedModel:

@@ -169,6 +169,8 @@ class ModelResponded(Event):
     """Token usage the model reported."""
     context: dict[str, Any] | None = None
     """What the model was shown: ``{"messages", "tokens", "digest"}`` (sha256)."""
+    attempts: int = 1
+    """Calls made for this turn: 1, plus retries after transient failures."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,6 +24,7 @@ out inside the gate) are values or events, never these exceptions.
     ├── ApprovalError               an approval cannot be decided as asked (already decided)
     ├── EvidenceError               an evidence bundle that does not verify
     ├── ModelError                  a model could not produce a turn
+    │   ├── TransientModelError     raised by models for failures worth retrying
     │   └── ScriptExhausted         the scripted model has no turn left for a request
     ├── ToolError                   a tool raised while executing
     │   └── TransientToolError      raised by tools for failures worth retrying
@@ -198,6 +199,10 @@ class EvidenceError(TetherError):
 
 class ModelError(TetherError):
     """A model could not produce a turn."""
+
+
+class TransientModelError(ModelError):
+    """A model call failed in a way worth retrying: a rate limit, a timeout, a 5xx."""
 
 
 class ScriptExhausted(ModelError):

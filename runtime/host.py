@@ -7,7 +7,9 @@ A restarted actor therefore comes back with exactly the state its events describ
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -71,7 +73,10 @@ class Host:
         inbox: Inbox | None = None,
         delegate: Delegate | None = None,
         secrets: Secrets | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self.sleep = sleep
+        """How retries wait between attempts (re-execution does not wait)."""
         self.topology = topology
         self.policy = topology.policy_hash()
         self.store = store
@@ -192,6 +197,10 @@ class Host:
             stuck_repeats=spec.stuck.repeats,
             stuck_without_progress=spec.stuck.no_progress_steps,
             tokens=tokens,
+            model_attempts=spec.retries.attempts,
+            backoff_s=spec.retries.backoff_s,
+            max_backoff_s=spec.retries.max_backoff_s,
+            sleep=self.sleep,
         )
         for event in history:
             gate.observe(event)

@@ -47,7 +47,7 @@ from tether.memory.events import (
     agent_stream_id,
 )
 from tether.memory.store import Store
-from tether.runtime.errors import EpisodeNotFound, ModelError
+from tether.runtime.errors import EpisodeNotFound, ModelError, TransientModelError
 from tether.topologies.spec import Topology
 
 from .delegate import Delegate, Execution
@@ -78,6 +78,8 @@ class RecordedModel:
         self.agent = agent
         self.turns = turns
         self.cursor = 0
+        self.failed = 0
+        """Transient failures fed back for the current turn (the run's retries)."""
 
     @property
     def name(self) -> str:
@@ -87,7 +89,12 @@ class RecordedModel:
         if self.cursor >= len(self.turns):
             raise ModelError(f"no recorded model turn for {self.agent} turn {request.turn}")
         recorded = self.turns[self.cursor]
+        if self.failed < recorded.attempts - 1:
+            # The run's provider failed this many times before answering: so does this one.
+            self.failed += 1
+            raise TransientModelError(f"recorded transient failure {self.failed}")
         self.cursor += 1
+        self.failed = 0
         if recorded.turn != request.turn:
             raise ModelError(
                 f"{self.agent} asked for turn {request.turn}; the record has "
@@ -98,6 +105,10 @@ class RecordedModel:
             tool_calls=recorded_calls(recorded),
             usage=Usage(**recorded.usage),
         )
+
+
+def _no_wait(seconds: float) -> None:
+    """Re-execution replays retries without their backoff: the waits change nothing."""
 
 
 class RecordedDelegate(Delegate):
@@ -239,14 +250,24 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
             ids = RecordedIds([episode_id, *approvals], episode_id)
             inbox = RecordedInbox(scratch, clock, decisions)
             delegate = RecordedDelegate(scratch, results)
-            host = Host(replayed, scratch, clock, ids, inbox=inbox, delegate=delegate)
+            host = Host(
+                replayed, scratch, clock, ids, inbox=inbox, delegate=delegate, sleep=_no_wait
+            )
             supervisor = RootSupervisor(replayed, scratch, LocalHost(host), clock, ids)
             supervisor.start(started.input, started.context, started.source, started.subject)
             # Continue where the run continued, with the decisions it had by then.
             for n, e in own[1:]:
                 if isinstance(e, EpisodeResumed):
                     inbox.visible_until = n
-                    host = Host(replayed, scratch, clock, ids, inbox=inbox, delegate=delegate)
+                    host = Host(
+                        replayed,
+                        scratch,
+                        clock,
+                        ids,
+                        inbox=inbox,
+                        delegate=delegate,
+                        sleep=_no_wait,
+                    )
                     RootSupervisor(replayed, scratch, LocalHost(host), clock, ids).resume(
                         episode_id
                     )

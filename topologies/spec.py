@@ -269,6 +269,20 @@ RAILS = (AllowedValues, SpendCap, Provenance, AllowedDomains, AllowedPaths, Forb
 
 
 @dataclass(frozen=True)
+class Retries:
+    """How an agent's model calls retry failures the model calls transient (a rate limit,
+    a timeout, a 5xx): bounded, with exponential backoff and jitter, the attempts
+    recorded with the turn."""
+
+    attempts: int = 3
+    """Calls a turn may take, the first included; 1 = no retry."""
+    backoff_s: float = 0.5
+    """The scale of the first wait, in seconds; each retry may wait up to twice as long."""
+    max_backoff_s: float = 8.0
+    """The longest wait, in seconds."""
+
+
+@dataclass(frozen=True)
 class Stuck:
     """When an agent counts as stuck: it fails, recorded with the reason, and what comes
     next is its supervisor's decision."""
@@ -309,6 +323,8 @@ class Agent:
     it the oldest turns are compacted into a summary. None = no bound."""
     stuck: Stuck = field(default_factory=Stuck)
     """When the agent counts as stuck and fails."""
+    retries: Retries = field(default_factory=Retries)
+    """How its model calls retry transient failures."""
 
     def all_tools(self) -> dict[str, Tool]:
         """Its tools by name, with the built-in handoff tool when it may hand off and the
@@ -489,6 +505,12 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
             value = getattr(agent.stuck, name)
             if value is not None and (not isinstance(value, int) or value < low):
                 out.append(f"{p}.stuck.{name}: must be an integer of at least {low} or None")
+    if not isinstance(agent.retries, Retries):
+        out.append(f"{p}.retries: must be a Retries")
+    elif not isinstance(agent.retries.attempts, int) or agent.retries.attempts < 1:
+        out.append(f"{p}.retries.attempts: must be an integer of at least 1")
+    elif not agent.retries.backoff_s >= 0 or not agent.retries.max_backoff_s >= 0:
+        out.append(f"{p}.retries: backoff_s and max_backoff_s must be 0 or more seconds")
     if not isinstance(agent.max_turns, int) or agent.max_turns < 1:
         out.append(f"{p}.max_turns: must be a positive integer, got {agent.max_turns!r}")
     out += _budget_problems(agent.budget, f"{p}.budget")
