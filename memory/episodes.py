@@ -26,6 +26,7 @@ from .events import (
     AgentWaiting,
     ApprovalAwaited,
     ApprovalSettled,
+    BudgetSettled,
     EffectApplied,
     EpisodeCompleted,
     EpisodeFailed,
@@ -282,8 +283,11 @@ def _executed(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
     row.effect_key = e.effect_key
     if e.effect_key:
         fold.effect_keys.append(e.effect_key)
-    if e.decision == "ok":
-        agent.steps_used += 1
+
+
+def _budget_settled(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
+    _stage(fold, agent, name, e)
+    agent.steps_used += e.used  # the budget's own count: a step is used once a tool ran
 
 
 def _recorded(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
@@ -319,6 +323,7 @@ _FOLDS: dict[type[Any], Callable[[TimelineFold, AgentRow, str, Any], Any]] = {
     ApprovalAwaited: _awaited,
     ApprovalSettled: _settled,
     ActionExecuted: _executed,
+    BudgetSettled: _budget_settled,
     ActionRecorded: _recorded,
     AgentFinished: _finished,
     AgentHandedOff: _handed_off,

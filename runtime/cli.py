@@ -957,6 +957,81 @@ def _current_user() -> str:
         return "operator"
 
 
+# --- status ---------------------------------------------------------------------------
+
+
+@app.command()
+@handled
+def status(
+    db: Db = None,
+    as_json: Json = False,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Include finished and failed episodes.")
+    ] = False,
+    watch: Annotated[
+        float | None,
+        typer.Option("--watch", metavar="SECONDS", help="Redraw every SECONDS until Ctrl-C."),
+    ] = None,
+) -> None:
+    """The fleet's tree: each episode's supervisor and agents, their state, the budget
+    used and left, and the approvals they wait for."""
+    import time
+
+    from rich.live import Live
+
+    from tether.runtime.status import fleet_status
+
+    if watch is not None and watch <= 0:
+        from tether.runtime.errors import ConfigError
+
+        raise ConfigError(f"--watch {watch}: give a number of seconds above 0")
+    with Store(db) as store:
+        if as_json:
+            out.print_json(data=[e.as_dict() for e in fleet_status(store, finished=everything)])
+            return
+        if watch is None:
+            out.print(_status_tree(fleet_status(store, finished=everything)))
+            return
+        with Live(console=out, auto_refresh=False) as live:
+            try:
+                while True:
+                    live.update(_status_tree(fleet_status(store, finished=everything)))
+                    live.refresh()
+                    time.sleep(watch)
+            except KeyboardInterrupt:
+                pass
+
+
+def _usage(u: Any) -> str:
+    held = f", {u.reserved} held by open actions" if u.reserved else ""
+    if u.limit is None:
+        return f"{u.used} used{held}"
+    return f"{u.used} used{held}, {u.left} left of {u.limit}"
+
+
+def _status_tree(episodes: list[Any]) -> Any:
+    from rich.console import Group
+
+    if not episodes:
+        return "no episode is running or waiting"
+    trees = []
+    for e in episodes:
+        tree = Tree(f"[bold]{e.episode_id}[/] · {_esc(e.topology)} · {e.status}")
+        unknown = "" if e.limits_known else " [dim](limits unknown: topology not loadable)[/]"
+        sup = tree.add(
+            f"{_esc(e.supervisor)}: steps {_usage(e.steps)}; tokens {_usage(e.tokens)}{unknown}"
+        )
+        for a in e.agents:
+            waits = f"; waits for {', '.join(a.waiting)}" if a.waiting else ""
+            detail = f": {_esc(a.detail)}" if a.detail and not a.waiting else ""
+            sup.add(
+                f"{_esc(a.name)} · {a.state}{detail} · steps {_usage(a.steps)}; "
+                f"tokens {_usage(a.tokens)}{waits}"
+            )
+        trees.append(tree)
+    return Group(*trees)
+
+
 # --- policies -------------------------------------------------------------------------
 
 
