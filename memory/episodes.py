@@ -23,6 +23,7 @@ from .events import (
     AgentFailed,
     AgentFinished,
     AgentHandedOff,
+    AgentRestarted,
     AgentWaiting,
     ApprovalAwaited,
     ApprovalSettled,
@@ -85,6 +86,8 @@ class AgentRow:
     status: str = "idle"
     detail: str = ""
     steps_used: int = 0
+    restarts: int = 0
+    """Times its supervisor restarted it."""
 
 
 @dataclass
@@ -155,6 +158,8 @@ class TimelineFold:
                 stream = e.originator_id
                 name = by_stream.get(stream)
             if name is None:
+                if isinstance(e, AgentRestarted) and e.agent in agents:
+                    agents[e.agent].restarts += 1
                 self.status, self.output = episode_status([e], self.status, self.output)
                 continue
             cls = type(e)

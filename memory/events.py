@@ -120,6 +120,25 @@ class EpisodeCompleted(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AgentRestarted(Event):
+    """The supervisor restarts an agent that failed: it gets its last task again, with a
+    fresh working memory and what it already spent still spent."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
+
+    agent: str
+    """The agent restarted (for one_for_all: the entry agent, and with it everyone)."""
+    failed: str
+    """The agent whose failure caused it."""
+    reason: str
+    """Why that agent failed."""
+    restart: int
+    """This restart's number within the supervisor's window."""
+    strategy: str
+    """one_for_one, one_for_all or rest_for_one."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class EpisodeFailed(Event):
     """The episode ended without a result."""
 

@@ -253,7 +253,9 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
             host = Host(
                 replayed, scratch, clock, ids, inbox=inbox, delegate=delegate, sleep=_no_wait
             )
-            supervisor = RootSupervisor(replayed, scratch, LocalHost(host), clock, ids)
+            supervisor = RootSupervisor(
+                replayed, scratch, LocalHost(host), clock, ids, sleep=_no_wait
+            )
             supervisor.start(started.input, started.context, started.source, started.subject)
             # Continue where the run continued, with the decisions it had by then.
             for n, e in own[1:]:
@@ -268,9 +270,9 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
                         delegate=delegate,
                         sleep=_no_wait,
                     )
-                    RootSupervisor(replayed, scratch, LocalHost(host), clock, ids).resume(
-                        episode_id
-                    )
+                    RootSupervisor(
+                        replayed, scratch, LocalHost(host), clock, ids, sleep=_no_wait
+                    ).resume(episode_id)
             new = scratch.read_streams([episode_id, *agents])
     divergence = first_divergence(recorded, new, {episode_id: "episode", **agents})
     return Reexecution(

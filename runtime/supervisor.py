@@ -8,13 +8,19 @@ keep their state in the store, and ``resume`` continues it from there.
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal, Protocol
 
 from tether.agents.loop import AgentOutcome
 from tether.memory.episodes import runnable
 from tether.memory.events import (
+    AgentFailed,
+    AgentRestarted,
     EpisodeCompleted,
     EpisodeFailed,
     EpisodeResumed,
@@ -92,13 +98,23 @@ class RootSupervisor:
     """Runs episodes of one topology."""
 
     def __init__(
-        self, topology: Topology, store: Store, host: AgentHost, clock: Clock, ids: Ids
+        self,
+        topology: Topology,
+        store: Store,
+        host: AgentHost,
+        clock: Clock,
+        ids: Ids,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.topology = topology
         self.store = store
         self.host = host
         self.clock = clock
         self.ids = ids
+        self.sleep = sleep
+        """How it waits before a restart (re-execution does not wait)."""
+        self._jitter = random.Random()
 
     def start(
         self,
@@ -180,8 +196,57 @@ class RootSupervisor:
                 journal.record(EpisodeSuspended, agent=agent, waiting=list(outcome.waiting))
                 journal.flush()
                 return EpisodeReport(episode_id, "waiting", agent, waiting=outcome.waiting)
-            return self._fail(journal, agent, outcome.output or "the agent failed")
+            reason = outcome.output or "the agent failed"
+            restarted = self._restart(journal, agent, reason, episode_input)
+            if isinstance(restarted, str):
+                return self._fail(journal, agent, restarted)
+            agent, task, by = restarted
         return self._fail(journal, agent, f"more than {MAX_HANDOFFS} handoffs: a handoff loop")
+
+    def _restart(
+        self, journal: Journal, failed: str, reason: str, episode_input: dict[str, Any]
+    ) -> tuple[str, dict[str, Any], str] | str:
+        """Restart after ``failed`` failed, as the supervisor's policy says: the agent to
+        run, its task and who gives it; or, when it will not restart, why the episode
+        fails."""
+        policy = self.topology.root.restarts
+        if self.topology.agents()[failed].restart == "temporary":
+            return reason
+        if reason.startswith("budget:"):
+            return reason  # a restart could not find more budget
+        episode_id = journal.stream_id
+        history = self.store.read(agent_stream_id(episode_id, failed))
+        failed_at = next((e.at for e in reversed(history) if isinstance(e, AgentFailed)), None)
+        if failed_at is None:
+            return reason
+        since = failed_at - timedelta(seconds=policy.period_s)
+        recent = [
+            e for e in self.store.read(episode_id) if isinstance(e, AgentRestarted) and e.at > since
+        ]
+        if len(recent) >= policy.max_restarts:
+            return (
+                f"gave up after {len(recent)} restarts within {policy.period_s:g} s "
+                f"({policy.strategy}): {reason}"
+            )
+        if policy.strategy == "one_for_all":
+            agent, task, by = self.topology.entry, episode_input, "operator"
+        else:  # one_for_one; rest_for_one is the same while agents run one at a time
+            last = [e for e in history if isinstance(e, TaskAssigned)][-1]
+            agent, task, by = failed, last.task, last.by
+        n = len(recent) + 1
+        wait = min(policy.max_backoff_s, policy.backoff_s * 2 ** (n - 1))
+        if wait > 0:
+            self.sleep(wait * self._jitter.uniform(0.5, 1.0))
+        journal.record(
+            AgentRestarted,
+            agent=agent,
+            failed=failed,
+            reason=reason,
+            restart=n,
+            strategy=policy.strategy,
+        )
+        journal.flush()
+        return agent, task, by
 
     def _fail(self, journal: Journal, agent: str, reason: str) -> EpisodeReport:
         journal.record(EpisodeFailed, agent=agent, reason=reason)

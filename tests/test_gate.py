@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -551,9 +552,14 @@ def test_an_agent_that_crashes_fails_the_episode_with_the_error(store: Store) ->
     def explode(request: Any) -> Any:
         raise ZeroDivisionError("bad script")
 
-    run = Run(store, fleet([explode]))
+    topology = fleet([explode])
+    once = dataclasses.replace(topology.agents()["clerk"], restart="temporary")
+    run = Run(
+        store,
+        dataclasses.replace(topology, root=dataclasses.replace(topology.root, children=(once,))),
+    )
     assert run.report.status == "failed"
-    assert "ZeroDivisionError: bad script" in run.report.output
+    assert run.report.output == "crashed: ZeroDivisionError: bad script"
 
 
 def test_rails_are_checked_again_when_a_person_approves(store: Store) -> None:

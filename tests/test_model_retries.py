@@ -41,7 +41,12 @@ def test_a_transient_failure_is_retried_and_the_attempts_recorded(store: Store) 
 
 
 def test_retries_are_bounded(store: Store) -> None:
-    run = Run(store, with_retries([flaky(call("noop"), failures=3), say("done")], NO_WAIT))
+    topology = with_retries([flaky(call("noop"), failures=3), say("done")], NO_WAIT)
+    clerk = dataclasses.replace(topology.agents()["clerk"], restart="temporary")
+    topology = dataclasses.replace(
+        topology, root=dataclasses.replace(topology.root, children=(clerk,))
+    )
+    run = Run(store, topology)
     assert run.report.status == "failed"
     [failed] = [e for e in run.events() if isinstance(e, AgentFailed)]
     assert failed.reason == ("model failed after 3 attempts: 503 from the provider (attempt 3)")

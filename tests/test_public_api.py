@@ -81,6 +81,7 @@ SURFACES = {
         "Provenance",
         "RateLimit",
         "ReadOnly",
+        "Restarts",
         "Retries",
         "Role",
         "Rule",

@@ -130,6 +130,7 @@ def test_asking_the_model_beyond_the_record_is_a_divergence(store: Store) -> Non
                         ScriptedModel([call("noop"), say("done")]),
                         tools=(noop,),
                         max_turns=max_turns,
+                        restart="temporary",
                     ),
                 ),
             ),

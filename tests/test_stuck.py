@@ -29,7 +29,8 @@ def store(sqlite_url: str) -> Iterator[Store]:
 
 def watched(script: list[Any], stuck: Stuck) -> Topology:
     topology = fleet(script, grants=LOW)
-    clerk = dataclasses.replace(topology.agents()["clerk"], stuck=stuck)
+    # Not restarted: these stories end at the first time the agent is stuck.
+    clerk = dataclasses.replace(topology.agents()["clerk"], stuck=stuck, restart="temporary")
     return dataclasses.replace(topology, root=dataclasses.replace(topology.root, children=(clerk,)))
 
 

@@ -268,6 +268,36 @@ RAILS = (AllowedValues, SpendCap, Provenance, AllowedDomains, AllowedPaths, Forb
 """Rails on one tool's argument (or, for RateLimit, its calls); ReadOnly takes a glob."""
 
 
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
+STRATEGIES: tuple[Strategy, ...] = ("one_for_one", "one_for_all", "rest_for_one")
+RestartType = Literal["permanent", "transient", "temporary"]
+RESTART_TYPES: tuple[RestartType, ...] = ("permanent", "transient", "temporary")
+
+
+@dataclass(frozen=True)
+class Restarts:
+    """How a supervisor restarts the agents that fail (OTP's semantics, for agents).
+
+    An agent's only normal exits are finishing and handing off, so ``permanent`` and
+    ``transient`` agents are both restarted when they fail; ``temporary`` ones never are.
+    A failure for want of budget is not restarted: a restart could not find more.
+    """
+
+    strategy: Strategy = "one_for_one"
+    """one_for_one: restart the failed agent alone. one_for_all: restart the episode's
+    work from its entry agent. rest_for_one: restart the failed agent and those started
+    after it; agents run one at a time, so that is the failed agent alone."""
+    max_restarts: int = 3
+    """Restarts allowed within ``period_s``; one more and the supervisor gives up."""
+    period_s: float = 60.0
+    """The window the intensity is counted over, in seconds of recorded time."""
+    backoff_s: float = 0.5
+    """The wait before the first restart; each further restart in the window waits up to
+    twice as long (with jitter)."""
+    max_backoff_s: float = 30.0
+    """The longest wait before a restart."""
+
+
 @dataclass(frozen=True)
 class Retries:
     """How an agent's model calls retry failures the model calls transient (a rate limit,
@@ -325,6 +355,8 @@ class Agent:
     """When the agent counts as stuck and fails."""
     retries: Retries = field(default_factory=Retries)
     """How its model calls retry transient failures."""
+    restart: RestartType = "transient"
+    """Whether its supervisor restarts it when it fails (temporary: never)."""
 
     def all_tools(self) -> dict[str, Tool]:
         """Its tools by name, with the built-in handoff tool when it may hand off and the
@@ -351,6 +383,8 @@ class Supervisor:
     """The budget its children's budgets are carved from."""
     entry: str | None = None
     """The child that receives an episode's input; None = the first child."""
+    restarts: Restarts = field(default_factory=Restarts)
+    """How it restarts the children that fail."""
     role: Role | None = None
     """The most its children may be granted: each child's grants can only narrow these
     (the same tools or fewer, tiers as strict or stricter, approval thresholds as low or
@@ -440,6 +474,7 @@ def problems_of(topology: Topology) -> list[str]:
     if not isinstance(root, Supervisor):
         return [*out, f"{path}: must be a Supervisor, got {type(root).__name__}"]
     out += _budget_problems(root.budget, f"{path}.budget")
+    out += _restarts_problems(root.restarts, f"{path}.restarts")
     if not isinstance(root.children, tuple) or not root.children:
         return [*out, f"{path}.children: a supervisor needs at least one agent (a tuple)"]
     names: list[str] = []
@@ -511,6 +546,8 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
         out.append(f"{p}.retries.attempts: must be an integer of at least 1")
     elif not agent.retries.backoff_s >= 0 or not agent.retries.max_backoff_s >= 0:
         out.append(f"{p}.retries: backoff_s and max_backoff_s must be 0 or more seconds")
+    if agent.restart not in RESTART_TYPES:
+        out.append(f"{p}.restart: {agent.restart!r} is not a restart type; use {RESTART_TYPES}")
     if not isinstance(agent.max_turns, int) or agent.max_turns < 1:
         out.append(f"{p}.max_turns: must be a positive integer, got {agent.max_turns!r}")
     out += _budget_problems(agent.budget, f"{p}.budget")
@@ -636,6 +673,21 @@ def _narrowing_problems(agent: Agent, bound: Role, p: str) -> list[str]:
         extra = sorted(set(g.secrets) - set(parent.secrets))
         if extra:
             out.append(f"{head}: secrets {extra} are not granted to the supervisor")
+    return out
+
+
+def _restarts_problems(r: Any, p: str) -> list[str]:
+    if not isinstance(r, Restarts):
+        return [f"{p}: must be a Restarts"]
+    out = []
+    if r.strategy not in STRATEGIES:
+        out.append(f"{p}.strategy: {r.strategy!r} is not a strategy; use {STRATEGIES}")
+    if not isinstance(r.max_restarts, int) or r.max_restarts < 0:
+        out.append(f"{p}.max_restarts: must be an integer of 0 or more")
+    for name in ("period_s", "backoff_s", "max_backoff_s"):
+        value = getattr(r, name)
+        if not isinstance(value, int | float) or value < 0:
+            out.append(f"{p}.{name}: must be 0 or more seconds")
     return out
 
 
