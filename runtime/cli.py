@@ -1023,6 +1023,7 @@ def _status_tree(episodes: list[Any]) -> Any:
         )
         for a in e.agents:
             waits = f"; waits for {', '.join(a.waiting)}" if a.waiting else ""
+            waits += f"; restarts: {a.restarts}" if a.restarts else ""
             detail = f": {_esc(a.detail)}" if a.detail and not a.waiting else ""
             sup.add(
                 f"{_esc(a.name)} · {a.state}{detail} · steps {_usage(a.steps)}; "

@@ -44,6 +44,8 @@ class AgentStatus:
     tokens: Usage
     waiting: tuple[str, ...]
     """Approval requests it waits for."""
+    restarts: int = 0
+    """Times its supervisor restarted it."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ def episode_status(store: Store, episode_id: uuid.UUID, status: str) -> EpisodeS
                 steps=Usage(row.steps_used, budget.steps, held),
                 tokens=Usage(row.tokens, budget.tokens),
                 waiting=tuple(str(a.approval_id) for a in row.actions if a.outcome == "waiting"),
+                restarts=row.restarts,
             )
         )
     root = topology.root if topology is not None else None

@@ -8,12 +8,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from tether.agents import ModelRequest, ModelTurn, ScriptedModel, Usage, call, say
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory.events import AgentRestarted, EpisodeFailed
+from tether.runtime.cli import app
 from tether.runtime.errors import TopologyError
 from tether.runtime.host import Host
+from tether.runtime.status import fleet_status
 from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import Agent, Budget, Grant, Restarts, Role, Supervisor, Topology
 
@@ -68,6 +71,11 @@ def test_a_failed_agent_is_restarted_and_what_it_spent_stays_spent(store: Store)
     assert restarted.reason == "crashed: RuntimeError: the model's client blew up"
     [row] = load_timeline(store, report.episode_id).agents
     assert (row.restarts, row.steps_used) == (1, 2)  # a step in each run, both counted
+    [shown] = fleet_status(store, finished=True)
+    assert shown.agents[0].restarts == 1
+    result = CliRunner().invoke(app, ["status", "--all", "--db", store.url])
+    assert "a · finished: done · steps 2 used" in result.output
+    assert "restarts: 1" in result.output
 
 
 def test_past_its_intensity_the_supervisor_gives_up(store: Store) -> None:
