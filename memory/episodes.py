@@ -30,6 +30,7 @@ from .events import (
     BudgetSettled,
     EffectApplied,
     EpisodeCompleted,
+    EpisodeEscalated,
     EpisodeFailed,
     EpisodeForgotten,
     EpisodeForked,
@@ -118,6 +119,8 @@ def episode_status(
             status, detail = "failed", e.reason
         elif isinstance(e, EpisodeSuspended):
             status, detail = "waiting", f"{e.agent} waits for {len(e.waiting)} approval(s)"
+        elif isinstance(e, EpisodeEscalated):
+            status, detail = "waiting", f"escalated to a person: {e.reason}"
         elif isinstance(e, EpisodeResumed):
             status, detail = "running", ""
         elif isinstance(e, EpisodeForgotten):

@@ -139,6 +139,35 @@ class AgentRestarted(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EpisodeEscalated(Event):
+    """The supervisor gave up on an agent and asked a person what to do (an escalation
+    in the inbox); the episode waits for the answer."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
+
+    agent: str
+    """The agent that failed past the restart intensity."""
+    escalation_id: uuid.UUID
+    """The escalation's stream."""
+    reason: str
+    """Why the supervisor gave up."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetGranted(Event):
+    """A person gave an agent (and its supervisor) more budget, to retry."""
+
+    agent: str
+    """The agent."""
+    steps: int
+    """Steps added."""
+    tokens: int
+    """Model tokens added."""
+    by: str
+    """Who granted them."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class EpisodeFailed(Event):
     """The episode ended without a result."""
 
@@ -456,6 +485,48 @@ class ApprovalTimedOut(Event):
 
     deadline: datetime
     """The deadline that passed."""
+
+
+# --- an escalation stream -------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class EscalationRequested(Event):
+    """A supervisor asks a person: retry with more budget, accept the partial result, or
+    abort. It carries what every agent had achieved so far."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason", "partial")
+
+    episode_id: uuid.UUID
+    """The episode."""
+    agent: str
+    """The agent that failed past the restart intensity."""
+    reason: str
+    """Why the supervisor gave up."""
+    partial: dict[str, Any]
+    """Each agent's best result so far (its recorded progress, or its output)."""
+    options: list[str]
+    """What the person may choose: retry, accept, abort."""
+    subject: str | None = None
+    """The episode's data subject."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EscalationDecided(Event):
+    """A person chose what happens to an escalated episode."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
+
+    option: str
+    """retry, accept or abort."""
+    approver: str
+    """Who."""
+    reason: str
+    """Why, in their words."""
+    steps: int = 0
+    """For a retry: steps added to the agent's and its supervisor's budgets."""
+    tokens: int = 0
+    """For a retry: model tokens added likewise."""
 
 
 # --- the effects ledger -------------------------------------------------------------

@@ -36,6 +36,7 @@ from tether.memory.events import Event
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Store
 from tether.runtime.errors import TetherError
+from tether.runtime.escalation import Escalations
 
 app = typer.Typer(
     help="tether: run a fleet of AI agents safely, and replay what it did.",
@@ -788,8 +789,105 @@ def inbox_list(
         out.print_json(data=[i.as_dict() for i in items])
         return
     _inbox_table(items)
-    if not items:
+    with Store(db) as store:
+        escalated = Escalations(store, SystemClock()).items()
+    if escalated:
+        out.print(
+            f"{len(escalated)} escalation(s) wait for a person: {_prog()} inbox escalations"
+            f"{_db_flag(db)}",
+            markup=False,
+        )
+    elif not items:
         out.print("nothing waits for a person")
+
+
+@inbox_app.command("escalations")
+@handled
+def inbox_escalations(
+    db: Db = None,
+    as_json: Json = False,
+    everything: Annotated[bool, typer.Option("--all", help="Include decided ones.")] = False,
+) -> None:
+    """Episodes whose supervisor gave up and asks a person: retry, accept or abort."""
+    with Store(db) as store:
+        found = Escalations(store, SystemClock()).items(pending_only=not everything)
+    if as_json:
+        out.print_json(data=[x.as_dict() for x in found])
+        return
+    if not found:
+        out.print("no escalation waits for a person")
+        return
+    table = _table("id", "status", "episode", "agent", "why", "partial results")
+    for x in found:
+        r = x.request
+        partial = json.dumps(r.partial, sort_keys=True, default=str)
+        table.add_row(str(x.id), x.status, str(r.episode_id), r.agent, r.reason, partial)
+    out.print(table)
+    out.print(
+        f"decide: {_prog()} inbox retry|accept|abort ID --as NAME --reason WHY{_db_flag(db)}",
+        markup=False,
+    )
+
+
+def _escalation(
+    escalation: str,
+    option: str,
+    db: str | None,
+    approver: str | None,
+    reason: str,
+    steps: int = 0,
+    tokens: int = 0,
+) -> None:
+    who = approver or _current_user()
+    with Store(db) as store:
+        item = Escalations(store, SystemClock()).decide(
+            escalation, option, who, reason, steps=steps, tokens=tokens
+        )
+    out.print(f"{item.status}: {item.id} ({item.request.agent}) as {who}", markup=False)
+    out.print(
+        f"carry it out: {_prog()} resume {item.request.episode_id}{_db_flag(db)}", markup=False
+    )
+
+
+Escalation = Annotated[str, typer.Argument(help="The escalation id.")]
+
+
+@inbox_app.command("retry")
+@handled
+def inbox_retry(
+    escalation: Escalation,
+    db: Db = None,
+    approver: Annotated[str | None, typer.Option("--as", help="Who decides.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    steps: Annotated[int, typer.Option("--steps", help="Steps to add to its budget.")] = 0,
+    tokens: Annotated[int, typer.Option("--tokens", help="Model tokens to add.")] = 0,
+) -> None:
+    """Answer an escalation: restart the agent, with more budget if given."""
+    _escalation(escalation, "retry", db, approver, reason, steps, tokens)
+
+
+@inbox_app.command("accept")
+@handled
+def inbox_accept(
+    escalation: Escalation,
+    db: Db = None,
+    approver: Annotated[str | None, typer.Option("--as", help="Who decides.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+) -> None:
+    """Answer an escalation: the episode completes with the partial results."""
+    _escalation(escalation, "accept", db, approver, reason)
+
+
+@inbox_app.command("abort")
+@handled
+def inbox_abort(
+    escalation: Escalation,
+    db: Db = None,
+    approver: Annotated[str | None, typer.Option("--as", help="Who decides.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+) -> None:
+    """Answer an escalation: the episode fails, with your reason."""
+    _escalation(escalation, "abort", db, approver, reason)
 
 
 def _inbox_table(items: list[Any]) -> None:

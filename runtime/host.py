@@ -18,6 +18,7 @@ from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome
 from tether.agents.model import ToolCall
 from tether.memory.events import (
     AgentFailed,
+    BudgetGranted,
     EpisodeStarted,
     Event,
     TaskAssigned,
@@ -89,6 +90,8 @@ class Host:
         """Per episode: the root supervisor's steps, shared by its agents' ledgers."""
         self.supervisor_tokens: dict[uuid.UUID, Ledger] = {}
         """Per episode: the root supervisor's model tokens, shared likewise."""
+        self.granted: dict[uuid.UUID, dict[str, tuple[int, int]]] = {}
+        """Per episode and agent: steps and tokens people granted on escalations."""
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}
         self.subjects: dict[uuid.UUID, str | None] = {}
         self.fleet_spent: dict[uuid.UUID, dict[tuple[str, str], Decimal]] = {}
@@ -141,8 +144,18 @@ class Host:
         self.subjects[episode_id] = events[0].subject
         self.redactions[episode_id] = redactions(events)
         root = self.topology.root
-        self.supervisors[episode_id] = Ledger(root.name, root.budget.steps)
-        self.supervisor_tokens[episode_id] = Ledger(root.name, root.budget.tokens)
+        # What people granted on escalations raises the agent's and the supervisor's limits.
+        granted = self.granted[episode_id] = {}
+        for e in events:
+            if isinstance(e, BudgetGranted):
+                steps, tokens = granted.get(e.agent, (0, 0))
+                granted[e.agent] = (steps + e.steps, tokens + e.tokens)
+        all_steps = sum(g[0] for g in granted.values())
+        all_tokens = sum(g[1] for g in granted.values())
+        self.supervisors[episode_id] = Ledger(root.name, _plus(root.budget.steps, all_steps))
+        self.supervisor_tokens[episode_id] = Ledger(
+            root.name, _plus(root.budget.tokens, all_tokens)
+        )
         self.fleet_spent[episode_id] = {}  # every agent's spend, folded as they are rebuilt
         # The supervisor's ledger is shared: fold every agent's history into it now.
         for name in self.topology.agents():
@@ -165,9 +178,16 @@ class Host:
         history = self._history(episode_id, name, stream)
         journal = Journal.after(self.store, stream, self.clock, history)
         journal.subject = self.subjects[episode_id]
-        ledger = Ledger(name, spec.budget.steps, parent=self.supervisors[episode_id])
+        more_steps, more_tokens = self.granted[episode_id].get(name, (0, 0))
+        ledger = Ledger(
+            name, _plus(spec.budget.steps, more_steps), parent=self.supervisors[episode_id]
+        )
         tokens = TokenMeter(
-            Ledger(name, spec.budget.tokens, parent=self.supervisor_tokens[episode_id])
+            Ledger(
+                name,
+                _plus(spec.budget.tokens, more_tokens),
+                parent=self.supervisor_tokens[episode_id],
+            )
         )
         gate = Gate(
             agent=name,
@@ -209,3 +229,8 @@ class Host:
         journal.observers += [gate.observe, loop.observe, tokens.observe]
         journal.auditor = gate.audit
         return AgentRuntime(name, journal, gate, loop)
+
+
+def _plus(limit: int | None, extra: int) -> int | None:
+    """A limit raised by ``extra``; no limit stays no limit."""
+    return None if limit is None else limit + extra

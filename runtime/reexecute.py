@@ -40,8 +40,13 @@ from tether.memory.events import (
     ApprovalGranted,
     ApprovalRequested,
     ApprovalTimedOut,
+    EpisodeCompleted,
+    EpisodeEscalated,
+    EpisodeFailed,
     EpisodeResumed,
     EpisodeStarted,
+    EscalationDecided,
+    EscalationRequested,
     Event,
     ModelResponded,
     agent_stream_id,
@@ -51,6 +56,7 @@ from tether.runtime.errors import EpisodeNotFound, ModelError, TransientModelErr
 from tether.topologies.spec import Topology
 
 from .delegate import Delegate, Execution
+from .escalation import Escalation, Escalations
 from .host import Host
 from .inbox import Inbox, InboxItem, fold
 from .supervisor import LocalHost, RootSupervisor
@@ -170,6 +176,26 @@ class RecordedInbox(Inbox):
         return decided
 
 
+class RecordedEscalations(Escalations):
+    """Reveals each recorded answer to an escalation once the re-run reaches it."""
+
+    def __init__(
+        self, store: Store, clock: Any, answers: Mapping[uuid.UUID, tuple[int, Event]]
+    ) -> None:
+        super().__init__(store, clock)
+        self.answers = answers
+        self.visible_until = 0
+
+    def get(self, escalation_id: uuid.UUID | str) -> Escalation:
+        item = super().get(escalation_id)
+        found = self.answers.get(item.id)
+        if found is None or found[0] > self.visible_until:
+            return item
+        decided = found[1]
+        assert isinstance(decided, EscalationDecided)
+        return dataclasses.replace(item, decision=decided)
+
+
 class RecordedClock:
     """The times the run read, in order; past the record, a microsecond per read."""
 
@@ -220,8 +246,18 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
         for n, e in store.read_streams(approvals)
         if isinstance(e, ApprovalGranted | ApprovalDenied | ApprovalTimedOut)
     }
-    requests = [
+    requests: list[tuple[int, Event]] = [
         (n, e) for n, e in store.read_streams(approvals) if isinstance(e, ApprovalRequested)
+    ]
+    escalations = [e.escalation_id for _, e in recorded if isinstance(e, EpisodeEscalated)]
+    asked = store.read_streams(escalations)
+    requests += [(n, e) for n, e in asked if isinstance(e, EscalationRequested)]
+    answers = {e.originator_id: (n, e) for n, e in asked if isinstance(e, EscalationDecided)}
+    # The ids the run drew, in the order it drew them: approval requests and escalations.
+    drawn = [
+        e.approval_id if isinstance(e, ApprovalAwaited) else e.escalation_id
+        for _, e in recorded
+        if isinstance(e, ApprovalAwaited | EpisodeEscalated)
     ]
     times = [e.at for _, e in sorted([*recorded, *requests], key=lambda p: p[0])]
     turns: dict[str, list[ModelResponded]] = {name: [] for name in started.agents}
@@ -247,19 +283,27 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
     with tempfile.TemporaryDirectory(prefix="tether-reexecute-") as scratch_dir:
         with Store(f"sqlite:///{Path(scratch_dir) / 'scratch.db'}") as scratch:
             clock = RecordedClock(times)
-            ids = RecordedIds([episode_id, *approvals], episode_id)
+            ids = RecordedIds([episode_id, *drawn], episode_id)
             inbox = RecordedInbox(scratch, clock, decisions)
+            asking = RecordedEscalations(scratch, clock, answers)
             delegate = RecordedDelegate(scratch, results)
             host = Host(
                 replayed, scratch, clock, ids, inbox=inbox, delegate=delegate, sleep=_no_wait
             )
             supervisor = RootSupervisor(
-                replayed, scratch, LocalHost(host), clock, ids, sleep=_no_wait
+                replayed, scratch, LocalHost(host), clock, ids, sleep=_no_wait, escalations=asking
             )
             supervisor.start(started.input, started.context, started.source, started.subject)
-            # Continue where the run continued, with the decisions it had by then.
+            # Continue where the run continued, with the decisions it had by then: at each
+            # resume, and where an answer to an escalation ended the episode.
+            previous: Any = None
             for n, e in own[1:]:
-                if isinstance(e, EpisodeResumed):
+                answered = isinstance(previous, EpisodeEscalated) and isinstance(
+                    e, EpisodeCompleted | EpisodeFailed
+                )
+                previous = e
+                if isinstance(e, EpisodeResumed) or answered:
+                    asking.visible_until = n
                     inbox.visible_until = n
                     host = Host(
                         replayed,
@@ -271,7 +315,13 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
                         sleep=_no_wait,
                     )
                     RootSupervisor(
-                        replayed, scratch, LocalHost(host), clock, ids, sleep=_no_wait
+                        replayed,
+                        scratch,
+                        LocalHost(host),
+                        clock,
+                        ids,
+                        sleep=_no_wait,
+                        escalations=asking,
                     ).resume(episode_id)
             new = scratch.read_streams([episode_id, *agents])
     divergence = first_divergence(recorded, new, {episode_id: "episode", **agents})

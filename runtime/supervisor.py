@@ -8,6 +8,7 @@ keep their state in the store, and ``resume`` continues it from there.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -21,7 +22,9 @@ from tether.memory.episodes import runnable
 from tether.memory.events import (
     AgentFailed,
     AgentRestarted,
+    BudgetGranted,
     EpisodeCompleted,
+    EpisodeEscalated,
     EpisodeFailed,
     EpisodeResumed,
     EpisodeStarted,
@@ -34,6 +37,7 @@ from tether.memory.store import Journal, Store
 from tether.runtime.errors import EpisodeNotFound, HostError
 from tether.topologies.spec import Topology
 
+from .escalation import Escalations, partial_results
 from .host import Host
 
 MAX_HANDOFFS = 50
@@ -106,6 +110,7 @@ class RootSupervisor:
         ids: Ids,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        escalations: Escalations | None = None,
     ) -> None:
         self.topology = topology
         self.store = store
@@ -114,6 +119,8 @@ class RootSupervisor:
         self.ids = ids
         self.sleep = sleep
         """How it waits before a restart (re-execution does not wait)."""
+        self.escalations = escalations or Escalations(store, clock)
+        """Where it asks a person when it gives up."""
         self._jitter = random.Random()
 
     def start(
@@ -152,9 +159,11 @@ class RootSupervisor:
             return EpisodeReport(episode_id, "completed", last.agent, last.output)
         if isinstance(last, EpisodeFailed):
             return EpisodeReport(episode_id, "failed", last.agent, last.reason)
-        agent = self._active_agent(episode_id)
         journal = Journal.after(self.store, episode_id, self.clock, events)
         journal.subject = events[0].subject
+        if isinstance(last, EpisodeEscalated):
+            return self._decided(journal, last, events[0].input)
+        agent = self._active_agent(episode_id)
         journal.record(EpisodeResumed, agent=agent)
         journal.flush()
         return self._drive(journal, agent, None, "operator", events[0].input)
@@ -199,6 +208,8 @@ class RootSupervisor:
             reason = outcome.output or "the agent failed"
             restarted = self._restart(journal, agent, reason, episode_input)
             if isinstance(restarted, str):
+                if self.topology.root.restarts.escalate:
+                    return self._escalate(journal, agent, restarted)
                 return self._fail(journal, agent, restarted)
             agent, task, by = restarted
         return self._fail(journal, agent, f"more than {MAX_HANDOFFS} handoffs: a handoff loop")
@@ -220,9 +231,12 @@ class RootSupervisor:
         if failed_at is None:
             return reason
         since = failed_at - timedelta(seconds=policy.period_s)
-        recent = [
-            e for e in self.store.read(episode_id) if isinstance(e, AgentRestarted) and e.at > since
-        ]
+        recent: list[AgentRestarted] = []
+        for e in self.store.read(episode_id):
+            if isinstance(e, EpisodeEscalated):
+                recent = []  # a person's retry opens a new window
+            elif isinstance(e, AgentRestarted) and e.at > since:
+                recent.append(e)
         if len(recent) >= policy.max_restarts:
             return (
                 f"gave up after {len(recent)} restarts within {policy.period_s:g} s "
@@ -247,6 +261,63 @@ class RootSupervisor:
         )
         journal.flush()
         return agent, task, by
+
+    def _escalate(self, journal: Journal, agent: str, reason: str) -> EpisodeReport:
+        """Ask a person what to do, with every agent's partial result; the episode waits."""
+        episode_id = journal.stream_id
+        escalation_id = self.ids.new()
+        request = self.escalations.request(
+            escalation_id,
+            episode_id=episode_id,
+            agent=agent,
+            reason=reason,
+            partial=partial_results(self.store, episode_id, list(self.topology.agents())),
+            subject=journal.subject,
+        )
+        journal.record(EpisodeEscalated, agent=agent, escalation_id=escalation_id, reason=reason)
+        journal.flush(request)
+        return EpisodeReport(episode_id, "waiting", agent, reason, waiting=(str(escalation_id),))
+
+    def _decided(
+        self, journal: Journal, escalated: EpisodeEscalated, episode_input: dict[str, Any]
+    ) -> EpisodeReport:
+        """Carry out a person's answer to an escalation (or keep waiting for it)."""
+        episode_id = journal.stream_id
+        item = self.escalations.get(escalated.escalation_id)
+        d = item.decision
+        if d is None:
+            waiting = (str(item.id),)
+            return EpisodeReport(
+                episode_id, "waiting", escalated.agent, item.request.reason, waiting
+            )
+        agent = escalated.agent
+        if d.option == "abort":
+            return self._fail(
+                journal, agent, f"aborted by {d.approver}: {d.reason or 'no reason given'}"
+            )
+        if d.option == "accept":
+            output = json.dumps(item.request.partial, sort_keys=True, default=str)
+            journal.record(
+                EpisodeCompleted,
+                agent=agent,
+                output=f"partial result accepted by {d.approver}: {output}",
+            )
+            journal.flush()
+            return EpisodeReport(episode_id, "completed", agent, output)
+        journal.record(EpisodeResumed, agent=agent)
+        journal.record(BudgetGranted, agent=agent, steps=d.steps, tokens=d.tokens, by=d.approver)
+        journal.record(
+            AgentRestarted,
+            agent=agent,
+            failed=agent,
+            reason=f"retry by {d.approver}: {d.reason or 'no reason given'}",
+            restart=0,
+            strategy=self.topology.root.restarts.strategy,
+        )
+        journal.flush()
+        history = self.store.read(agent_stream_id(episode_id, agent))
+        last = [e for e in history if isinstance(e, TaskAssigned)][-1]
+        return self._drive(journal, agent, last.task, last.by, episode_input)
 
     def _fail(self, journal: Journal, agent: str, reason: str) -> EpisodeReport:
         journal.record(EpisodeFailed, agent=agent, reason=reason)

@@ -558,8 +558,10 @@ def test_an_agent_that_crashes_fails_the_episode_with_the_error(store: Store) ->
         store,
         dataclasses.replace(topology, root=dataclasses.replace(topology.root, children=(once,))),
     )
-    assert run.report.status == "failed"
+    assert run.report.status == "waiting"  # not restarted: escalated to a person
     assert run.report.output == "crashed: ZeroDivisionError: bad script"
+    [failed] = [e for e in run.events() if e.__class__.__name__ == "AgentFailed"]
+    assert failed.reason == "crashed: ZeroDivisionError: bad script"
 
 
 def test_rails_are_checked_again_when_a_person_approves(store: Store) -> None:

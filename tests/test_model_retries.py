@@ -47,7 +47,7 @@ def test_retries_are_bounded(store: Store) -> None:
         topology, root=dataclasses.replace(topology.root, children=(clerk,))
     )
     run = Run(store, topology)
-    assert run.report.status == "failed"
+    assert run.report.status == "waiting"  # escalated to a person, with the reason
     [failed] = [e for e in run.events() if isinstance(e, AgentFailed)]
     assert failed.reason == ("model failed after 3 attempts: 503 from the provider (attempt 3)")
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from tether.agents import ModelRequest, ModelTurn, ScriptedModel, Usage, call, say
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
-from tether.memory.events import AgentRestarted, EpisodeFailed
+from tether.memory.events import AgentRestarted, EpisodeEscalated
 from tether.runtime.cli import app
 from tether.runtime.errors import TopologyError
 from tether.runtime.host import Host
@@ -83,7 +83,7 @@ def test_past_its_intensity_the_supervisor_gives_up(store: Store) -> None:
     policy = Restarts(max_restarts=2, period_s=60, backoff_s=1, max_backoff_s=10)
     topology = Topology("t", Supervisor("root", (agent("a", FailsFirst(99)),), restarts=policy))
     report = start(store, topology, sleep=waits.append)
-    assert report.status == "failed"
+    assert report.status == "waiting"  # escalated to a person
     assert report.output == (
         "gave up after 2 restarts within 60 s (one_for_one): crashed: RuntimeError: "
         "the model's client blew up"
@@ -94,7 +94,7 @@ def test_past_its_intensity_the_supervisor_gives_up(store: Store) -> None:
     ]
     # Exponential backoff with jitter: up to 1 s, then up to 2 s, never below half.
     assert len(waits) == 2 and 0.5 <= waits[0] <= 1 and 1 <= waits[1] <= 2
-    assert isinstance(store.read(report.episode_id)[-1], EpisodeFailed)
+    assert isinstance(store.read(report.episode_id)[-1], EpisodeEscalated)
 
 
 def test_one_for_all_restarts_the_work_from_the_entry_agent(store: Store) -> None:
@@ -126,7 +126,7 @@ def test_temporary_agents_and_budget_failures_are_not_restarted(store: Store) ->
     temporary = Topology(
         "t", Supervisor("root", (agent("a", FailsFirst(1), restart="temporary"),), restarts=FAST)
     )
-    assert start(store, temporary).status == "failed"
+    assert start(store, temporary).status == "waiting"  # escalated, not restarted
     # Out of model tokens: a restart could not find more.
     costly = dataclasses.replace(call("noop"), usage=Usage(input_tokens=90, output_tokens=10))
     spent = Topology(
@@ -140,7 +140,7 @@ def test_temporary_agents_and_budget_failures_are_not_restarted(store: Store) ->
     clock, ids = StepClock(), SequentialIds(100)
     host = LocalHost(Host(spent, store, clock, ids))
     report = RootSupervisor(spent, store, host, clock, ids).start({}, {})
-    assert report.status == "failed" and report.output.startswith("budget: token budget of b")
+    assert report.status == "waiting" and report.output.startswith("budget: token budget of b")
     assert not [e for e in store.read(report.episode_id) if isinstance(e, AgentRestarted)]
 
 

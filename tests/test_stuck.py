@@ -36,7 +36,7 @@ def watched(script: list[Any], stuck: Stuck) -> Topology:
 
 def test_the_same_call_over_and_over_is_stuck(store: Store) -> None:
     run = Run(store, watched([call("noop")] * 6 + [say("done")], Stuck()))  # repeats=5
-    assert run.report.status == "failed"
+    assert run.report.status == "waiting"  # escalated to a person, with the reason
     timeline = load_timeline(store, run.episode)
     assert [a.outcome for a in timeline.agents[0].actions] == ["executed"] * 4
     [failed] = [e for e in run.events() if isinstance(e, AgentFailed)]
@@ -60,7 +60,7 @@ def test_no_progress_for_too_many_actions_is_stuck(store: Store) -> None:
         say("never"),
     ]
     run = Run(store, watched(script, Stuck(no_progress_steps=2)))
-    assert run.report.status == "failed"
+    assert run.report.status == "waiting"  # escalated to a person, with the reason
     [failed] = [e for e in run.events() if isinstance(e, AgentFailed)]
     assert failed.reason == "stuck: no progress recorded in 2 actions (record_progress)"
     tools = [a.tool for a in load_timeline(store, run.episode).agents[0].actions]

@@ -50,7 +50,7 @@ def test_an_agent_out_of_tokens_fails_before_the_call(store: Store) -> None:
     script = [costly(call("noop")), costly(call("noop")), say("never asked")]
     topology = Topology("t", Supervisor("root", (clerk("clerk", script, tokens=100),)))
     run = Run(store, topology)
-    assert run.report.status == "failed"
+    assert run.report.status == "waiting"  # escalated to a person, with the reason
     assert len([e for e in run.events() if isinstance(e, ModelResponded)]) == 2
     [failed] = [e for e in run.events() if isinstance(e, AgentFailed)]
     assert failed.reason.startswith(
@@ -68,7 +68,7 @@ def test_the_supervisors_tokens_bind_every_agent_together(store: Store) -> None:
     second = clerk("second", [costly(call("noop"), 50), say("done")], tokens=100)
     topology = Topology("t", Supervisor("root", (first, second), budget=Budget(tokens=120)))
     run = Run(store, topology)
-    assert run.report.status == "failed"
+    assert run.report.status == "waiting"  # escalated to a person, with the reason
     assert "budget: token budget of root exhausted: 10 of 120 left" in run.report.output
 
 
@@ -81,7 +81,7 @@ def test_a_resume_continues_the_count(store: Store) -> None:
     [item] = Inbox(store, run.clock).items("pending")
     Inbox(store, run.clock).approve(item.id, "alice", "ok")
     run.resume()  # a fresh host, folding the count from the store
-    assert run.report.status == "failed"
+    assert run.report.status == "waiting"  # escalated to a person, with the reason
     assert "budget: token budget of clerk exhausted: 40 of 100 left" in run.report.output
 
 

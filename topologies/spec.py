@@ -296,6 +296,10 @@ class Restarts:
     twice as long (with jitter)."""
     max_backoff_s: float = 30.0
     """The longest wait before a restart."""
+    escalate: bool = True
+    """When it gives up (past the intensity, or on a failure it does not restart), ask a
+    person through the inbox — retry with more budget, accept the partial result, or abort
+    — and let the episode wait. False: the episode fails with the reason."""
 
 
 @dataclass(frozen=True)
