@@ -227,6 +227,11 @@ def fork(
 def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
     with Store(db) as store:
         t = load_timeline(store, episode_id)
+        escalated = [
+            x
+            for x in Escalations(store, SystemClock()).items()
+            if x.request.episode_id == episode_id
+        ]
     out.print(f"episode: {t.episode_id}")
     out.print(f"{t.topology}: {t.status}" + (f" — {t.output}" if t.output else ""))
     out.print(
@@ -254,6 +259,12 @@ def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
                     f"    deny:    {_prog()} inbox deny {act.approval_id}{_db_flag(db)}",
                     markup=False,
                 )
+    for x in escalated:
+        out.print(f"  escalated {x.request.agent}: {x.request.reason}", markup=False)
+        for option in x.request.options:
+            out.print(
+                f"    {option + ':':7}{_prog()} inbox {option} {x.id}{_db_flag(db)}", markup=False
+            )
     if t.status == "waiting":
         out.print(f"then finish it: {_prog()} resume {t.episode_id}{_db_flag(db)}", markup=False)
     out.print(f"replay it: {_prog()} replay {t.episode_id}{_db_flag(db)}", markup=False)

@@ -118,3 +118,25 @@ def test_a_person_aborts_and_an_escalation_is_decided_once(store: Store) -> None
     )
     waiting.resume()
     assert waiting.report.status == "waiting"
+
+
+def test_tether_run_says_how_to_answer_an_escalation(tmp_path: Any) -> None:
+    db = f"sqlite:///{tmp_path / 'e.db'}"
+    fleet_file = tmp_path / "stuck.py"
+    fleet_file.write_text(
+        "from tether.agents import ScriptedModel, call\n"
+        "from tether.topologies import Agent, Grant, Restarts, Role, Stuck, Supervisor, "
+        "Topology\n"
+        "from tests.test_gate import noop\n"
+        "clerk = Agent('clerk', Role('clerk', (Grant('noop', tier='low'),)), "
+        "ScriptedModel([call('noop')] * 5), (noop,), stuck=Stuck(repeats=2), "
+        "restart='temporary')\n"
+        "topology = Topology('t', Supervisor('root', (clerk,)))\n"
+        "task = {'do': 'it'}\n"
+    )
+    result = cli("run", str(fleet_file), "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "escalated clerk: stuck: noop called with the same arguments 2 times in a row" in (
+        result.output
+    )
+    assert "retry: " in result.output and " inbox abort " in result.output
