@@ -127,7 +127,7 @@ def gate_on_ray(db: Path, n: int) -> tuple[float, float]:
         actor = spawn_host(Loaded(TOPOLOGY, {"kind": "python", "name": "bench"}), store)
         try:
             episode = (
-                RootSupervisor(TOPOLOGY, store, RayHost(actor), SystemClock(), RandomIds())
+                RootSupervisor(TOPOLOGY, store, RayHost(lambda: actor), SystemClock(), RandomIds())
                 .start({}, {})
                 .episode_id
             )

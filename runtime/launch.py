@@ -91,12 +91,10 @@ def _with_host(loaded: Loaded, store: Store, address: str | None, work: Any) -> 
     from .actor import ensure_ray, spawn_host
 
     ensure_ray(address)
-    actor = spawn_host(loaded, store)
+    host = RayHost(lambda: spawn_host(loaded, store))
     try:
-        supervisor = RootSupervisor(
-            loaded.topology, store, RayHost(actor), SystemClock(), RandomIds()
-        )
+        supervisor = RootSupervisor(loaded.topology, store, host, SystemClock(), RandomIds())
         report: EpisodeReport = work(supervisor)
         return report
     finally:
-        ray.kill(actor)
+        ray.kill(host.actor)

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from tether.agents.loop import AgentOutcome
@@ -51,6 +51,10 @@ class AgentHost(Protocol):
         self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
     ) -> AgentOutcome: ...
 
+    def replace(self) -> None:
+        """Start over after the host died: its agents rebuild their state from the store."""
+        ...
+
 
 class LocalHost:
     """Agents in this process (tests, and tools that need no Ray)."""
@@ -63,12 +67,25 @@ class LocalHost:
     ) -> AgentOutcome:
         return self.host.run(episode_id, agent, task, by)
 
+    def replace(self) -> None:
+        """An in-process host does not die without its driver."""
+
 
 class RayHost:
-    """Agents in a Ray host actor."""
+    """Agents in a Ray host actor; ``spawn`` starts a new one when it dies."""
 
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
+    def __init__(self, spawn: Callable[[], Any]) -> None:
+        self.spawn = spawn
+        self.actor = spawn()
+
+    def replace(self) -> None:
+        import ray
+
+        try:
+            ray.kill(self.actor)  # it may be half-dead; make sure it is gone
+        except Exception:
+            pass
+        self.actor = self.spawn()
 
     def run(
         self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
@@ -122,6 +139,7 @@ class RootSupervisor:
         self.escalations = escalations or Escalations(store, clock)
         """Where it asks a person when it gives up."""
         self._jitter = random.Random()
+        self._count = 0
 
     def start(
         self,
@@ -187,7 +205,16 @@ class RootSupervisor:
             try:
                 outcome = self.host.run(episode_id, agent, task, by)
             except HostError as e:
-                return self._fail(journal, agent, str(e))
+                # Ray's worker died under the agent: a new host rebuilds it from the store
+                # and it goes on where its events stop (an action cut short runs again
+                # under the same idempotency key). Counted like any restart.
+                given_up = self._give_up(journal, agent, str(e), self._last_at(episode_id, agent))
+                if given_up is not None:
+                    return self._gave_up(journal, agent, given_up)
+                self.host.replace()
+                self._restarted(journal, agent, agent, str(e), "host")
+                task = None
+                continue
             if outcome.outcome == "handed_off" and outcome.handoff_to:
                 task = {
                     "handoff_from": agent,
@@ -208,9 +235,7 @@ class RootSupervisor:
             reason = outcome.output or "the agent failed"
             restarted = self._restart(journal, agent, reason, episode_input)
             if isinstance(restarted, str):
-                if self.topology.root.restarts.escalate:
-                    return self._escalate(journal, agent, restarted)
-                return self._fail(journal, agent, restarted)
+                return self._gave_up(journal, agent, restarted)
             agent, task, by = restarted
         return self._fail(journal, agent, f"more than {MAX_HANDOFFS} handoffs: a handoff loop")
 
@@ -218,8 +243,7 @@ class RootSupervisor:
         self, journal: Journal, failed: str, reason: str, episode_input: dict[str, Any]
     ) -> tuple[str, dict[str, Any], str] | str:
         """Restart after ``failed`` failed, as the supervisor's policy says: the agent to
-        run, its task and who gives it; or, when it will not restart, why the episode
-        fails."""
+        run, its task and who gives it; or, when it will not restart, why it gives up."""
         policy = self.topology.root.restarts
         if self.topology.agents()[failed].restart == "temporary":
             return reason
@@ -230,9 +254,24 @@ class RootSupervisor:
         failed_at = next((e.at for e in reversed(history) if isinstance(e, AgentFailed)), None)
         if failed_at is None:
             return reason
-        since = failed_at - timedelta(seconds=policy.period_s)
+        given_up = self._give_up(journal, failed, reason, failed_at)
+        if given_up is not None:
+            return given_up
+        if policy.strategy == "one_for_all":
+            agent, task, by = self.topology.entry, episode_input, "operator"
+        else:  # one_for_one; rest_for_one is the same while agents run one at a time
+            last = [e for e in history if isinstance(e, TaskAssigned)][-1]
+            agent, task, by = failed, last.task, last.by
+        self._restarted(journal, agent, failed, reason, policy.strategy)
+        return agent, task, by
+
+    def _give_up(self, journal: Journal, agent: str, reason: str, at: datetime) -> str | None:
+        """Why the supervisor gives up, if the restarts within the window (up to ``at``, a
+        recorded time) reached its intensity; else None, after waiting out the backoff."""
+        policy = self.topology.root.restarts
+        since = at - timedelta(seconds=policy.period_s)
         recent: list[AgentRestarted] = []
-        for e in self.store.read(episode_id):
+        for e in self.store.read(journal.stream_id):
             if isinstance(e, EpisodeEscalated):
                 recent = []  # a person's retry opens a new window
             elif isinstance(e, AgentRestarted) and e.at > since:
@@ -242,25 +281,34 @@ class RootSupervisor:
                 f"gave up after {len(recent)} restarts within {policy.period_s:g} s "
                 f"({policy.strategy}): {reason}"
             )
-        if policy.strategy == "one_for_all":
-            agent, task, by = self.topology.entry, episode_input, "operator"
-        else:  # one_for_one; rest_for_one is the same while agents run one at a time
-            last = [e for e in history if isinstance(e, TaskAssigned)][-1]
-            agent, task, by = failed, last.task, last.by
-        n = len(recent) + 1
-        wait = min(policy.max_backoff_s, policy.backoff_s * 2 ** (n - 1))
+        wait = min(policy.max_backoff_s, policy.backoff_s * 2 ** len(recent))
         if wait > 0:
             self.sleep(wait * self._jitter.uniform(0.5, 1.0))
+        self._count = len(recent) + 1
+        return None
+
+    def _restarted(
+        self, journal: Journal, agent: str, failed: str, reason: str, strategy: str
+    ) -> None:
         journal.record(
             AgentRestarted,
             agent=agent,
             failed=failed,
             reason=reason,
-            restart=n,
-            strategy=policy.strategy,
+            restart=self._count,
+            strategy=strategy,
         )
         journal.flush()
-        return agent, task, by
+
+    def _last_at(self, episode_id: uuid.UUID, agent: str) -> datetime:
+        """The time of the agent's last recorded event (or now, if it has none)."""
+        history = self.store.read(agent_stream_id(episode_id, agent))
+        return history[-1].at if history else self.clock.now()
+
+    def _gave_up(self, journal: Journal, agent: str, reason: str) -> EpisodeReport:
+        if self.topology.root.restarts.escalate:
+            return self._escalate(journal, agent, reason)
+        return self._fail(journal, agent, reason)
 
     def _escalate(self, journal: Journal, agent: str, reason: str) -> EpisodeReport:
         """Ask a person what to do, with every agent's partial result; the episode waits."""

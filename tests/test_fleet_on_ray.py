@@ -106,3 +106,68 @@ def test_a_topology_file_runs_on_ray(ray_session: None, sqlite_url: str) -> None
     out = tether("run", str(example), "--db", sqlite_url)
     assert "expenses: completed — Reimbursed 180.00 to emp:42" in out
     assert "3 allowed, 0 denied, 0 waiting" in out
+
+
+CRASHING_FLEET = """
+import os
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tether.agents import ScriptedModel, ToolContext, call, say, tool
+from tether.topologies import Agent, Grant, Restarts, Role, Supervisor, Topology
+
+
+class Entry(BaseModel):
+    line: str
+
+
+@tool(idempotent=True)
+def write_ledger(args: Entry, ctx: ToolContext) -> dict:
+    '''Append a line to the ledger file, once per idempotency key.'''
+    ledger = Path(ctx.context["ledger"])
+    done = ledger.read_text().splitlines() if ledger.exists() else []
+    if ctx.idempotency_key not in done:
+        with ledger.open("a") as f:
+            f.write(ctx.idempotency_key + "\\n")
+    marker = Path(ctx.context["marker"])
+    if not marker.exists():
+        marker.write_text("crashed once")
+        os._exit(9)  # the host actor's process dies in the middle of the action
+    return {"written": args.line}
+
+
+clerk = Agent(
+    "clerk",
+    Role("clerk", (Grant("write_ledger", tier="low"),)),
+    ScriptedModel([call("write_ledger", line="paid INV-9"), say("booked")]),
+    (write_ledger,),
+)
+topology = Topology("books", Supervisor("root", (clerk,), restarts=Restarts(backoff_s=0)))
+"""
+
+
+def test_a_host_actor_killed_mid_action_is_replaced_and_the_work_completes(
+    ray_session: None, sqlite_url: str, tmp_path: Path
+) -> None:
+    from tether.memory.events import AgentRestarted
+    from tether.runtime.launch import run
+    from tether.topologies import load_file
+
+    fleet = tmp_path / "books.py"
+    fleet.write_text(CRASHING_FLEET)
+    ledger, marker = tmp_path / "ledger.txt", tmp_path / "marker"
+    report = run(
+        load_file(fleet),
+        {"book": "INV-9"},
+        context={"ledger": str(ledger), "marker": str(marker)},
+        db=sqlite_url,
+    )
+    assert (report.status, report.output) == ("completed", "booked")
+    with Store(sqlite_url) as store:
+        own = store.read(report.episode_id)
+        [restarted] = [e for e in own if isinstance(e, AgentRestarted)]
+        assert restarted.strategy == "host" and "died while running 'clerk'" in restarted.reason
+        # The action cut short ran again under its idempotency key: one effect, one line.
+        [effect] = store.of_type(EffectApplied)
+    assert ledger.read_text().splitlines() == [effect[1].key]
