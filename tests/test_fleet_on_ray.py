@@ -171,3 +171,101 @@ def test_a_host_actor_killed_mid_action_is_replaced_and_the_work_completes(
         # The action cut short ran again under its idempotency key: one effect, one line.
         [effect] = store.of_type(EffectApplied)
     assert ledger.read_text().splitlines() == [effect[1].key]
+
+
+SLOW_FLEET = """
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tether.agents import ScriptedModel, ToolContext, call, say
+from tether.agents import tool
+from tether.topologies import Agent, Grant, Role, Supervisor, Topology
+
+
+class Entry(BaseModel):
+    line: str
+
+
+@tool(idempotent=True)
+def write_ledger(args: Entry, ctx: ToolContext) -> dict:
+    '''Append a line to the ledger file, once per idempotency key; slowly, the first time.'''
+    ledger = Path(ctx.context["ledger"])
+    done = ledger.read_text().splitlines() if ledger.exists() else []
+    if ctx.idempotency_key not in done:
+        with ledger.open("a") as f:
+            f.write(ctx.idempotency_key + "\\n")
+    started = Path(ctx.context["started"])
+    if not started.exists():
+        started.write_text("the first run is under way")
+        time.sleep(120)  # the driver is killed meanwhile
+    return {"written": args.line}
+
+
+clerk = Agent(
+    "clerk",
+    Role("clerk", (Grant("write_ledger", tier="low"),)),
+    ScriptedModel([call("write_ledger", line="paid INV-9"), say("booked")]),
+    (write_ledger,),
+)
+topology = Topology("books", Supervisor("root", (clerk,)))
+"""
+
+
+def test_resume_after_the_driver_is_killed_loses_nothing_and_repeats_nothing(
+    ray_session: None, sqlite_url: str, tmp_path: Path
+) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import ray
+
+    from tether.memory import list_episodes
+    from tether.memory.events import agent_stream_id
+
+    address = ray.get_runtime_context().gcs_address
+    fleet = tmp_path / "slow.py"
+    fleet.write_text(SLOW_FLEET)
+    ledger, started = tmp_path / "ledger.txt", tmp_path / "started"
+    context = json.dumps({"ledger": str(ledger), "started": str(started)})
+    fleet.write_text(SLOW_FLEET + f"\ncontext = {context}\ntask = {{'book': 'INV-9'}}\n")
+    driver = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "tether"),
+            "run",
+            str(fleet),
+            "--db",
+            sqlite_url,
+            "--address",
+            address,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not started.exists():
+            assert driver.poll() is None, "the driver ended before the action began"
+            assert time.monotonic() < deadline, "the action never began"
+            time.sleep(0.2)
+        os.kill(driver.pid, signal.SIGKILL)  # kill -9, in the middle of the action
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    with Store(sqlite_url) as store:
+        [summary] = list_episodes(store)
+    out = tether("resume", str(summary.episode_id), "--db", sqlite_url, "--address", address)
+    assert "completed" in out
+    with Store(sqlite_url) as store:
+        stream = store.read(agent_stream_id(summary.episode_id, "clerk"))
+        versions = [e.originator_version for e in stream]
+        assert versions == list(range(1, len(versions) + 1))  # no gap, no duplicate
+        [effect] = store.of_type(EffectApplied)
+    assert ledger.read_text().splitlines() == [effect[1].key]  # the effect happened once
