@@ -139,7 +139,6 @@ class RootSupervisor:
         self.escalations = escalations or Escalations(store, clock)
         """Where it asks a person when it gives up."""
         self._jitter = random.Random()
-        self._count = 0
 
     def start(
         self,
@@ -208,11 +207,11 @@ class RootSupervisor:
                 # Ray's worker died under the agent: a new host rebuilds it from the store
                 # and it goes on where its events stop (an action cut short runs again
                 # under the same idempotency key). Counted like any restart.
-                given_up = self._give_up(journal, agent, str(e), self._last_at(episode_id, agent))
-                if given_up is not None:
-                    return self._gave_up(journal, agent, given_up)
+                n = self._next_restart(journal, agent, str(e), self._last_at(episode_id, agent))
+                if isinstance(n, str):
+                    return self._gave_up(journal, agent, n)
                 self.host.replace()
-                self._restarted(journal, agent, agent, str(e), "host")
+                self._restarted(journal, agent, agent, str(e), "host", n)
                 task = None
                 continue
             if outcome.outcome == "handed_off" and outcome.handoff_to:
@@ -254,20 +253,21 @@ class RootSupervisor:
         failed_at = next((e.at for e in reversed(history) if isinstance(e, AgentFailed)), None)
         if failed_at is None:
             return reason
-        given_up = self._give_up(journal, failed, reason, failed_at)
-        if given_up is not None:
-            return given_up
+        n = self._next_restart(journal, failed, reason, failed_at)
+        if isinstance(n, str):
+            return n
         if policy.strategy == "one_for_all":
             agent, task, by = self.topology.entry, episode_input, "operator"
         else:  # one_for_one; rest_for_one is the same while agents run one at a time
             last = [e for e in history if isinstance(e, TaskAssigned)][-1]
             agent, task, by = failed, last.task, last.by
-        self._restarted(journal, agent, failed, reason, policy.strategy)
+        self._restarted(journal, agent, failed, reason, policy.strategy, n)
         return agent, task, by
 
-    def _give_up(self, journal: Journal, agent: str, reason: str, at: datetime) -> str | None:
-        """Why the supervisor gives up, if the restarts within the window (up to ``at``, a
-        recorded time) reached its intensity; else None, after waiting out the backoff."""
+    def _next_restart(self, journal: Journal, agent: str, reason: str, at: datetime) -> int | str:
+        """The number of the restart to make now, after waiting out its backoff; or, if
+        the restarts within the window (up to ``at``, a recorded time) reached the
+        intensity, why the supervisor gives up."""
         policy = self.topology.root.restarts
         since = at - timedelta(seconds=policy.period_s)
         recent: list[AgentRestarted] = []
@@ -284,19 +284,13 @@ class RootSupervisor:
         wait = min(policy.max_backoff_s, policy.backoff_s * 2 ** len(recent))
         if wait > 0:
             self.sleep(wait * self._jitter.uniform(0.5, 1.0))
-        self._count = len(recent) + 1
-        return None
+        return len(recent) + 1
 
     def _restarted(
-        self, journal: Journal, agent: str, failed: str, reason: str, strategy: str
+        self, journal: Journal, agent: str, failed: str, reason: str, strategy: str, n: int
     ) -> None:
         journal.record(
-            AgentRestarted,
-            agent=agent,
-            failed=failed,
-            reason=reason,
-            restart=self._count,
-            strategy=strategy,
+            AgentRestarted, agent=agent, failed=failed, reason=reason, restart=n, strategy=strategy
         )
         journal.flush()
 
