@@ -868,8 +868,8 @@ Escalation = Annotated[str, typer.Argument(help="The escalation id.")]
 def inbox_retry(
     escalation: Escalation,
     db: Db = None,
-    approver: Annotated[str | None, typer.Option("--as", help="Who decides.")] = None,
-    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    approver: Approver = None,
+    reason: Reason = "",
     steps: Annotated[int, typer.Option("--steps", help="Steps to add to its budget.")] = 0,
     tokens: Annotated[int, typer.Option("--tokens", help="Model tokens to add.")] = 0,
 ) -> None:
@@ -882,8 +882,8 @@ def inbox_retry(
 def inbox_accept(
     escalation: Escalation,
     db: Db = None,
-    approver: Annotated[str | None, typer.Option("--as", help="Who decides.")] = None,
-    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    approver: Approver = None,
+    reason: Reason = "",
 ) -> None:
     """Answer an escalation: the episode completes with the partial results."""
     _escalation(escalation, "accept", db, approver, reason)
@@ -894,8 +894,8 @@ def inbox_accept(
 def inbox_abort(
     escalation: Escalation,
     db: Db = None,
-    approver: Annotated[str | None, typer.Option("--as", help="Who decides.")] = None,
-    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    approver: Approver = None,
+    reason: Reason = "",
 ) -> None:
     """Answer an escalation: the episode fails, with your reason."""
     _escalation(escalation, "abort", db, approver, reason)

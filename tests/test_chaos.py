@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.memory import Store, list_episodes
-from tether.memory.events import EffectApplied, agent_stream_id
+from tether.memory.events import AgentRestarted, EffectApplied, agent_stream_id
 from tether.runtime.cli import app
 
 TRIALS = int(os.environ.get("TETHER_CHAOS_TRIALS", "20"))
@@ -93,11 +93,15 @@ def tether(*args: str) -> str:
     return result.output
 
 
-def check(db: str, world: Path) -> None:
+def check(db: str, world: Path, mode: str) -> None:
     """The invariants every trial must end with."""
     with Store(db) as store:
         [summary] = list_episodes(store)
         assert summary.status == "completed", summary
+        restarts = [e for e in store.read(summary.episode_id) if isinstance(e, AgentRestarted)]
+        if mode == "host":  # the supervisor replaced the dead host, counting a restart
+            [restart] = restarts
+            assert restart.strategy == "host" and "died while running" in restart.reason
         for name in ("first", "second"):
             stream = store.read(agent_stream_id(summary.episode_id, name))
             versions = [e.originator_version for e in stream]
@@ -161,4 +165,4 @@ def test_an_episode_survives_a_kill_at_a_random_action(
         with Store(db) as store:
             [summary] = list_episodes(store)
         tether("resume", str(summary.episode_id), "--db", db, "--address", address)
-    check(db, world)
+    check(db, world, mode)
