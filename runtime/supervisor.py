@@ -212,7 +212,8 @@ class RootSupervisor:
                     return self._gave_up(journal, agent, n)
                 self.host.replace()
                 self._restarted(journal, agent, agent, str(e), "host", n)
-                task = None
+                if self._last_task(episode_id, agent) is not None:
+                    task = None  # it has its task on record; the new host reads it there
                 continue
             if outcome.outcome == "handed_off" and outcome.handoff_to:
                 task = {
@@ -256,11 +257,13 @@ class RootSupervisor:
         n = self._next_restart(journal, failed, reason, failed_at)
         if isinstance(n, str):
             return n
+        last = self._last_task(episode_id, failed)
         if policy.strategy == "one_for_all":
             agent, task, by = self.topology.entry, episode_input, "operator"
-        else:  # one_for_one; rest_for_one is the same while agents run one at a time
-            last = [e for e in history if isinstance(e, TaskAssigned)][-1]
+        elif last is not None:  # one_for_one; rest_for_one is the same one at a time
             agent, task, by = failed, last.task, last.by
+        else:
+            return reason  # it failed before it was given a task: nothing to restart
         self._restarted(journal, agent, failed, reason, policy.strategy, n)
         return agent, task, by
 
@@ -274,8 +277,8 @@ class RootSupervisor:
         for e in self.store.read(journal.stream_id):
             if isinstance(e, EpisodeEscalated):
                 recent = []  # a person's retry opens a new window
-            elif isinstance(e, AgentRestarted) and e.at > since:
-                recent.append(e)
+            elif isinstance(e, AgentRestarted) and e.at > since and e.restart > 0:
+                recent.append(e)  # (a person's retry, restart 0, is not the supervisor's)
         if len(recent) >= policy.max_restarts:
             return (
                 f"gave up after {len(recent)} restarts within {policy.period_s:g} s "
@@ -293,6 +296,11 @@ class RootSupervisor:
             AgentRestarted, agent=agent, failed=failed, reason=reason, restart=n, strategy=strategy
         )
         journal.flush()
+
+    def _last_task(self, episode_id: uuid.UUID, agent: str) -> TaskAssigned | None:
+        """The task the agent was given last, if any."""
+        history = self.store.read(agent_stream_id(episode_id, agent))
+        return next((e for e in reversed(history) if isinstance(e, TaskAssigned)), None)
 
     def _last_at(self, episode_id: uuid.UUID, agent: str) -> datetime:
         """The time of the agent's last recorded event (or now, if it has none)."""
@@ -357,8 +365,10 @@ class RootSupervisor:
             strategy=self.topology.root.restarts.strategy,
         )
         journal.flush()
-        history = self.store.read(agent_stream_id(episode_id, agent))
-        last = [e for e in history if isinstance(e, TaskAssigned)][-1]
+        last = self._last_task(episode_id, agent)
+        if last is None:  # it never got a task: start the work over
+            entry = self.topology.entry
+            return self._drive(journal, entry, episode_input, "operator", episode_input)
         return self._drive(journal, agent, last.task, last.by, episode_input)
 
     def _fail(self, journal: Journal, agent: str, reason: str) -> EpisodeReport:

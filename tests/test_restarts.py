@@ -158,3 +158,27 @@ def test_a_restart_policy_must_make_sense() -> None:
     assert "t.root.restarts.strategy: 'all_for_one' is not a strategy" in problems
     assert "t.root.restarts.max_restarts: must be an integer of 0 or more" in problems
     assert "t.root.children[0].restart: 'sometimes' is not a restart type" in problems
+
+
+def test_a_persons_retry_opens_a_new_window(store: Store) -> None:
+    from tether.runtime.escalation import Escalations
+
+    # One restart allowed: fail, restart, fail, escalate; the person retries; fail again:
+    # that is a new window, so the supervisor restarts once more rather than escalating.
+    policy = Restarts(max_restarts=1, backoff_s=0, max_backoff_s=0)
+    topology = Topology("t", Supervisor("root", (agent("a", FailsFirst(3)),), restarts=policy))
+    clock, ids = StepClock(), SequentialIds()
+
+    def supervisor() -> RootSupervisor:
+        return RootSupervisor(
+            topology, store, LocalHost(Host(topology, store, clock, ids)), clock, ids
+        )
+
+    report = supervisor().start({}, {})
+    assert report.status == "waiting"
+    [item] = Escalations(store, clock).items()
+    Escalations(store, clock).decide(item.id, "retry", "alice", "once more")
+    report = supervisor().resume(report.episode_id)
+    assert report.status == "completed"
+    restarts = [e.restart for e in store.read(report.episode_id) if isinstance(e, AgentRestarted)]
+    assert restarts == [1, 0, 1]
