@@ -794,14 +794,13 @@ def inbox_list(
         inbox = Inbox(store, SystemClock())
         inbox.expire()
         items = inbox.items(None if everything else "pending")
+        escalated = Escalations(store, SystemClock()).items()
     # What interrupts a person comes first: high tier, then medium, oldest first.
     items.sort(key=lambda i: (i.status != "pending", i.request.tier != "high"))
     if as_json:
         out.print_json(data=[i.as_dict() for i in items])
         return
     _inbox_table(items)
-    with Store(db) as store:
-        escalated = Escalations(store, SystemClock()).items()
     if escalated:
         out.print(
             f"{len(escalated)} escalation(s) wait for a person: {_prog()} inbox escalations"
@@ -1101,10 +1100,12 @@ def status(
         if watch is None:
             out.print(_status_tree(fleet_status(store, finished=everything)))
             return
+        topologies: dict[str, Any] = {}  # each topology file is loaded once, not per redraw
         with Live(console=out, auto_refresh=False) as live:
             try:
                 while True:
-                    live.update(_status_tree(fleet_status(store, finished=everything)))
+                    shown = fleet_status(store, finished=everything, topologies=topologies)
+                    live.update(_status_tree(shown))
                     live.refresh()
                     time.sleep(watch)
             except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from tether.agents.tools import HANDOFF, PAGE_BACK, PROGRESS, Tool
 from tether.topologies.policy import NUMERIC, Policy, Rule, When, as_number
-from tether.topologies.spec import Agent, Grant, Tier, default_tier
+from tether.topologies.spec import TIER_RANK, Agent, Grant, Tier, default_tier
 
 from .boundaries import domain_of, lookup
 from .provenance import Origin
@@ -39,8 +39,6 @@ class Decision:
     reason: str
     """Why."""
 
-
-_TIER_RANK = {"low": 0, "medium": 1, "high": 2}
 
 Check = Callable[[dict[str, Any], dict[str, Origin]], bool]
 
@@ -171,7 +169,7 @@ class Governance:
         if asked:
             tier = max(
                 [*(r.tier for r in asked), *([base.tier] if base.verdict == "approval" else [])],
-                key=_TIER_RANK.__getitem__,
+                key=TIER_RANK.__getitem__,
             )
             reasons = [r.reason or f"policy rule {r.id} asks a person" for r in asked]
             if base.verdict == "approval":

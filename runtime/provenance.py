@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from tether.topologies.spec import ORIGINS
+from tether.topologies.policy import ORIGINS
 
 _RANK = {o: i for i, o in enumerate(ORIGINS)}
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])")

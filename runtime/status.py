@@ -9,6 +9,7 @@ says it came from; a topology that cannot be loaded any more shows its limits as
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -71,20 +72,33 @@ class EpisodeStatus:
         return out
 
 
-def fleet_status(store: Store, *, finished: bool = False) -> list[EpisodeStatus]:
+Topologies = dict[str, Topology | None]
+"""Topologies already loaded, by their source: ``--watch`` loads each file once."""
+
+
+def fleet_status(
+    store: Store, *, finished: bool = False, topologies: Topologies | None = None
+) -> list[EpisodeStatus]:
     """Every episode still running or waiting (with ``finished``, every one)."""
+    loaded: Topologies = {} if topologies is None else topologies
     out = []
     for summary in list_episodes(store):
         if not finished and summary.status not in ("running", "waiting"):
             continue
-        out.append(episode_status(store, summary.episode_id, summary.status))
+        out.append(episode_status(store, summary.episode_id, summary.status, loaded))
     return out
 
 
-def episode_status(store: Store, episode_id: uuid.UUID, status: str) -> EpisodeStatus:
+def episode_status(
+    store: Store, episode_id: uuid.UUID, status: str, topologies: Topologies | None = None
+) -> EpisodeStatus:
     started = store.read(episode_id, limit=1)[0]
     assert isinstance(started, EpisodeStarted)
-    topology = _topology(started)
+    key = json.dumps(started.source, sort_keys=True, default=str)
+    loaded: Topologies = {} if topologies is None else topologies
+    if key not in loaded:
+        loaded[key] = _topology(started)
+    topology = loaded[key]
     timeline = load_timeline(store, episode_id)
     budgets: dict[str, Budget] = (
         {a.name: a.budget for a in topology.root.children} if topology is not None else {}

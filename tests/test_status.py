@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -84,5 +85,12 @@ def test_limits_come_from_the_topology_file(tmp_path: Path) -> None:
         result.output
     )
     assert "clerk · waiting · steps 0 used, 1 held by open actions, 3 left of 4" in result.output
+    # A watch loads each topology file once, however often it redraws.
+    topologies: dict[str, Any] = {}
+    with Store(db) as store:
+        fleet_status(store, topologies=topologies)
+        [first] = topologies.values()
+        fleet_status(store, topologies=topologies)
+        assert list(topologies.values()) == [first] and first is not None
     bad = CliRunner().invoke(app, ["status", "--watch", "0", "--db", db])
     assert bad.exit_code == 1 and "--watch 0" in bad.output

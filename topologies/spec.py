@@ -33,13 +33,12 @@ from tether.agents.tools import (
 from tether.memory.org import FactPolicy
 from tether.runtime.errors import TopologyError
 
-from .policy import Policy
-
-ORIGINS = ("operator", "system", "agent", "untrusted", "model")
-"""Where an argument can come from, most trusted first (``runtime/provenance.py``)."""
+from .policy import ORIGINS, Policy
 
 Tier = Literal["low", "medium", "high"]
 TIERS: tuple[Tier, ...] = ("low", "medium", "high")
+TIER_RANK: dict[str, int] = {tier: i for i, tier in enumerate(TIERS)}
+"""How strict a tier is: low 0, medium 1, high 2."""
 
 
 @dataclass(frozen=True)
@@ -646,9 +645,6 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
     return out
 
 
-_STRICTNESS = {"low": 0, "medium": 1, "high": 2}
-
-
 def _narrowing_problems(agent: Agent, bound: Role, p: str) -> list[str]:
     """How the agent's grants widen its supervisor's role, each with its path."""
     out: list[str] = []
@@ -665,7 +661,7 @@ def _narrowing_problems(agent: Agent, bound: Role, p: str) -> list[str]:
         if tool is None:
             continue  # reported as an unknown tool
         mine, theirs = g.tier or default_tier(tool), parent.tier or default_tier(tool)
-        if _STRICTNESS.get(mine, 0) < _STRICTNESS.get(theirs, 0):
+        if TIER_RANK.get(mine, 0) < TIER_RANK.get(theirs, 0):
             out.append(f"{head}: tier {mine} is looser than the supervisor's {theirs}")
         if parent.approval is not None:
             t = parent.approval
