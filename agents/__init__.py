@@ -1,7 +1,7 @@
 """tether.agents: one agent — its model, its tools, and its loop."""
 
 from .loop import ActionGate, ActionResult, AgentLoop, AgentOutcome
-from .model import Message, Model, ModelRequest, ModelTurn, ToolCall, ToolSpec, Usage
+from .model import Message, Model, ModelRequest, ModelTurn, Price, ToolCall, ToolSpec, Usage
 from .scripted import ScriptedModel, call, calls, flaky, say
 from .tools import HANDOFF, Tool, ToolContext, handoff, tool
 
@@ -15,6 +15,7 @@ __all__ = [
     "Model",
     "ModelRequest",
     "ModelTurn",
+    "Price",
     "ScriptedModel",
     "Tool",
     "ToolCall",

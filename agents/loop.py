@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, Protocol
 
 import tenacity
@@ -32,7 +33,7 @@ from tether.memory.store import Journal
 from tether.runtime.errors import ModelError, TransientModelError
 
 from . import context
-from .model import Message, Model, ModelRequest, ModelTurn, ToolCall, ToolSpec
+from .model import Message, Model, ModelRequest, ModelTurn, Price, ToolCall, ToolSpec
 from .tools import HANDOFF, PROGRESS
 
 Outcome = Literal["finished", "handed_off", "waiting", "failed"]
@@ -178,6 +179,14 @@ class TokenBudget(Protocol):
         ...
 
 
+class TimeLimit(Protocol):
+    """When an agent's time to live runs out (``runtime/budget.Deadline``)."""
+
+    def passed(self, at: datetime) -> str | None:
+        """Why the time is up at the recorded time ``at``; None while it is not."""
+        ...
+
+
 class AgentLoop:
     """Runs one agent's task to an outcome, recording each step in its journal."""
 
@@ -199,8 +208,13 @@ class AgentLoop:
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
         sleep: Callable[[float], None] = time.sleep,
+        price: Price | None = None,
     ) -> None:
         self.sleep = sleep
+        self.price = price
+        """What the model's tokens cost (each turn's cost is recorded); None = unpriced."""
+        self.deadline: TimeLimit | None = None
+        """When its time runs out, for the run it is in (set by its host)."""
         self.model_attempts = model_attempts
         """Model calls a turn may take: the first, and retries after transient failures."""
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
@@ -241,6 +255,9 @@ class AgentLoop:
                 return self._end(AgentOutcome(self.agent, "waiting", waiting=tuple(waiting)))
             if handoff is not None:
                 return self._end(handoff)
+            late = self._late()
+            if late:
+                return self._end(AgentOutcome(self.agent, "failed", f"budget: {late}"))
             if state.turns >= self.max_turns:
                 reason = f"max_turns ({self.max_turns}) reached without a final answer"
                 return self._end(AgentOutcome(self.agent, "failed", reason))
@@ -274,6 +291,7 @@ class AgentLoop:
                     "digest": context.digest(request.messages),
                 },
                 attempts=attempts,
+                cost=str(self.price.cost(turn.usage)) if self.price is not None else None,
             )
             if not turn.tool_calls:
                 return self._end(AgentOutcome(self.agent, "finished", output=turn.text))
@@ -311,6 +329,11 @@ class AgentLoop:
             return retrying(once), attempts
         except TransientModelError as e:
             raise ModelError(f"model failed after {attempts} attempts: {e}") from e
+
+    def _late(self) -> str | None:
+        """Why the agent's time is up, by the time of its latest recorded event."""
+        at = self.journal.last_at
+        return self.deadline.passed(at) if self.deadline is not None and at else None
 
     def _stuck(self, call: ToolCall) -> str:
         """Why proposing ``call`` now would show the agent is stuck; empty if it would not."""

@@ -8,6 +8,7 @@ rebuilt in a new process (a resumed episode) answers the same turn the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -33,6 +34,27 @@ class Usage:
     """Tokens in the prompt."""
     output_tokens: int = 0
     """Tokens generated."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a model's tokens cost, in dollars per million tokens."""
+
+    input_per_mtok: Decimal
+    """Dollars per million prompt tokens."""
+    output_per_mtok: Decimal
+    """Dollars per million generated tokens."""
+
+    def cost(self, usage: Usage) -> Decimal:
+        """The dollars one turn's usage cost."""
+        return (
+            usage.input_tokens * Decimal(self.input_per_mtok)
+            + usage.output_tokens * Decimal(self.output_per_mtok)
+        ) / 1_000_000
+
+    def estimate(self, input_tokens: int) -> Decimal:
+        """The least a call with ``input_tokens`` of context can cost (its prompt alone)."""
+        return input_tokens * Decimal(self.input_per_mtok) / 1_000_000
 
 
 @dataclass(frozen=True)

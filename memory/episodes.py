@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from tether.runtime.errors import EpisodeNotFound
@@ -89,6 +90,10 @@ class AgentRow:
     steps_used: int = 0
     restarts: int = 0
     """Times its supervisor restarted it."""
+    cost: str = "0"
+    """Dollars its model turns cost, as recorded (a decimal string)."""
+    started: str | None = None
+    """When it was first given a task (ISO 8601): its time to live counts from there."""
 
 
 @dataclass
@@ -251,11 +256,14 @@ class TimelineFold:
 def _assigned(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
     agent.assigned_by.append(e.by)
     agent.status = "working"
+    agent.started = agent.started or e.at.isoformat()
 
 
 def _responded(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
     agent.turns += 1
     agent.tokens += sum(e.usage.values())
+    if e.cost is not None:
+        agent.cost = str(Decimal(agent.cost) + Decimal(e.cost))
 
 
 def _proposed(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:

@@ -165,6 +165,10 @@ class BudgetGranted(Event):
     """Model tokens added."""
     by: str
     """Who granted them."""
+    cost: str = "0"
+    """Dollars of model spend added (a decimal string)."""
+    seconds: float = 0.0
+    """Seconds of time to live added."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +223,9 @@ class ModelResponded(Event):
     """What the model was shown: ``{"messages", "tokens", "digest"}`` (sha256)."""
     attempts: int = 1
     """Calls made for this turn: 1, plus retries after transient failures."""
+    cost: str | None = None
+    """What the turn cost in dollars (a decimal string), priced by the agent's ``price``;
+    None = unpriced."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -527,6 +534,10 @@ class EscalationDecided(Event):
     """For a retry: steps added to the agent's and its supervisor's budgets."""
     tokens: int = 0
     """For a retry: model tokens added likewise."""
+    cost: str = "0"
+    """For a retry: dollars of model spend added likewise."""
+    seconds: float = 0.0
+    """For a retry: seconds of time to live added likewise."""
 
 
 # --- the effects ledger -------------------------------------------------------------

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from .recorder import writing
 
-FORMAT = 4
+FORMAT = 5
 """Bump when a fold's state changes shape; older snapshots are then ignored."""
 
 

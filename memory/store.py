@@ -306,13 +306,17 @@ class Journal:
         self.auditor: Callable[[Event], dict[str, Any] | None] | None = None
         """Turns a new event that records a decision into its audit record."""
         self.pending_audit: list[dict[str, Any]] = []
+        self.last_at: datetime | None = None
+        """The time of the stream's latest event (None: it has none)."""
 
     @classmethod
     def after(
         cls, store: Store, stream_id: uuid.UUID, clock: Clock, history: Sequence[Event]
     ) -> Journal:
         """The journal that continues a stream whose events so far are ``history``."""
-        return cls(store, stream_id, clock, history[-1].originator_version if history else 0)
+        journal = cls(store, stream_id, clock, history[-1].originator_version if history else 0)
+        journal.last_at = history[-1].at if history else None
+        return journal
 
     def record(self, cls: type[E], **fields: Any) -> E:
         """Number and stamp a new event of this stream; it is written at the next flush."""
@@ -324,6 +328,7 @@ class Journal:
             **fields,
         )
         self.pending.append(event)
+        self.last_at = event.at
         for observe in self.observers:
             observe(event)
         if self.auditor is not None:

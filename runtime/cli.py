@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -35,7 +36,7 @@ from tether.memory.episodes import (
 from tether.memory.events import Event
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Store
-from tether.runtime.errors import TetherError
+from tether.runtime.errors import ConfigError, TetherError
 from tether.runtime.escalation import Escalations
 
 app = typer.Typer(
@@ -169,7 +170,6 @@ def run_file(
     address: Address = None,
 ) -> None:
     """Run a topology defined in a Python file."""
-    from tether.runtime.errors import ConfigError
     from tether.runtime.launch import run
     from tether.topologies.loader import load_file
 
@@ -650,7 +650,6 @@ def retain(
 
     from tether.memory.forgetting import retain_episodes
     from tether.memory.org import OrgMemory, Retention
-    from tether.runtime.errors import ConfigError
 
     rules = (ttl_days, max_per_subject, unused_days, episode_ttl_days, max_episodes)
     if all(rule is None for rule in rules):
@@ -683,7 +682,6 @@ def retain(
 
 
 def _when(option: str, value: str | None) -> datetime | None:
-    from tether.runtime.errors import ConfigError
 
     if value is None:
         return None
@@ -847,11 +845,24 @@ def _escalation(
     reason: str,
     steps: int = 0,
     tokens: int = 0,
+    cost: str = "0",
+    seconds: float = 0.0,
 ) -> None:
     who = approver or _current_user()
+    try:
+        dollars = Decimal(cost)
+    except ArithmeticError:
+        raise ConfigError(f"--cost: {cost!r} is not an amount of dollars; give e.g. 2.50") from None
     with Store(db) as store:
         item = Escalations(store, SystemClock()).decide(
-            escalation, option, who, reason, steps=steps, tokens=tokens
+            escalation,
+            option,
+            who,
+            reason,
+            steps=steps,
+            tokens=tokens,
+            cost=dollars,
+            seconds=seconds,
         )
     out.print(f"{item.status}: {item.id} ({item.request.agent}) as {who}", markup=False)
     out.print(
@@ -871,9 +882,13 @@ def inbox_retry(
     reason: Reason = "",
     steps: Annotated[int, typer.Option("--steps", help="Steps to add to its budget.")] = 0,
     tokens: Annotated[int, typer.Option("--tokens", help="Model tokens to add.")] = 0,
+    cost: Annotated[str, typer.Option("--cost", help="Dollars of model spend to add.")] = "0",
+    seconds: Annotated[
+        float, typer.Option("--seconds", help="Seconds of time to live to add.")
+    ] = 0.0,
 ) -> None:
     """Answer an escalation: restart the agent, with more budget if given."""
-    _escalation(escalation, "retry", db, approver, reason, steps, tokens)
+    _escalation(escalation, "retry", db, approver, reason, steps, tokens, cost, seconds)
 
 
 @inbox_app.command("accept")
@@ -963,7 +978,6 @@ def inbox_digest(
 ) -> None:
     """The medium-tier batch: show it, then approve or deny it (all, or all --except some)
     in one command, naming the digest id you reviewed."""
-    from tether.runtime.errors import ConfigError
     from tether.runtime.inbox import Inbox
 
     if approve and deny:
@@ -1090,8 +1104,6 @@ def status(
     from tether.runtime.status import fleet_status
 
     if watch is not None and watch <= 0:
-        from tether.runtime.errors import ConfigError
-
         raise ConfigError(f"--watch {watch}: give a number of seconds above 0")
     with Store(db) as store:
         if as_json:
@@ -1112,11 +1124,24 @@ def status(
                 pass
 
 
-def _usage(u: Any) -> str:
-    held = f", {u.reserved} held by open actions" if u.reserved else ""
+def _usage(u: Any, shown: Callable[[Any], str] = str) -> str:
+    held = f", {shown(u.reserved)} held by open actions" if u.reserved else ""
     if u.limit is None:
-        return f"{u.used} used{held}"
-    return f"{u.used} used{held}, {u.left} left of {u.limit}"
+        return f"{shown(u.used)} used{held}"
+    return f"{shown(u.used)} used{held}, {shown(u.left)} left of {shown(u.limit)}"
+
+
+def _budgets(s: Any) -> str:
+    """Steps and tokens; cost and time to live where they are limited or used."""
+    from tether.runtime.budget import dollars
+
+    parts = [f"steps {_usage(s.steps)}", f"tokens {_usage(s.tokens)}"]
+    if s.cost.used or s.cost.limit is not None:
+        parts.append(f"cost {_usage(s.cost, dollars)}")
+    if s.ttl_left_s is not None:
+        left = s.ttl_left_s
+        parts.append(f"ttl {left:.0f} s left" if left > 0 else f"ttl passed {-left:.0f} s ago")
+    return "; ".join(parts)
 
 
 def _status_tree(episodes: list[Any]) -> Any:
@@ -1128,17 +1153,12 @@ def _status_tree(episodes: list[Any]) -> Any:
     for e in episodes:
         tree = Tree(f"[bold]{e.episode_id}[/] · {_esc(e.topology)} · {e.status}")
         unknown = "" if e.limits_known else " [dim](limits unknown: topology not loadable)[/]"
-        sup = tree.add(
-            f"{_esc(e.supervisor)}: steps {_usage(e.steps)}; tokens {_usage(e.tokens)}{unknown}"
-        )
+        sup = tree.add(f"{_esc(e.supervisor)}: {_budgets(e)}{unknown}")
         for a in e.agents:
             waits = f"; waits for {', '.join(a.waiting)}" if a.waiting else ""
             waits += f"; restarts: {a.restarts}" if a.restarts else ""
             detail = f": {_esc(a.detail)}" if a.detail and not a.waiting else ""
-            sup.add(
-                f"{_esc(a.name)} · {a.state}{detail} · steps {_usage(a.steps)}; "
-                f"tokens {_usage(a.tokens)}{waits}"
-            )
+            sup.add(f"{_esc(a.name)} · {a.state}{detail} · {_budgets(a)}{waits}")
         trees.append(tree)
     return Group(*trees)
 

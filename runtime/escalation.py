@@ -2,9 +2,9 @@
 
 Each escalation is a stream: ``EscalationRequested`` at position 1, carrying each agent's
 best result so far, then one ``EscalationDecided`` at position 2: **retry** (with more
-steps and tokens for the agent and its supervisor), **accept** the partial result, or
-**abort**. Nothing is dropped silently: the episode waits, and ``tether resume`` carries
-out the decision. Decisions are audited like approvals.
+steps, tokens, dollars and seconds for the agent and its supervisor), **accept** the
+partial result, or **abort**. Nothing is dropped silently: the episode waits, and
+``tether resume`` carries out the decision. Decisions are audited like approvals.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from tether.memory.events import (
@@ -57,7 +58,11 @@ class Escalation:
             "requested_at": self.request.at.isoformat(),
             "approver": d.approver if d else None,
             "decision_reason": d.reason if d else None,
-            "granted": {"steps": d.steps, "tokens": d.tokens} if d else None,
+            "granted": (
+                {"steps": d.steps, "tokens": d.tokens, "cost": d.cost, "seconds": d.seconds}
+                if d
+                else None
+            ),
         }
 
 
@@ -132,12 +137,18 @@ class Escalations:
         *,
         steps: int = 0,
         tokens: int = 0,
+        cost: Decimal = Decimal(0),
+        seconds: float = 0.0,
     ) -> Escalation:
-        """Choose retry (with ``steps`` and ``tokens`` more), accept or abort."""
+        """Choose retry (with ``steps``, ``tokens``, ``cost`` dollars and ``seconds`` of
+        time to live more), accept or abort."""
         if option not in OPTIONS:
             raise ConfigError(f"{option!r} is not an option; choose one of {', '.join(OPTIONS)}")
-        if steps < 0 or tokens < 0 or (option != "retry" and (steps or tokens)):
-            raise ConfigError("--steps and --tokens: numbers of 0 or more, for a retry only")
+        amounts = (steps, tokens, cost, seconds)
+        if not cost.is_finite() or seconds != seconds or any(a < 0 for a in amounts):
+            raise ConfigError("--steps, --tokens, --cost and --seconds: amounts of 0 or more")
+        if option != "retry" and any(amounts):
+            raise ConfigError("--steps, --tokens, --cost and --seconds go with a retry only")
         item = self.get(escalation_id)
         if item.decision is not None:
             raise ApprovalError(
@@ -155,6 +166,8 @@ class Escalations:
             reason=reason,
             steps=steps,
             tokens=tokens,
+            cost=str(cost),
+            seconds=float(seconds),
         )
         r = item.request
         audit = {
@@ -166,7 +179,7 @@ class Escalations:
             "decision": option,
             "rules": [],
             "approver": approver,
-            "granted": {"steps": steps, "tokens": tokens},
+            "granted": {"steps": steps, "tokens": tokens, "cost": str(cost), "seconds": seconds},
             "request": str(item.id),
             "event": f"{item.id}/2",
         }

@@ -44,7 +44,7 @@ from tether.memory.store import Journal
 from tether.topologies.spec import Approvals
 
 from .boundaries import Boundaries
-from .budget import Ledger
+from .budget import Deadline, Ledger
 from .delegate import Delegate
 from .governance import Governance
 from .inbox import Inbox
@@ -125,6 +125,8 @@ class Gate:
         self.context = context
         self.actions = 0
         self.open: dict[int, _Open] = {}
+        self.deadline: Deadline | None = None
+        """When the agent's time runs out, for the run it is in (set by its host)."""
 
     # --- the fold ---------------------------------------------------------------------
 
@@ -227,9 +229,11 @@ class Gate:
             return self._end(n, "denied", "boundaries", f"denied by boundaries: {check.reason}")
         tool, args = check.tool, check.args
         # 2. budget
+        reason = self.deadline.passed(proposed.at) if self.deadline is not None else None
         short = self.ledger.can_reserve(1)
-        if short is not None:
+        if reason is None and short is not None:
             reason = f"no step left on {short.name}'s budget (limit {short.limit})"
+        if reason is not None:
             self._record(
                 BudgetReserved,
                 action=n,

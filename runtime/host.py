@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +19,6 @@ from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome
 from tether.agents.model import ToolCall
 from tether.memory.events import (
     AgentFailed,
-    BudgetGranted,
     EpisodeStarted,
     Event,
     TaskAssigned,
@@ -31,7 +31,21 @@ from tether.runtime.errors import ConfigError, EpisodeNotFound, StoreError
 from tether.topologies.spec import Topology
 
 from .boundaries import Boundaries
-from .budget import Ledger, TokenMeter
+from .budget import (
+    CostMeter,
+    Deadline,
+    Extra,
+    Ledger,
+    Meters,
+    TokenMeter,
+    deadline,
+    first_deadline,
+    granted,
+    nanos,
+    plus,
+    total,
+    waits,
+)
 from .delegate import Delegate
 from .gate import Gate
 from .governance import Governance
@@ -47,10 +61,12 @@ class AgentRuntime:
     journal: Journal
     gate: Gate
     loop: AgentLoop
+    started: datetime | None = None
+    """When it was first given a task: its time to live counts from there."""
 
     def assign(self, task: dict[str, Any], by: str) -> None:
         """Give the agent a task (the episode's input or a handoff)."""
-        self.journal.record(
+        event = self.journal.record(
             TaskAssigned,
             episode_id=self.gate.episode_id,
             agent=self.name,
@@ -58,6 +74,7 @@ class AgentRuntime:
             by=by,
             instructions=self.loop.instructions,
         )
+        self.started = self.started or event.at
         self.journal.flush()
 
 
@@ -90,8 +107,10 @@ class Host:
         """Per episode: the root supervisor's steps, shared by its agents' ledgers."""
         self.supervisor_tokens: dict[uuid.UUID, Ledger] = {}
         """Per episode: the root supervisor's model tokens, shared likewise."""
-        self.granted: dict[uuid.UUID, dict[str, tuple[int, int]]] = {}
-        """Per episode and agent: steps and tokens people granted on escalations."""
+        self.supervisor_cost: dict[uuid.UUID, Ledger] = {}
+        """Per episode: the root supervisor's model spend (nano-dollars), shared likewise."""
+        self.granted: dict[uuid.UUID, dict[str, Extra]] = {}
+        """Per episode and agent: what people granted on escalations."""
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}
         self.subjects: dict[uuid.UUID, str | None] = {}
         self.fleet_spent: dict[uuid.UUID, dict[tuple[str, str], Decimal]] = {}
@@ -106,10 +125,12 @@ class Host:
         task: dict[str, Any] | None = None,
         by: str = "operator",
     ) -> AgentOutcome:
-        """Run an agent until it finishes, hands off, waits or fails; assign ``task`` first."""
+        """Run an agent until it finishes, hands off, waits, fails, or its time to live
+        runs out; assign ``task`` first."""
         runtime = self.agent(episode_id, agent)
         if task is not None:
             runtime.assign(task, by)
+        runtime.loop.deadline = runtime.gate.deadline = self._deadline(episode_id, runtime)
         try:
             return runtime.loop.run()
         except StoreError:
@@ -121,6 +142,25 @@ class Host:
             runtime.journal.record(AgentFailed, reason=reason)
             runtime.journal.flush()
             return AgentOutcome(agent, "failed", reason)
+
+    def _deadline(self, episode_id: uuid.UUID, runtime: AgentRuntime) -> Deadline | None:
+        """The earliest of the agent's and its supervisor's deadlines, from the episode's
+        recorded times (read afresh: waits for people and granted seconds move them)."""
+        root, spec = self.topology.root, self.topology.agents()[runtime.name]
+        if root.budget.ttl_s is None and spec.budget.ttl_s is None:
+            return None
+        episode = self.store.read(episode_id)
+        spans, extras = waits(episode), granted(episode)
+        found: list[Deadline | None] = []
+        if root.budget.ttl_s is not None:
+            ttl = root.budget.ttl_s + total(extras).seconds
+            at = deadline(episode[0].at, ttl, spans)
+            found.append(Deadline(at, f"supervisor {root.name}", ttl))
+        if spec.budget.ttl_s is not None and runtime.started is not None:
+            ttl = spec.budget.ttl_s + extras.get(runtime.name, Extra()).seconds
+            at = deadline(runtime.started, ttl, spans)
+            found.append(Deadline(at, f"agent {runtime.name}", ttl))
+        return first_deadline(*found)
 
     def act(self, episode_id: uuid.UUID, agent: str, call: ToolCall) -> ActionResult:
         """Pass one tool call through the gate, outside the model loop (ops and benchmarks)."""
@@ -145,16 +185,14 @@ class Host:
         self.redactions[episode_id] = redactions(events)
         root = self.topology.root
         # What people granted on escalations raises the agent's and the supervisor's limits.
-        granted = self.granted[episode_id] = {}
-        for e in events:
-            if isinstance(e, BudgetGranted):
-                steps, tokens = granted.get(e.agent, (0, 0))
-                granted[e.agent] = (steps + e.steps, tokens + e.tokens)
-        all_steps = sum(g[0] for g in granted.values())
-        all_tokens = sum(g[1] for g in granted.values())
-        self.supervisors[episode_id] = Ledger(root.name, _plus(root.budget.steps, all_steps))
+        extras = self.granted[episode_id] = granted(events)
+        everything = total(extras)
+        self.supervisors[episode_id] = Ledger(root.name, plus(root.budget.steps, everything.steps))
         self.supervisor_tokens[episode_id] = Ledger(
-            root.name, _plus(root.budget.tokens, all_tokens)
+            root.name, plus(root.budget.tokens, everything.tokens)
+        )
+        self.supervisor_cost[episode_id] = Ledger(
+            root.name, plus(_nanos(root.budget.cost), everything.cost)
         )
         self.fleet_spent[episode_id] = {}  # every agent's spend, folded as they are rebuilt
         # The supervisor's ledger is shared: fold every agent's history into it now.
@@ -178,16 +216,26 @@ class Host:
         history = self._history(episode_id, name, stream)
         journal = Journal.after(self.store, stream, self.clock, history)
         journal.subject = self.subjects[episode_id]
-        more_steps, more_tokens = self.granted[episode_id].get(name, (0, 0))
+        more = self.granted[episode_id].get(name, Extra())
         ledger = Ledger(
-            name, _plus(spec.budget.steps, more_steps), parent=self.supervisors[episode_id]
+            name, plus(spec.budget.steps, more.steps), parent=self.supervisors[episode_id]
         )
-        tokens = TokenMeter(
-            Ledger(
-                name,
-                _plus(spec.budget.tokens, more_tokens),
-                parent=self.supervisor_tokens[episode_id],
-            )
+        meters = Meters(
+            TokenMeter(
+                Ledger(
+                    name,
+                    plus(spec.budget.tokens, more.tokens),
+                    parent=self.supervisor_tokens[episode_id],
+                )
+            ),
+            CostMeter(
+                Ledger(
+                    name,
+                    plus(_nanos(spec.budget.cost), more.cost),
+                    parent=self.supervisor_cost[episode_id],
+                ),
+                spec.price,
+            ),
         )
         gate = Gate(
             agent=name,
@@ -216,7 +264,8 @@ class Host:
             context_tokens=spec.context_tokens,
             stuck_repeats=spec.stuck.repeats,
             stuck_without_progress=spec.stuck.no_progress_steps,
-            tokens=tokens,
+            tokens=meters,
+            price=spec.price,
             model_attempts=spec.retries.attempts,
             backoff_s=spec.retries.backoff_s,
             max_backoff_s=spec.retries.max_backoff_s,
@@ -225,12 +274,12 @@ class Host:
         for event in history:
             gate.observe(event)
             loop.observe(event)
-            tokens.observe(event)
-        journal.observers += [gate.observe, loop.observe, tokens.observe]
+            meters.observe(event)
+        journal.observers += [gate.observe, loop.observe, meters.observe]
         journal.auditor = gate.audit
-        return AgentRuntime(name, journal, gate, loop)
+        started = next((e.at for e in history if isinstance(e, TaskAssigned)), None)
+        return AgentRuntime(name, journal, gate, loop, started)
 
 
-def _plus(limit: int | None, extra: int) -> int | None:
-    """A limit raised by ``extra``; no limit stays no limit."""
-    return None if limit is None else limit + extra
+def _nanos(dollars: Decimal | None) -> int | None:
+    return None if dollars is None else nanos(dollars)

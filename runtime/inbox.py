@@ -15,9 +15,9 @@ whoever looks first (``expire``: the inbox commands, ``tether resume``).
 
 While an action waits, its agent is suspended: no process, thread or worker is held for
 it, and of its budget only the one step reserved for the action; its episode is
-``waiting`` until the decision, or the deadline, comes. Budgets count steps, and waiting
-takes none; the request's deadline is the only clock a wait runs against (a time limit on
-an agent must not count the time a person takes, or a slow approver would fail it).
+``waiting`` until the decision, or the deadline, comes. Waiting spends no step, token or
+dollar, and no time to live: ``Budget.ttl_s`` counts active time only, so a slow approver
+cannot fail the agent; the request's deadline is the only clock a wait runs against.
 """
 
 from __future__ import annotations

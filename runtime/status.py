@@ -1,9 +1,10 @@
 """The fleet's state, from the store: what ``tether status`` shows.
 
 Every number is folded from recorded events, so status is the same whether the fleet is
-running, waiting for people, or stopped: per episode, its supervisor's steps and model
-tokens used against its budget; per agent, its state, what it used and has left, and the
-approvals it waits for. Limits come from the topology, loaded again from where the episode
+running, waiting for people, or stopped: per episode, its supervisor's steps, model
+tokens and cost used against its budget (with what people granted) and the time to live
+it has left; per agent, its state, what it used and has left, and the approvals it waits
+for. Limits come from the topology, loaded again from where the episode
 says it came from; a topology that cannot be loaded any more shows its limits as unknown.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from tether.memory.episodes import list_episodes, load_timeline
@@ -19,6 +22,8 @@ from tether.memory.events import EpisodeStarted
 from tether.memory.store import Store
 from tether.runtime.errors import TetherError
 from tether.topologies.spec import Budget, Topology
+
+from .budget import NANO, Extra, active_seconds, granted, nanos, plus, total, waits
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,11 @@ class AgentStatus:
     """Approval requests it waits for."""
     restarts: int = 0
     """Times its supervisor restarted it."""
+    cost: Usage = Usage(0, None)
+    """Model spend, in nano-dollars."""
+    ttl_left_s: float | None = None
+    """Seconds of active time it has left (its own or its supervisor's, the fewer);
+    None = no time to live."""
 
 
 @dataclass(frozen=True)
@@ -60,15 +70,29 @@ class EpisodeStatus:
     agents: tuple[AgentStatus, ...]
     limits_known: bool
     """False when the topology could not be loaded again: limits show as unknown."""
+    cost: Usage = Usage(0, None)
+    """Model spend of all its agents, in nano-dollars."""
+    ttl_left_s: float | None = None
+    """Seconds of active time the episode has left; None = no time to live."""
 
     def as_dict(self) -> dict[str, Any]:
+        """As JSON: every unit with what is left; cost in dollars (decimal strings)."""
         out = asdict(self)
         out["episode_id"] = str(self.episode_id)
-        for unit in ("steps", "tokens"):
-            out[unit]["left"] = getattr(self, unit).left
-        for agent, row in zip(self.agents, out["agents"], strict=True):
+        pairs: list[tuple[EpisodeStatus | AgentStatus, dict[str, Any]]] = [
+            (self, out),
+            *zip(self.agents, out["agents"], strict=True),
+        ]
+        for status, row in pairs:
             for unit in ("steps", "tokens"):
-                row[unit]["left"] = getattr(agent, unit).left
+                row[unit]["left"] = getattr(status, unit).left
+            c = status.cost
+            row["cost"] = {
+                "used": _dollars(c.used),
+                "limit": _dollars(c.limit),
+                "reserved": _dollars(c.reserved),
+                "left": _dollars(c.left),
+            }
         return out
 
 
@@ -90,10 +114,21 @@ def fleet_status(
 
 
 def episode_status(
-    store: Store, episode_id: uuid.UUID, status: str, topologies: Topologies | None = None
+    store: Store,
+    episode_id: uuid.UUID,
+    status: str,
+    topologies: Topologies | None = None,
+    now: datetime | None = None,
 ) -> EpisodeStatus:
-    started = store.read(episode_id, limit=1)[0]
+    """One episode's status; time to live is counted up to ``now`` (default: the wall
+    clock) while it runs or waits."""
+    now = now or datetime.now(UTC)
+    own = store.read(episode_id)
+    started = own[0]
     assert isinstance(started, EpisodeStarted)
+    extras, spans = granted(own), waits(own)
+    # Time runs while the episode runs; a finished one stopped at its last event.
+    until = own[-1].at if status in ("completed", "failed") else now
     key = json.dumps(started.source, sort_keys=True, default=str)
     loaded: Topologies = {} if topologies is None else topologies
     if key not in loaded:
@@ -103,9 +138,21 @@ def episode_status(
     budgets: dict[str, Budget] = (
         {a.name: a.budget for a in topology.root.children} if topology is not None else {}
     )
+    root = topology.root if topology is not None else None
+    everything = total(extras)
+    episode_ttl = None
+    if root is not None and root.budget.ttl_s is not None:
+        used = active_seconds(started.at, spans, until)
+        episode_ttl = root.budget.ttl_s + everything.seconds - used
     agents = []
     for row in timeline.agents:
         budget = budgets.get(row.name, Budget())
+        more = extras.get(row.name, Extra())
+        ttl = episode_ttl
+        if budget.ttl_s is not None:
+            start = datetime.fromisoformat(row.started) if row.started else until
+            mine = budget.ttl_s + more.seconds - active_seconds(start, spans, until)
+            ttl = mine if ttl is None else min(ttl, mine)
         held = sum(
             1
             for a in row.actions
@@ -117,13 +164,14 @@ def episode_status(
                 name=row.name,
                 state=row.status,
                 detail=row.detail,
-                steps=Usage(row.steps_used, budget.steps, held),
-                tokens=Usage(row.tokens, budget.tokens),
+                steps=Usage(row.steps_used, plus(budget.steps, more.steps), held),
+                tokens=Usage(row.tokens, plus(budget.tokens, more.tokens)),
                 waiting=tuple(str(a.approval_id) for a in row.actions if a.outcome == "waiting"),
                 restarts=row.restarts,
+                cost=Usage(nanos(row.cost), plus(_nanos(budget.cost), more.cost)),
+                ttl_left_s=ttl,
             )
         )
-    root = topology.root if topology is not None else None
     return EpisodeStatus(
         episode_id=episode_id,
         topology=started.topology,
@@ -131,13 +179,29 @@ def episode_status(
         supervisor=root.name if root is not None else "root",
         steps=Usage(
             sum(a.steps.used for a in agents),
-            root.budget.steps if root else None,
+            plus(root.budget.steps, everything.steps) if root else None,
             sum(a.steps.reserved for a in agents),
         ),
-        tokens=Usage(sum(a.tokens.used for a in agents), root.budget.tokens if root else None),
+        tokens=Usage(
+            sum(a.tokens.used for a in agents),
+            plus(root.budget.tokens, everything.tokens) if root else None,
+        ),
         agents=tuple(agents),
         limits_known=topology is not None,
+        cost=Usage(
+            sum(a.cost.used for a in agents),
+            plus(_nanos(root.budget.cost), everything.cost) if root else None,
+        ),
+        ttl_left_s=episode_ttl,
     )
+
+
+def _nanos(dollars: Decimal | None) -> int | None:
+    return None if dollars is None else nanos(dollars)
+
+
+def _dollars(amount: int | None) -> str | None:
+    return None if amount is None else str(Decimal(amount) / NANO)
 
 
 def _topology(started: EpisodeStarted) -> Topology | None:

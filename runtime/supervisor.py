@@ -355,7 +355,15 @@ class RootSupervisor:
             journal.flush()
             return EpisodeReport(episode_id, "completed", agent, output)
         journal.record(EpisodeResumed, agent=agent)
-        journal.record(BudgetGranted, agent=agent, steps=d.steps, tokens=d.tokens, by=d.approver)
+        journal.record(
+            BudgetGranted,
+            agent=agent,
+            steps=d.steps,
+            tokens=d.tokens,
+            cost=d.cost,
+            seconds=d.seconds,
+            by=d.approver,
+        )
         journal.record(
             AgentRestarted,
             agent=agent,

@@ -17,6 +17,7 @@ SURFACES = {
         "Model",
         "ModelRequest",
         "ModelTurn",
+        "Price",
         "ScriptedModel",
         "Tool",
         "ToolCall",

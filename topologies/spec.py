@@ -20,7 +20,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from tether.agents.model import Model
+from tether.agents.model import Model, Price
 from tether.agents.tools import (
     HANDOFF,
     PAGE_BACK,
@@ -51,6 +51,15 @@ class Budget:
     """Model tokens, input and output, as the model reports them; each call first
     reserves its context's estimate and fails the agent if that is not left. None = no
     limit."""
+    cost: Decimal | None = None
+    """Model spend in dollars, priced by each agent's ``price`` from the usage its model
+    reports; each call first reserves what its prompt alone will cost. None = no limit."""
+    ttl_s: float | None = None
+    """Time to live, in seconds of the episode's active time: an agent's counts from its
+    first task, a supervisor's from the episode's start, and time the episode waits for
+    a person does not count. Past it the agent fails (checked at each model call and
+    each action, against recorded times). A child's deadline is never later than its
+    parent's; None = no limit of its own (a child still has its parent's deadline)."""
 
 
 @dataclass(frozen=True)
@@ -360,6 +369,8 @@ class Agent:
     """How its model calls retry transient failures."""
     restart: RestartType = "transient"
     """Whether its supervisor restarts it when it fails (temporary: never)."""
+    price: Price | None = None
+    """What its model's tokens cost; needed when a budget limits cost. None = unpriced."""
 
     def all_tools(self) -> dict[str, Tool]:
         """Its tools by name, with the built-in handoff tool when it may hand off and the
@@ -438,6 +449,7 @@ class Topology:
                 "rails": [{"kind": type(r).__name__, **asdict(r)} for r in a.rails],
                 "handoffs": list(a.handoffs),
                 "budget": asdict(a.budget),
+                "price": asdict(a.price) if isinstance(a.price, Price) else None,
                 "stuck": asdict(a.stuck),
                 "tools": [
                     {
@@ -553,22 +565,41 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
         out.append(f"{p}.restart: {agent.restart!r} is not a restart type; use {RESTART_TYPES}")
     if not isinstance(agent.max_turns, int) or agent.max_turns < 1:
         out.append(f"{p}.max_turns: must be a positive integer, got {agent.max_turns!r}")
-    out += _budget_problems(agent.budget, f"{p}.budget")
-    if isinstance(agent.budget, Budget) and isinstance(parent, Budget):
+    budget_problems = _budget_problems(agent.budget, f"{p}.budget")
+    out += budget_problems
+    if not budget_problems and isinstance(parent, Budget):
         for unit in BUDGET_UNITS:
             mine, theirs = getattr(agent.budget, unit), getattr(parent, unit)
-            if theirs is None:
+            if theirs is None or not isinstance(theirs, int | Decimal | float):
                 continue
-            if mine is None:
+            if mine is None and unit != "ttl_s":  # (a deadline is inherited)
                 out.append(
                     f"{p}.budget.{unit}: unlimited under a supervisor limited to {theirs}; "
                     f"give the agent a budget of {unit}"
                 )
-            elif isinstance(mine, int) and mine > theirs:
+            elif mine is not None and mine > theirs:
                 out.append(
                     f"{p}.budget.{unit}: {mine} exceeds the supervisor's {theirs}; a "
                     "child's budget is carved from its parent's"
                 )
+    if agent.price is not None and not isinstance(agent.price, Price):
+        out.append(f"{p}.price: must be a Price(input_per_mtok=..., output_per_mtok=...)")
+    elif isinstance(agent.price, Price):
+        for name in ("input_per_mtok", "output_per_mtok"):
+            value = getattr(agent.price, name)
+            if not _is_amount(value):
+                out.append(
+                    f"{p}.price.{name}: must be a Decimal or an integer of 0 or more "
+                    f"dollars, got {value!r}"
+                )
+    limited = [
+        b.cost for b in (agent.budget, parent) if isinstance(b, Budget) and b.cost is not None
+    ]
+    if limited and agent.price is None:
+        out.append(
+            f"{p}.price: its budget limits cost ({limited[0]} dollars) but it has no price; "
+            "give Agent(price=Price(input_per_mtok=..., output_per_mtok=...))"
+        )
     tools = agent.all_tools() if isinstance(agent.tools, tuple) else {}
     if not isinstance(agent.tools, tuple):
         out.append(f"{p}.tools: must be a tuple of Tool")
@@ -691,15 +722,33 @@ def _restarts_problems(r: Any, p: str) -> list[str]:
     return out
 
 
-BUDGET_UNITS = ("steps", "tokens")
+BUDGET_UNITS = ("steps", "tokens", "cost", "ttl_s")
 
 
 def _budget_problems(budget: Any, p: str) -> list[str]:
     if not isinstance(budget, Budget):
         return [f"{p}: must be a Budget"]
-    return [
+    out = [
         f"{p}.{unit}: must be a non-negative integer or None, got {value!r}"
-        for unit in BUDGET_UNITS
+        for unit in ("steps", "tokens")
         if (value := getattr(budget, unit)) is not None
         and (not isinstance(value, int) or isinstance(value, bool) or value < 0)
     ]
+    if budget.cost is not None and not _is_amount(budget.cost):
+        out.append(
+            f"{p}.cost: must be dollars as a Decimal (Decimal('5.00')) or an integer of 0 "
+            f"or more, or None; got {budget.cost!r}"
+        )
+    ttl = budget.ttl_s
+    if ttl is not None and (
+        not isinstance(ttl, int | float) or isinstance(ttl, bool) or not ttl > 0
+    ):
+        out.append(f"{p}.ttl_s: must be a number of seconds above 0, or None; got {ttl!r}")
+    return out
+
+
+def _is_amount(value: Any) -> bool:
+    """A non-negative, finite Decimal or int (a float would round money)."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        return False
+    return Decimal(value).is_finite() and value >= 0
