@@ -26,6 +26,7 @@ from tether.memory.events import (
     ApprovalAwaited,
     ContextCompacted,
     Event,
+    MessagesRead,
     ModelResponded,
     TaskAssigned,
 )
@@ -115,6 +116,8 @@ class LoopState:
     """Actions proposed since the agent last recorded progress (or got its task)."""
     best: dict[str, object] | None = None
     """The best result so far, as the agent last recorded it."""
+    read_through: int = 0
+    """The mailbox position of the last message read."""
 
     def apply(self, event: Event, agent: str, instructions: str) -> None:
         """Fold one event of the agent's stream."""
@@ -155,6 +158,11 @@ class LoopState:
             self.messages.append(
                 Message("tool", event.observation, call_id=self.calls.get(event.action), event=v)
             )
+        elif isinstance(event, MessagesRead):
+            self.read_through = event.through
+            for m in event.messages:
+                text = f"message from {m.get('from')}: {m.get('body')}"
+                self.messages.append(Message("user", text, event=v))
         elif isinstance(event, AgentFinished):
             self.ended = AgentOutcome(agent, "finished", output=event.output)
         elif isinstance(event, AgentHandedOff):
@@ -187,6 +195,10 @@ class TimeLimit(Protocol):
         ...
 
 
+Mailbox = Callable[[int], list[tuple[int, str, str]]]
+"""The messages sent to an agent after a mailbox position: (position, from, body)."""
+
+
 class AgentLoop:
     """Runs one agent's task to an outcome, recording each step in its journal."""
 
@@ -209,7 +221,10 @@ class AgentLoop:
         max_backoff_s: float = 8.0,
         sleep: Callable[[float], None] = time.sleep,
         price: Price | None = None,
+        mailbox: Mailbox | None = None,
     ) -> None:
+        self.mailbox = mailbox
+        """Where messages sent to the agent wait; read before each model call."""
         self.sleep = sleep
         self.price = price
         """What the model's tokens cost (each turn's cost is recorded); None = unpriced."""
@@ -261,6 +276,7 @@ class AgentLoop:
             if state.turns >= self.max_turns:
                 reason = f"max_turns ({self.max_turns}) reached without a final answer"
                 return self._end(AgentOutcome(self.agent, "failed", reason))
+            self._read_messages()
             self._fit_context()
             request = ModelRequest(self.agent, state.turns, tuple(state.messages), self.tools)
             estimate = context.total(request.messages)
@@ -329,6 +345,18 @@ class AgentLoop:
             return retrying(once), attempts
         except TransientModelError as e:
             raise ModelError(f"model failed after {attempts} attempts: {e}") from e
+
+    def _read_messages(self) -> None:
+        """Take new messages into working memory (recorded, so a rebuild sees them)."""
+        if self.mailbox is None:
+            return
+        new = self.mailbox(self.state.read_through)
+        if new:
+            self._record(
+                MessagesRead,
+                messages=[{"from": sender, "body": body} for _, sender, body in new],
+                through=new[-1][0],
+            )
 
     def _late(self) -> str | None:
         """Why the agent's time is up, by the time of its latest recorded event."""

@@ -22,6 +22,8 @@ HANDOFF = "handoff"
 """The built-in tool an agent uses to pass control to another agent."""
 PAGE_BACK = "page_back"
 PROGRESS = "record_progress"
+SEND = "send_message"
+"""The built-in tool an agent uses to message one of its peers."""
 """The built-in tool an agent uses to see compacted working memory again."""
 
 
@@ -216,3 +218,28 @@ record_progress = Tool(
     idempotent=True,
 )
 """The built-in record_progress tool; agents whose topology watches progress get it."""
+
+
+class SendArgs(BaseModel):
+    """Arguments of the built-in send_message tool."""
+
+    to: str = Field(description="The agent to message (one of your peers).")
+    body: str = Field(min_length=1, description="What to tell it.")
+
+
+def _send(args: SendArgs, ctx: ToolContext) -> dict[str, Any]:
+    return {"to": args.to, "delivered": True}
+
+
+send_message = Tool(
+    name=SEND,
+    description=(
+        "Send a message to another agent of the fleet; it reads it before its next model call."
+    ),
+    args=SendArgs,
+    fn=_send,
+    read_only=False,  # delivering is its effect: once, under the action's idempotency key
+    idempotent=True,
+)
+"""The built-in send_message tool; a topology lists the peers each agent may message.
+The gate delivers the message with the action's record, to the recipient's mailbox."""

@@ -8,7 +8,9 @@ Streams, each written by one writer:
 - one **approval** stream per request (id = the approval id): requested, then decided once;
 - one **effect** stream per idempotency key (``effect_stream_id``): the effects ledger.
   An effect is version 1 of its stream, so a second attempt to record it conflicts;
-- one **subject** stream per org-memory subject (``subject_stream_id``): facts about it.
+- one **subject** stream per org-memory subject (``subject_stream_id``): facts about it;
+- one **mailbox** stream per agent and episode (``mailbox_stream_id``): messages sent to
+  it, by many writers, each placed at the end of the stream when it commits.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ NAMESPACE = uuid.UUID("5d0f6a52-8f3e-4c4e-9a55-746574686572")
 def agent_stream_id(episode_id: uuid.UUID, agent: str) -> uuid.UUID:
     """The stream of one agent within one episode."""
     return uuid.uuid5(episode_id, f"agent:{agent}")
+
+
+def mailbox_stream_id(episode_id: uuid.UUID, agent: str) -> uuid.UUID:
+    """The mailbox of one agent within one episode: messages other agents sent it."""
+    return uuid.uuid5(episode_id, f"mailbox:{agent}")
 
 
 def effect_stream_id(key: str) -> uuid.UUID:
@@ -429,6 +436,40 @@ class AgentFailed(Event):
 
     reason: str
     """Why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessagesRead(Event):
+    """The agent took new messages from its mailbox into its working memory."""
+
+    personal: ClassVar[tuple[str, ...]] = ("messages",)
+
+    messages: list[dict[str, Any]]
+    """``{"from", "body"}`` of each message, in the order they arrived."""
+    through: int
+    """The mailbox position of the last message read."""
+
+
+# --- a mailbox stream -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageSent(Event):
+    """A message to an agent: from another agent's ``send_message`` call (written with
+    the action's record, so exactly once), or from outside the fleet."""
+
+    personal: ClassVar[tuple[str, ...]] = ("body",)
+
+    episode_id: uuid.UUID
+    """The episode."""
+    sender: str
+    """The sending agent, or who sent it from outside."""
+    to: str
+    """The receiving agent."""
+    body: str
+    """What it says."""
+    action: int = 0
+    """The sender's action that sent it (0: sent from outside the fleet)."""
 
 
 # --- an approval stream ---------------------------------------------------------------

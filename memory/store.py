@@ -352,6 +352,29 @@ class Journal:
             raise
 
 
+def flush_together(journals: Sequence[Journal]) -> None:
+    """Flush the held events of many journals of one data subject in one transaction
+    (starting thousands of agents must not cost thousands of commits)."""
+    if not journals:
+        return
+    subjects = {j.subject for j in journals}
+    if len(subjects) > 1:
+        raise ValueError(f"journals of different subjects cannot share a transaction: {subjects}")
+    held = [(j.pending, j.pending_audit) for j in journals]
+    for j in journals:
+        j.pending, j.pending_audit = [], []
+    try:
+        journals[0].store.append(
+            [e for own, _ in held for e in own],
+            subject=journals[0].subject,
+            audit=[a for _, audit in held for a in audit],
+        )
+    except BaseException:
+        for j, (own, audit) in zip(journals, held, strict=True):
+            j.pending, j.pending_audit = own, audit  # nothing was written: keep it all
+        raise
+
+
 def new_event(cls: type[E], stream_id: uuid.UUID, version: int, at: datetime, **fields: Any) -> E:
     """An event of a stream that has no journal (an approval decision, an effect)."""
     return cls(originator_id=stream_id, originator_version=version, at=at, **fields)

@@ -7,6 +7,7 @@ Nothing here decides anything. The constructor opens the store and builds a ``Ho
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import uuid
 from typing import Any
@@ -41,8 +42,20 @@ class HostActor:
     ) -> AgentOutcome:
         return self.host.run(episode_id, agent, task, by)
 
+    def start(
+        self, episode_id: uuid.UUID, tasks: dict[str, dict[str, Any]], by: str = "operator"
+    ) -> int:
+        return self.host.start(episode_id, tasks, by)
+
+    def send(self, episode_id: uuid.UUID, to: str, body: str, sender: str = "operator") -> int:
+        return self.host.send(episode_id, to, body, sender)
+
     def act(self, episode_id: uuid.UUID, agent: str, call: ToolCall) -> ActionResult:
         return self.host.act(episode_id, agent, call)
+
+    def pid(self) -> int:
+        """This worker's process id (benchmarks read its memory; tests kill it)."""
+        return os.getpid()
 
     def echo(self, episode_id: uuid.UUID, agent: str, call: ToolCall) -> ToolCall:
         """A bare call with the same payload as ``act``: the benchmark's baseline."""

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
-from tether.agents.tools import HANDOFF, Tool
+from tether.agents.tools import HANDOFF, SEND, Tool
 from tether.topologies.spec import (
     Agent,
     AllowedDomains,
@@ -142,6 +142,10 @@ class Boundaries:
         if agent.handoffs:
             self.rails.setdefault(HANDOFF, []).append(
                 AllowedValues(tool=HANDOFF, field="to", values=agent.handoffs)
+            )
+        if agent.peers:
+            self.rails.setdefault(SEND, []).append(
+                AllowedValues(tool=SEND, field="to", values=agent.peers)
             )
         # Allowed sets are resolved once, from trusted records, never from model text.
         self.allowed: dict[AllowedValues, frozenset[str]] = {}

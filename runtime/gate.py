@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from tether.agents.loop import ActionResult, LoopState
 from tether.agents.model import ToolCall
-from tether.agents.tools import Tool
+from tether.agents.tools import SEND, Tool
 from tether.memory.events import (
     ActionExecuted,
     ActionProposed,
@@ -36,11 +36,14 @@ from tether.memory.events import (
     BudgetSettled,
     Event,
     GovernanceDecided,
+    MessageSent,
+    MessagesRead,
     StageEvent,
     TaskAssigned,
+    mailbox_stream_id,
 )
 from tether.memory.sources import Ids
-from tether.memory.store import Journal
+from tether.memory.store import Journal, new_event
 from tether.topologies.spec import Approvals
 
 from .boundaries import Boundaries
@@ -102,6 +105,7 @@ class Gate:
         policy: str,
         untrusted_input: tuple[str, ...] = (),
         approvals: Approvals | None = None,
+        agents: frozenset[str] = frozenset(),
     ) -> None:
         self.approvals = approvals or Approvals()
         """Deadlines of this agent's approval requests, per tier."""
@@ -127,6 +131,9 @@ class Gate:
         self.open: dict[int, _Open] = {}
         self.deadline: Deadline | None = None
         """When the agent's time runs out, for the run it is in (set by its host)."""
+        self.peers_known = agents
+        """The fleet's agents: a message from one is an agent's words; from anyone else,
+        untrusted content."""
 
     # --- the fold ---------------------------------------------------------------------
 
@@ -159,6 +166,14 @@ class Gate:
                 self.sources.add(event.result, f"{opened.tool}#{event.action}", kind)
         elif isinstance(event, ActionRecorded):
             self.open.pop(event.action, None)
+        elif isinstance(event, MessagesRead):
+            for m in event.messages:
+                sender = str(m.get("from", ""))
+                where = f"message from {sender}"
+                if sender in self.peers_known:
+                    self.sources.add({"body": m.get("body")}, where, "agent")
+                else:
+                    self.sources.add({"body": m.get("body")}, where, "untrusted")
 
     def _learn_task(self, event: TaskAssigned) -> None:
         """What a task shows the agent: the operator's input (but for the parts the
@@ -398,7 +413,7 @@ class Gate:
             if done.replayed
             else (f"ran in {done.attempts} attempt{'s' if done.attempts != 1 else ''}")
         )
-        self._record(
+        executed = self._record(
             ActionExecuted,
             action=n,
             decision="ok",
@@ -434,7 +449,32 @@ class Gate:
             json.dumps(done.result, sort_keys=True),
             done.events,
             result=done.result,
-            tail=done.tail,  # facts only from a verified result: nothing builds on the rest
+            # Facts and messages only from a verified result: nothing builds on the rest.
+            tail=(*done.tail, *self._message(tool, args, executed, done.replayed)),
+        )
+
+    def _message(
+        self, tool: Tool, args: BaseModel, executed: ActionExecuted, replayed: bool
+    ) -> tuple[Event, ...]:
+        """The message a ``send_message`` call delivers, into the recipient's mailbox with
+        the action's record; none when the ledger fed the call back (it was delivered
+        with the effect's first record). Stamped with the execution's recorded time."""
+        if tool.name != SEND or replayed:
+            return ()
+        fields = args.model_dump()
+        to = str(fields["to"])
+        return (
+            new_event(
+                MessageSent,
+                mailbox_stream_id(self.episode_id, to),
+                0,  # a placeholder: the store puts it at the end of the shared stream
+                executed.at,
+                episode_id=self.episode_id,
+                sender=self.agent,
+                to=to,
+                body=str(fields["body"]),
+                action=executed.action,
+            ),
         )
 
     def _end(

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from tether.agents.tools import HANDOFF, PAGE_BACK, PROGRESS, Tool
+from tether.agents.tools import HANDOFF, PAGE_BACK, PROGRESS, SEND, Tool
 from tether.topologies.policy import NUMERIC, Policy, Rule, When, as_number
 from tether.topologies.spec import TIER_RANK, Agent, Grant, Tier, default_tier
 
@@ -139,6 +139,9 @@ class Governance:
         if agent.handoffs:
             # Naming handoff targets in the topology is the grant; the rail checks the target.
             self.grants.setdefault(HANDOFF, Grant(HANDOFF, tier="low"))
+        if agent.peers:
+            # Likewise naming peers: the rail checks the recipient.
+            self.grants.setdefault(SEND, Grant(SEND, tier="low"))
         if agent.context_tokens is not None:
             # Reading its own compacted memory back is part of having a bounded one.
             self.grants.setdefault(PAGE_BACK, Grant(PAGE_BACK, tier="low"))

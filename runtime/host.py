@@ -15,18 +15,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome
+from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome, Mailbox
 from tether.agents.model import ToolCall
 from tether.memory.events import (
     AgentFailed,
     EpisodeStarted,
     Event,
+    MessageSent,
     TaskAssigned,
     agent_stream_id,
+    mailbox_stream_id,
 )
 from tether.memory.forgetting import redacted, redactions
 from tether.memory.sources import Clock, Ids
-from tether.memory.store import Journal, Store
+from tether.memory.store import Journal, Store, flush_together, new_event
 from tether.runtime.errors import ConfigError, EpisodeNotFound, StoreError
 from tether.topologies.spec import Topology
 
@@ -64,8 +66,9 @@ class AgentRuntime:
     started: datetime | None = None
     """When it was first given a task: its time to live counts from there."""
 
-    def assign(self, task: dict[str, Any], by: str) -> None:
-        """Give the agent a task (the episode's input or a handoff)."""
+    def assign(self, task: dict[str, Any], by: str, *, flush: bool = True) -> None:
+        """Give the agent a task (the episode's input or a handoff); ``flush=False``
+        leaves it held for the caller to flush with others."""
         event = self.journal.record(
             TaskAssigned,
             episode_id=self.gate.episode_id,
@@ -75,7 +78,8 @@ class AgentRuntime:
             instructions=self.loop.instructions,
         )
         self.started = self.started or event.at
-        self.journal.flush()
+        if flush:
+            self.journal.flush()
 
 
 class Host:
@@ -97,6 +101,8 @@ class Host:
         """How retries wait between attempts (re-execution does not wait)."""
         self.topology = topology
         self.policy = topology.policy_hash()
+        self.names = frozenset(topology.agents())
+        """The fleet's agents (made once: every gate holds it)."""
         self.store = store
         self.clock = clock
         self.ids = ids
@@ -143,6 +149,17 @@ class Host:
             runtime.journal.flush()
             return AgentOutcome(agent, "failed", reason)
 
+    def start(
+        self, episode_id: uuid.UUID, tasks: dict[str, dict[str, Any]], by: str = "operator"
+    ) -> int:
+        """Start many logical agents at once: each gets its task, all in one transaction,
+        and is ready to run or to take messages. Returns how many were started."""
+        runtimes = [self.agent(episode_id, name) for name in tasks]
+        for runtime, task in zip(runtimes, tasks.values(), strict=True):
+            runtime.assign(task, by, flush=False)
+        flush_together([r.journal for r in runtimes])
+        return len(runtimes)
+
     def _deadline(self, episode_id: uuid.UUID, runtime: AgentRuntime) -> Deadline | None:
         """The earliest of the agent's and its supervisor's deadlines, from the episode's
         recorded times (read afresh: waits for people and granted seconds move them)."""
@@ -161,6 +178,36 @@ class Host:
             at = deadline(runtime.started, ttl, spans)
             found.append(Deadline(at, f"agent {runtime.name}", ttl))
         return first_deadline(*found)
+
+    def send(self, episode_id: uuid.UUID, to: str, body: str, sender: str = "operator") -> int:
+        """Put a message in an agent's mailbox from outside the fleet (agents message
+        each other with ``send_message``); it reads it before its next model call, as
+        untrusted content. Returns its mailbox position."""
+        if to not in self.topology.agents():
+            raise ConfigError(f"agent {to!r} is not in topology {self.topology.name!r}")
+        self._load_episode(episode_id)
+        message = new_event(
+            MessageSent,
+            mailbox_stream_id(episode_id, to),
+            0,  # a placeholder: the store puts it at the end of the shared stream
+            self.clock.now(),
+            episode_id=episode_id,
+            sender=sender,
+            to=to,
+            body=body,
+        )
+        [at] = self.store.append([], tail=[message], subject=self.subjects[episode_id])
+        return at
+
+    def _mailbox(self, stream: uuid.UUID) -> Mailbox:
+        def read(after: int) -> list[tuple[int, str, str]]:
+            return [
+                (e.originator_version, e.sender, e.body)
+                for e in self.store.read(stream, after=after)
+                if isinstance(e, MessageSent)
+            ]
+
+        return read
 
     def act(self, episode_id: uuid.UUID, agent: str, call: ToolCall) -> ActionResult:
         """Pass one tool call through the gate, outside the model loop (ops and benchmarks)."""
@@ -195,25 +242,38 @@ class Host:
             root.name, plus(_nanos(root.budget.cost), everything.cost)
         )
         self.fleet_spent[episode_id] = {}  # every agent's spend, folded as they are rebuilt
-        # The supervisor's ledger is shared: fold every agent's history into it now.
-        for name in self.topology.agents():
-            self.agents[(episode_id, name)] = self._rebuild(episode_id, name)
+        # The supervisor's ledger is shared: fold every agent's history into it now. All
+        # the streams are read in one query; a fleet may have thousands of agents.
+        streams = {agent_stream_id(episode_id, name): name for name in self.topology.agents()}
+        histories: dict[str, list[Event]] = {name: [] for name in streams.values()}
+        for _, e in self.store.read_streams(streams):
+            histories[streams[e.originator_id]].append(e)
+        for stream, name in streams.items():
+            history = self._redacted(episode_id, name, histories.pop(name))
+            self.agents[(episode_id, name)] = self._rebuild(episode_id, name, stream, history)
 
-    def _history(self, episode_id: uuid.UUID, name: str, stream: uuid.UUID) -> list[Event]:
-        """The agent's stream, with fields redacted since it was written shown redacted:
-        an agent rebuilt after a redaction no longer remembers what was taken away."""
-        self._load_episode(episode_id)  # reads the episode's redactions once
+    def history(self, episode_id: uuid.UUID, name: str) -> list[Event]:
+        """The agent's stream as a rebuilt agent reads it (redactions applied)."""
+        self._load_episode(episode_id)
+        events = self.store.read(agent_stream_id(episode_id, name))
+        return self._redacted(episode_id, name, events)
+
+    def _redacted(self, episode_id: uuid.UUID, name: str, events: list[Event]) -> list[Event]:
+        """The agent's events, with fields redacted since they were written shown
+        redacted: an agent rebuilt after a redaction no longer remembers what was taken."""
         marks = self.redactions[episode_id]
+        if not marks:
+            return events
         return [
             redacted(e, fields) if (fields := marks.get((name, e.originator_version))) else e
-            for e in self.store.read(stream)
+            for e in events
         ]
 
-    def _rebuild(self, episode_id: uuid.UUID, name: str) -> AgentRuntime:
+    def _rebuild(
+        self, episode_id: uuid.UUID, name: str, stream: uuid.UUID, history: list[Event]
+    ) -> AgentRuntime:
         spec = self.topology.agents()[name]
         context = self.contexts[episode_id]
-        stream = agent_stream_id(episode_id, name)
-        history = self._history(episode_id, name, stream)
         journal = Journal.after(self.store, stream, self.clock, history)
         journal.subject = self.subjects[episode_id]
         more = self.granted[episode_id].get(name, Extra())
@@ -251,6 +311,7 @@ class Host:
             policy=self.policy,
             untrusted_input=self.topology.untrusted_input,
             approvals=self.topology.approvals,
+            agents=self.names,
         )
         tools = tuple(t.spec() for t in spec.all_tools().values())
         loop = AgentLoop(
@@ -270,6 +331,7 @@ class Host:
             backoff_s=spec.retries.backoff_s,
             max_backoff_s=spec.retries.max_backoff_s,
             sleep=self.sleep,
+            mailbox=self._mailbox(mailbox_stream_id(episode_id, name)),
         )
         for event in history:
             gate.observe(event)

@@ -149,8 +149,28 @@ class RootSupervisor:
     ) -> EpisodeReport:
         """Start an episode: the entry agent gets ``task``; ``context`` is trusted data;
         ``subject`` is the data subject it is about (its personal data is sealed)."""
-        episode_id = self.ids.new()
-        journal = Journal(self.store, episode_id, self.clock)
+        journal = self._open(task, context, source, subject)
+        return self._drive(journal, self.topology.entry, task, "operator", task)
+
+    def open(
+        self,
+        task: dict[str, Any],
+        context: dict[str, Any] | None = None,
+        source: dict[str, Any] | None = None,
+        subject: str | None = None,
+    ) -> uuid.UUID:
+        """Record an episode's start without running any agent: its agents are then
+        started, messaged and run through their host (``Host.start``, ``send``, ``run``)."""
+        return self._open(task, context, source, subject).stream_id
+
+    def _open(
+        self,
+        task: dict[str, Any],
+        context: dict[str, Any] | None,
+        source: dict[str, Any] | None,
+        subject: str | None,
+    ) -> Journal:
+        journal = Journal(self.store, self.ids.new(), self.clock)
         journal.subject = subject
         journal.record(
             EpisodeStarted,
@@ -163,7 +183,7 @@ class RootSupervisor:
             subject=subject,
         )
         journal.flush()
-        return self._drive(journal, self.topology.entry, task, "operator", task)
+        return journal
 
     def resume(self, episode_id: uuid.UUID) -> EpisodeReport:
         """Continue an episode from its events: a suspended one, or one a crash cut short."""

@@ -191,7 +191,7 @@ def test_a_redacted_field_reads_as_redacted_everywhere_and_the_act_is_recorded(
         assert (record.agent, record.field, record.by) == ("refunds", "arguments", "dpo")
         # An agent rebuilt from its stream reads it redacted too.
         host = Host(demo.topology, s, StepClock(), SequentialIds(900))
-        history = host._history(episode, "refunds", refunds)  # type: ignore[arg-type]
+        history = host.history(episode, "refunds")  # type: ignore[arg-type]
         [seen] = [e for e in history if isinstance(e, ActionProposed) and e.action == 3]
         assert seen.arguments == {"redacted": True}
     context = CliRunner().invoke(

@@ -25,10 +25,12 @@ from tether.agents.tools import (
     HANDOFF,
     PAGE_BACK,
     PROGRESS,
+    SEND,
     Tool,
     handoff,
     page_back,
     record_progress,
+    send_message,
 )
 from tether.memory.org import FactPolicy
 from tether.runtime.errors import TopologyError
@@ -358,6 +360,9 @@ class Agent:
     """What it may spend; carved from its supervisor's budget."""
     handoffs: tuple[str, ...] = ()
     """Agents it may hand off to (the built-in ``handoff`` tool is granted for them)."""
+    peers: tuple[str, ...] = ()
+    """Agents it may message (the built-in ``send_message`` tool is granted for them);
+    any agent reads the messages sent to it before its next model call."""
     max_turns: int = 10
     """Model calls per task before the agent fails with its best so far."""
     context_tokens: int | None = None
@@ -378,6 +383,8 @@ class Agent:
         found = {t.name: t for t in self.tools}
         if self.handoffs:
             found.setdefault(HANDOFF, handoff)
+        if self.peers:
+            found.setdefault(SEND, send_message)
         if self.context_tokens is not None:
             found.setdefault(PAGE_BACK, page_back)
         if isinstance(self.stuck, Stuck) and self.stuck.no_progress_steps is not None:
@@ -434,8 +441,13 @@ class Topology:
         return self.root.entry or self.root.children[0].name
 
     def agents(self) -> dict[str, Agent]:
-        """Every agent by name, in declaration order."""
-        return {a.name: a for a in self.root.children}
+        """Every agent by name, in declaration order (built once: a fleet may have
+        thousands, and the runtime asks often)."""
+        found: dict[str, Agent] | None = self.__dict__.get("_agents")
+        if found is None:
+            found = {a.name: a for a in self.root.children}
+            object.__setattr__(self, "_agents", found)
+        return found
 
     def policy_hash(self) -> str:
         """The SHA-256 of everything that decides what the fleet may do: each agent's role
@@ -448,6 +460,7 @@ class Topology:
                 "role": asdict(a.role),
                 "rails": [{"kind": type(r).__name__, **asdict(r)} for r in a.rails],
                 "handoffs": list(a.handoffs),
+                "peers": list(a.peers),
                 "budget": asdict(a.budget),
                 "price": asdict(a.price) if isinstance(a.price, Price) else None,
                 "stuck": asdict(a.stuck),
@@ -492,7 +505,7 @@ def problems_of(topology: Topology) -> list[str]:
     out += _restarts_problems(root.restarts, f"{path}.restarts")
     if not isinstance(root.children, tuple) or not root.children:
         return [*out, f"{path}.children: a supervisor needs at least one agent (a tuple)"]
-    names: list[str] = []
+    names: dict[str, None] = {}  # (a dict keeps the order and finds a name at once)
     for i, agent in enumerate(root.children):
         p = f"{path}.children[{i}]"
         if not isinstance(agent, Agent):
@@ -500,7 +513,7 @@ def problems_of(topology: Topology) -> list[str]:
             continue
         if agent.name in names:
             out.append(f"{p}.name: duplicate agent name {agent.name!r}; names must be unique")
-        names.append(agent.name)
+        names[agent.name] = None
         out += _agent_problems(agent, p, root.budget)
         if isinstance(root.role, Role) and isinstance(agent.role, Role):
             out += _narrowing_problems(agent, root.role, p)
@@ -510,16 +523,21 @@ def problems_of(topology: Topology) -> list[str]:
     for i, agent in enumerate(root.children):
         if not isinstance(agent, Agent):
             continue
-        for j, target in enumerate(agent.handoffs):
-            if target not in known:
-                out.append(
-                    f"{path}.children[{i}].handoffs[{j}]: unknown agent {target!r}; "
-                    f"choose one of {sorted(known)}"
-                )
-            elif target == agent.name:
-                out.append(
-                    f"{path}.children[{i}].handoffs[{j}]: an agent cannot hand off to itself"
-                )
+        for kind, targets in (("handoffs", agent.handoffs), ("peers", agent.peers)):
+            if not isinstance(targets, tuple):
+                out.append(f"{path}.children[{i}].{kind}: must be a tuple of agent names")
+                continue
+            for j, target in enumerate(targets):
+                if target not in known:
+                    out.append(
+                        f"{path}.children[{i}].{kind}[{j}]: unknown agent {target!r}; "
+                        f"choose one of {_some(known)}"
+                    )
+                elif target == agent.name:
+                    out.append(
+                        f"{path}.children[{i}].{kind}[{j}]: an agent cannot "
+                        f"{'hand off to' if kind == 'handoffs' else 'message'} itself"
+                    )
     if not isinstance(topology.policy, Policy):
         return [*out, f"{name}.policy: must be a Policy (or Policy.load('policy.toml'))"]
     out += topology.policy.problems(f"{name}.policy")
@@ -533,6 +551,14 @@ def problems_of(topology: Topology) -> list[str]:
                         f"{field_name[:-1]} of the topology; it has {sorted(known_names)}"
                     )
     return out
+
+
+def _some(names: Any) -> str:
+    """Names to choose from, in a message: all of them, or the first few of thousands."""
+    ordered = sorted(names)
+    if len(ordered) <= 20:
+        return str(ordered)
+    return f"{str(ordered[:20])[:-1]}, ... and {len(ordered) - 20} more]"
 
 
 def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
