@@ -21,6 +21,18 @@ The last line of stdout is one JSON object:
   with provenance checks (``bench/policy.py``).
 - ``policy_vs_cedarpy``: that time divided by cedarpy's decision time for the equivalent
   Cedar policy set, both parsed once, alternated call by call.
+- ``fleet_start_ratio``: logical agents started per second (2,000 of them: a host actor
+  spawned, the agents rebuilt and given their tasks in one transaction) divided by Ray
+  actors started per second, one per agent (20 of them, each constructed and answering)
+  (``bench/fleet.py``).
+- ``msg_vs_ray``: messages delivered per second into agents' mailboxes through a host
+  actor (pipelined; each a durable append) divided by raw pipelined calls per second to a
+  Ray actor with the same arguments; the median of three alternating rounds.
+  ``send_message_via_gate_per_s`` is the rate when agents send through the whole gate.
+- ``restart_ms``: median milliseconds from a host actor's worker dying inside a tool call
+  to its agent running its next action on a new host actor.
+- ``fleet_10k_rss_mb``: resident memory of a host actor carrying 10,000 started agents at
+  rest (``host_actor_rss_mb``: the same actor with one agent).
 """
 
 from __future__ import annotations
@@ -39,7 +51,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bench import policy
+from bench import fleet, policy
 from tether.agents import ScriptedModel, ToolCall, ToolContext, say, tool
 from tether.memory import SequentialIds, StepClock, Store, SystemClock
 from tether.memory.codec import new_mapper
@@ -284,6 +296,7 @@ def main() -> None:
         stored = appends(Path(tmp))
         replayed = replay(Path(tmp))
         decided = policy.measure()
+        fleets = fleet.measure(Path(tmp))
         print(
             f"policy of 50 rules with provenance checks: {decided['policy_decision_us']:.1f} "
             f"µs a decision; cedarpy: {decided['cedarpy_decision_us']:.1f} µs",
@@ -296,6 +309,7 @@ def main() -> None:
         **stored,
         **replayed,
         **decided,
+        **fleets,
         "governed_ray_call_us": round(governed_us, 1),
         "bare_ray_call_us": round(bare_us, 1),
     }

@@ -1,0 +1,243 @@
+"""Fleet benchmarks on Ray: starting logical agents, messages, restarts, memory at rest.
+
+Each figure is measured against a baseline in the same run where the issue asks for a
+ratio: logical agents against one Ray actor per agent, mailbox deliveries against raw
+pipelined Ray actor calls.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import ray
+from pydantic import BaseModel
+
+from tether.agents import ScriptedModel, ToolCall, ToolContext, call, say, tool
+from tether.memory import Store, SystemClock
+from tether.memory.sources import RandomIds
+from tether.runtime.actor import ensure_ray, spawn_host
+from tether.runtime.supervisor import RayHost, RootSupervisor
+from tether.topologies import Agent, Grant, Restarts, Role, Supervisor, Topology
+from tether.topologies.loader import Loaded
+
+BODY = "x" * 256
+
+
+def swarm(n: int) -> Topology:
+    """``n`` agents, each allowed to message the next."""
+    workers = tuple(
+        Agent(
+            f"w{i}",
+            Role("worker"),
+            ScriptedModel([say("done")]),
+            peers=(f"w{(i + 1) % n}",) if n > 1 else (),
+        )
+        for i in range(n)
+    )
+    return Topology("swarm", Supervisor("root", workers))
+
+
+class OneAgent:
+    """The baseline: an agent as a Ray actor of its own, holding its state in memory."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.inbox: list[str] = []
+
+    def ready(self) -> str:
+        return self.name
+
+    def deliver(self, episode: Any, to: str, body: str, sender: str) -> int:
+        self.inbox.append(body)
+        return len(self.inbox)
+
+
+def _host(topology: Topology, store: Store) -> tuple[RayHost, Any]:
+    host = RayHost(lambda: spawn_host(Loaded(topology, {"kind": "python"}), store))
+    supervisor = RootSupervisor(topology, store, host, SystemClock(), RandomIds())
+    return host, supervisor.open({"bench": True})
+
+
+def start_ratio(tmp: Path, logical: int = 2_000, actors: int = 20) -> dict[str, float]:
+    """Logical agents started per second (a host actor spawned, its agents rebuilt and
+    given their tasks in one transaction) against Ray actors started per second (each
+    constructed and answering)."""
+    topology = swarm(logical)
+    tasks = {name: {"part": name} for name in topology.agents()}
+    with Store(f"sqlite:///{tmp / 'start.db'}") as store:
+        t0 = time.perf_counter()
+        host, episode = _host(topology, store)
+        started = ray.get(host.actor.start.remote(episode, tasks))
+        tether_s = time.perf_counter() - t0
+        ray.kill(host.actor)
+    assert started == logical
+    remote = ray.remote(num_cpus=0)(OneAgent)
+    t0 = time.perf_counter()
+    handles = [remote.remote(f"a{i}") for i in range(actors)]
+    ray.get([h.ready.remote() for h in handles])
+    ray_s = time.perf_counter() - t0
+    for h in handles:
+        ray.kill(h)
+    tether_rate, ray_rate = logical / tether_s, actors / ray_s
+    print(
+        f"started {logical} logical agents in {tether_s:.2f} s ({tether_rate:.0f}/s); "
+        f"{actors} Ray actors in {ray_s:.2f} s ({ray_rate:.1f}/s)",
+        file=sys.stderr,
+    )
+    return {
+        "fleet_start_ratio": round(tether_rate / ray_rate, 1),
+        "logical_agents_started_per_s": round(tether_rate),
+        "ray_actors_started_per_s": round(ray_rate, 2),
+    }
+
+
+def messages(tmp: Path, n: int = 2_000, rounds: int = 3) -> dict[str, float]:
+    """Messages delivered per second into agents' mailboxes through a host actor (each a
+    durable append), pipelined, against raw pipelined calls to a Ray actor with the same
+    arguments; the median of ``rounds`` alternating rounds. Also: messages per second an
+    agent sends with ``send_message``, through the whole gate, in the host."""
+    topology = swarm(100)
+    names = list(topology.agents())
+    baseline = ray.remote(num_cpus=0)(OneAgent).remote("peer")
+    with Store(f"sqlite:///{tmp / 'messages.db'}") as store:
+        host, episode = _host(topology, store)
+        actor = host.actor
+        ray.get(actor.start.remote(episode, {name: {} for name in names}))
+        ray.get(baseline.ready.remote())
+        ratios, tether_rates, ray_rates = [], [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            ray.get([actor.send.remote(episode, names[i % 100], BODY) for i in range(n)])
+            tether_rate = n / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ray.get([baseline.deliver.remote(episode, names[i % 100], BODY, "x") for i in range(n)])
+            ray_rate = n / (time.perf_counter() - t0)
+            ratios.append(tether_rate / ray_rate)
+            tether_rates.append(tether_rate)
+            ray_rates.append(ray_rate)
+        sends = [
+            actor.act.remote(
+                episode,
+                names[i % 100],
+                ToolCall("send_message", {"to": names[(i + 1) % 100], "body": BODY}),
+            )
+            for i in range(n // 4)
+        ]
+        t0 = time.perf_counter()
+        outcomes = ray.get(sends)
+        gate_rate = len(sends) / (time.perf_counter() - t0)
+        assert {o.outcome for o in outcomes} == {"executed"}, outcomes[0]
+        ray.kill(actor)
+    ray.kill(baseline)
+    print(
+        f"mailbox deliveries through a host actor: {statistics.median(tether_rates):.0f}/s; "
+        f"raw pipelined actor calls: {statistics.median(ray_rates):.0f}/s; send_message "
+        f"through the gate: {gate_rate:.0f}/s",
+        file=sys.stderr,
+    )
+    return {
+        "msg_vs_ray": round(statistics.median(ratios), 3),
+        "messages_per_s": round(statistics.median(tether_rates)),
+        "ray_calls_per_s": round(statistics.median(ray_rates)),
+        "send_message_via_gate_per_s": round(gate_rate),
+    }
+
+
+class Nothing(BaseModel):
+    pass
+
+
+MARKS = Path(os.environ.get("TETHER_BENCH_MARKS", "/tmp/tether-bench-marks"))
+
+
+@tool()
+def crash(args: Nothing, ctx: ToolContext) -> dict[str, Any]:
+    """Kill this worker process the first time (its time on record), as a crash would."""
+    flag = MARKS / f"{ctx.episode_id}.crashed"
+    if not flag.exists():
+        flag.write_text(repr(time.time()))
+        os._exit(9)
+    return {}
+
+
+@tool(read_only=True)
+def mark(args: Nothing, ctx: ToolContext) -> dict[str, Any]:
+    """Note when the agent runs again."""
+    (MARKS / f"{ctx.episode_id}.running").write_text(repr(time.time()))
+    return {}
+
+
+def restarts(tmp: Path, trials: int = 5) -> dict[str, float]:
+    """Median milliseconds from a host actor's worker dying (inside a tool call) to its
+    agent running its next action on a new host actor: the supervisor sees the death,
+    starts a host, the agent is rebuilt from the store, asks its model, and the action
+    passes the gate."""
+    MARKS.mkdir(parents=True, exist_ok=True)
+    grants = (Grant("crash", tier="low"), Grant("mark", tier="low"))
+    topology = Topology(
+        "crashy",
+        Supervisor(
+            "root",
+            (
+                Agent(
+                    "a",
+                    Role("a", grants),
+                    ScriptedModel([call("crash"), call("mark"), say("done")]),
+                    (crash, mark),
+                ),
+            ),
+            restarts=Restarts(backoff_s=0, max_restarts=3),
+        ),
+    )
+    samples = []
+    with Store(f"sqlite:///{tmp / 'restarts.db'}") as store:
+        for _ in range(trials):
+            host = RayHost(lambda: spawn_host(Loaded(topology, {"kind": "python"}), store))
+            supervisor = RootSupervisor(topology, store, host, SystemClock(), RandomIds())
+            report = supervisor.start({"go": True})
+            ray.kill(host.actor)
+            assert report.status == "completed", report
+            died = float((MARKS / f"{report.episode_id}.crashed").read_text())
+            running = float((MARKS / f"{report.episode_id}.running").read_text())
+            samples.append((running - died) * 1000)
+    print(
+        f"restart after a host actor's death: {', '.join(f'{s:.0f}' for s in samples)} ms",
+        file=sys.stderr,
+    )
+    return {"restart_ms": round(statistics.median(samples), 1)}
+
+
+def memory_at_rest(tmp: Path, n: int = 10_000) -> dict[str, float]:
+    """Resident memory of a host actor carrying ``n`` started agents, and of one carrying
+    a single agent, in MB."""
+    out: dict[str, float] = {}
+    with Store(f"sqlite:///{tmp / 'memory.db'}") as store:
+        for size, key in ((1, "host_actor_rss_mb"), (n, "fleet_10k_rss_mb")):
+            topology = swarm(size)
+            host, episode = _host(topology, store)
+            ray.get(host.actor.start.remote(episode, {name: {} for name in topology.agents()}))
+            pid = ray.get(host.actor.pid.remote())
+            out[key] = round(psutil.Process(pid).memory_info().rss / 1e6, 1)
+            ray.kill(host.actor)
+    print(
+        f"host actor at rest: {out['host_actor_rss_mb']} MB with 1 agent, "
+        f"{out['fleet_10k_rss_mb']} MB with {n}",
+        file=sys.stderr,
+    )
+    return out
+
+
+def measure(tmp: Path) -> dict[str, float]:
+    ensure_ray()
+    return {
+        **start_ratio(tmp),
+        **messages(tmp),
+        **restarts(tmp),
+        **memory_at_rest(tmp),
+    }
