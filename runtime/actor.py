@@ -28,14 +28,26 @@ from .host import Host
 class HostActor:
     """Carries the agents of one fleet in one Ray worker process."""
 
-    def __init__(self, topology: Topology | dict[str, Any], store_url: str, audit_key: str) -> None:
+    def __init__(
+        self,
+        topology: Topology | dict[str, Any],
+        store_url: str,
+        audit_key: str,
+        carries: list[str] | None = None,
+    ) -> None:
         if isinstance(topology, dict):
             # A file or module is loaded here, in the worker, as the driver loaded it.
             from tether.topologies.loader import load_source
 
             topology = load_source(topology).topology
         store = Store(store_url, audit_key=audit_key)
-        self.host = Host(topology, store, SystemClock(), RandomIds())
+        self.host = Host(
+            topology,
+            store,
+            SystemClock(),
+            RandomIds(),
+            carries=None if carries is None else frozenset(carries),
+        )
 
     def run(
         self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
@@ -100,9 +112,18 @@ def _check_reachable(address: str) -> None:
         ) from e
 
 
-def spawn_host(loaded: Loaded, store: Store) -> Any:
-    """Start a host actor for a topology. It takes no CPU slot, so many hosts fit a node;
-    Ray does not restart it: tether's supervisor decides what a dead host means.
+def spawn_host(
+    loaded: Loaded,
+    store: Store,
+    carries: frozenset[str] | None = None,
+    node_id: str | None = None,
+) -> Any:
+    """Start a host actor for a topology (for the agents it ``carries``; None = all).
+    It takes no CPU slot, so many hosts fit a node; Ray does not restart it: tether's
+    supervisor decides what a dead host means. With ``node_id``, it goes to that node
+    (hard affinity: Ray's soft affinity spilled a first actor to another node here even
+    when the node was alive); when the node cannot take it, the host dies at once and its
+    supervisor places the replacement elsewhere (``runtime/placement.py``).
 
     A topology from a file or a module is loaded again inside the worker, from its source;
     one built in Python code is shipped by value (cloudpickle). The host opens the same
@@ -112,5 +133,22 @@ def spawn_host(loaded: Loaded, store: Store) -> Any:
     shipped: Topology | dict[str, Any] = (
         loaded.source if loaded.source.get("kind") in ("file", "module") else loaded.topology
     )
-    remote = ray.remote(num_cpus=0, max_restarts=0)(HostActor)
-    return remote.remote(shipped, store.url, str(store.audit_key_path))
+    options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
+    if node_id is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    remote = ray.remote(**options)(HostActor)
+    chosen = None if carries is None else sorted(carries)
+    return remote.remote(shipped, store.url, str(store.audit_key_path), chosen)
+
+
+def node_with(resource: str | None, avoid: frozenset[str] = frozenset()) -> str | None:
+    """The id of a node Ray believes alive, not in ``avoid``, that has ``resource``
+    (None: any such node), if there is one."""
+    for n in ray.nodes():  # type: ignore[no-untyped-call]
+        found = str(n.get("NodeID"))
+        has = resource is None or n.get("Resources", {}).get(resource, 0) > 0
+        if n.get("Alive") and has and found not in avoid:
+            return found
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -338,16 +339,26 @@ class Boundaries:
         stream)."""
         if at is not None and tool_name in self.windows:
             self.calls.setdefault(tool_name, []).append(at)
-        counted: set[tuple[str, str]] = set()
-        for rail in self.rails.get(tool_name, []):
+        rails = self.rails.get(tool_name, [])
+        for rail in rails:
             if isinstance(rail, SpendCap):
                 amount = _number(arguments.get(rail.field))
                 if amount is not None:
                     self.spent[rail] = self.spent.get(rail, Decimal(0)) + amount
-                    key = (rail.tool, rail.field)
-                    if key not in counted:  # once per call, however many caps name it
-                        counted.add(key)
-                        self.fleet[key] = self.fleet.get(key, Decimal(0)) + amount
+        for key, amount in fleet_spend(rails, arguments).items():
+            self.fleet[key] = self.fleet.get(key, Decimal(0)) + amount
+
+
+def fleet_spend(rails: Iterable[Any], arguments: dict[str, Any]) -> dict[tuple[str, str], Decimal]:
+    """What one executed call adds to the fleet's spend, per (tool, argument) that one of
+    the calling agent's spend caps names: once per call, however many caps name it."""
+    out: dict[tuple[str, str], Decimal] = {}
+    for rail in rails:
+        if isinstance(rail, SpendCap) and (rail.tool, rail.field) not in out:
+            amount = _number(arguments.get(rail.field))
+            if amount is not None:
+                out[(rail.tool, rail.field)] = amount
+    return out
 
 
 def domain_of(value: Any) -> str:

@@ -18,10 +18,16 @@ from typing import Any
 from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome, Mailbox
 from tether.agents.model import ToolCall
 from tether.memory.events import (
+    ActionExecuted,
+    ActionProposed,
+    ActionRecorded,
     AgentFailed,
+    BudgetReserved,
+    BudgetSettled,
     EpisodeStarted,
     Event,
     MessageSent,
+    ModelResponded,
     TaskAssigned,
     agent_stream_id,
     mailbox_stream_id,
@@ -30,9 +36,9 @@ from tether.memory.forgetting import redacted, redactions
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store, flush_together, new_event
 from tether.runtime.errors import ConfigError, EpisodeNotFound, StoreError
-from tether.topologies.spec import Topology
+from tether.topologies.spec import Agent, Topology
 
-from .boundaries import Boundaries
+from .boundaries import Boundaries, fleet_spend
 from .budget import (
     CostMeter,
     Deadline,
@@ -96,6 +102,7 @@ class Host:
         delegate: Delegate | None = None,
         secrets: Secrets | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        carries: frozenset[str] | None = None,
     ) -> None:
         self.sleep = sleep
         """How retries wait between attempts (re-execution does not wait)."""
@@ -103,6 +110,10 @@ class Host:
         self.policy = topology.policy_hash()
         self.names = frozenset(topology.agents())
         """The fleet's agents (made once: every gate holds it)."""
+        self.carries = self.names if carries is None else carries
+        """The agents this host runs; the others run on other hosts, and what they spend
+        is folded from the store before each run (``Outside``)."""
+        self.outside: dict[uuid.UUID, Outside] = {}
         self.store = store
         self.clock = clock
         self.ids = ids
@@ -134,6 +145,9 @@ class Host:
         """Run an agent until it finishes, hands off, waits, fails, or its time to live
         runs out; assign ``task`` first."""
         runtime = self.agent(episode_id, agent)
+        outside = self.outside.get(episode_id)
+        if outside is not None:
+            outside.refresh()  # what agents on other hosts spent since this one last ran
         if task is not None:
             runtime.assign(task, by)
         runtime.loop.deadline = runtime.gate.deadline = self._deadline(episode_id, runtime)
@@ -219,6 +233,11 @@ class Host:
         try:
             return self.agents[(episode_id, name)]
         except KeyError:
+            if name in self.names:
+                raise ConfigError(
+                    f"agent {name!r} runs on another host than this one "
+                    f"(it carries {len(self.carries)} of {len(self.names)} agents)"
+                ) from None
             raise ConfigError(f"agent {name!r} is not in topology {self.topology.name!r}") from None
 
     def _load_episode(self, episode_id: uuid.UUID) -> None:
@@ -244,13 +263,31 @@ class Host:
         self.fleet_spent[episode_id] = {}  # every agent's spend, folded as they are rebuilt
         # The supervisor's ledger is shared: fold every agent's history into it now. All
         # the streams are read in one query; a fleet may have thousands of agents.
-        streams = {agent_stream_id(episode_id, name): name for name in self.topology.agents()}
+        streams = {
+            agent_stream_id(episode_id, name): name
+            for name in self.topology.agents()
+            if name in self.carries
+        }
         histories: dict[str, list[Event]] = {name: [] for name in streams.values()}
         for _, e in self.store.read_streams(streams):
             histories[streams[e.originator_id]].append(e)
         for stream, name in streams.items():
             history = self._redacted(episode_id, name, histories.pop(name))
             self.agents[(episode_id, name)] = self._rebuild(episode_id, name, stream, history)
+        if self.carries != self.names:
+            outside = Outside(
+                self.store,
+                episode_id,
+                {n: a for n, a in self.topology.agents().items() if n not in self.carries},
+                (
+                    self.supervisors[episode_id],
+                    self.supervisor_tokens[episode_id],
+                    self.supervisor_cost[episode_id],
+                ),
+                self.fleet_spent[episode_id],
+            )
+            outside.refresh()
+            self.outside[episode_id] = outside
 
     def history(self, episode_id: uuid.UUID, name: str) -> list[Event]:
         """The agent's stream as a rebuilt agent reads it (redactions applied)."""
@@ -341,6 +378,52 @@ class Host:
         journal.auditor = gate.audit
         started = next((e.at for e in history if isinstance(e, TaskAssigned)), None)
         return AgentRuntime(name, journal, gate, loop, started)
+
+
+class Outside:
+    """What the agents on other hosts of an episode spent: their steps, tokens and cost on
+    the supervisor's ledgers, and their calls on the fleet's spend caps. Folded from their
+    streams, each refresh reading only what was recorded since the last."""
+
+    def __init__(
+        self,
+        store: Store,
+        episode_id: uuid.UUID,
+        others: dict[str, Agent],
+        ledgers: tuple[Ledger, Ledger, Ledger],
+        fleet: dict[tuple[str, str], Decimal],
+    ) -> None:
+        self.store = store
+        self.streams = {agent_stream_id(episode_id, name): name for name in others}
+        self.rails = {name: others[name].rails for name in others}
+        self.steps, self.tokens, self.cost = ledgers
+        self.fleet = fleet
+        self.after = 0
+        """The last notification folded."""
+        self.proposed: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
+
+    def refresh(self) -> None:
+        """Fold what the other agents recorded since the last refresh."""
+        for n, e in self.store.read_streams(self.streams, after=self.after):
+            self.after = n
+            name = self.streams[e.originator_id]
+            if isinstance(e, BudgetReserved) and e.steps:
+                self.steps.reserved += e.steps
+            elif isinstance(e, BudgetSettled):
+                self.steps.reserved -= e.used + e.released
+                self.steps.used += e.used
+            elif isinstance(e, ModelResponded):
+                self.tokens.used += sum(e.usage.values())
+                self.cost.used += nanos(e.cost) if e.cost is not None else 0
+            elif isinstance(e, ActionProposed):
+                self.proposed[(name, e.action)] = (e.tool, e.arguments)
+            elif isinstance(e, ActionExecuted) and e.decision == "ok":
+                tool, arguments = self.proposed.get((name, e.action), ("", {}))
+                rails = [r for r in self.rails[name] if getattr(r, "tool", None) == tool]
+                for key, amount in fleet_spend(rails, arguments).items():
+                    self.fleet[key] = self.fleet.get(key, Decimal(0)) + amount
+            elif isinstance(e, ActionRecorded):
+                self.proposed.pop((name, e.action), None)
 
 
 def _nanos(dollars: Decimal | None) -> int | None:

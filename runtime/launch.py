@@ -1,7 +1,8 @@
 """One call to run a fleet: ``run(topology, task=...)``; one to continue it: ``resume(id)``.
 
 Both start Ray if it is not running (``ray.init`` locally, or join ``address``), place
-the fleet's agents on one host actor, and stop the actor when the supervisor is done.
+the fleet's agents on host actors (``runtime/placement.py``: one shared, and one for each
+isolated agent), and stop them when the supervisor is done.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from tether.topologies.loader import Loaded, load_source
 from tether.topologies.spec import Topology
 
 from .inbox import Inbox
-from .supervisor import EpisodeReport, RayHost, RootSupervisor
+from .placement import Placement
+from .supervisor import EpisodeReport, RootSupervisor
 
 
 def run(
@@ -86,15 +88,15 @@ def parse_episode_id(value: uuid.UUID | str) -> uuid.UUID:
 
 
 def _with_host(loaded: Loaded, store: Store, address: str | None, work: Any) -> EpisodeReport:
-    import ray
-
     from .actor import ensure_ray, spawn_host
 
     ensure_ray(address)
-    host = RayHost(lambda: spawn_host(loaded, store))
+    hosts = Placement(
+        loaded.topology, lambda carries, node: spawn_host(loaded, store, carries, node)
+    )
     try:
-        supervisor = RootSupervisor(loaded.topology, store, host, SystemClock(), RandomIds())
+        supervisor = RootSupervisor(loaded.topology, store, hosts, SystemClock(), RandomIds())
         report: EpisodeReport = work(supervisor)
         return report
     finally:
-        ray.kill(host.actor)
+        hosts.stop()

@@ -51,8 +51,9 @@ class AgentHost(Protocol):
         self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
     ) -> AgentOutcome: ...
 
-    def replace(self) -> None:
-        """Start over after the host died: its agents rebuild their state from the store."""
+    def replace(self, agent: str) -> None:
+        """Start over after the host that runs ``agent`` died: its agents rebuild their
+        state from the store."""
         ...
 
 
@@ -67,7 +68,7 @@ class LocalHost:
     ) -> AgentOutcome:
         return self.host.run(episode_id, agent, task, by)
 
-    def replace(self) -> None:
+    def replace(self, agent: str | None = None) -> None:
         """An in-process host does not die without its driver."""
 
 
@@ -78,7 +79,7 @@ class RayHost:
         self.spawn = spawn
         self.actor = spawn()
 
-    def replace(self) -> None:
+    def replace(self, agent: str | None = None) -> None:
         import ray
 
         try:
@@ -230,7 +231,7 @@ class RootSupervisor:
                 n = self._next_restart(journal, agent, str(e), self._last_at(episode_id, agent))
                 if isinstance(n, str):
                     return self._gave_up(journal, agent, n)
-                self.host.replace()
+                self.host.replace(agent)
                 self._restarted(journal, agent, agent, str(e), "host", n)
                 if self._last_task(episode_id, agent) is not None:
                     task = None  # it has its task on record; the new host reads it there

@@ -376,6 +376,12 @@ class Agent:
     """Whether its supervisor restarts it when it fails (temporary: never)."""
     price: Price | None = None
     """What its model's tokens cost; needed when a budget limits cost. None = unpriced."""
+    isolated: bool = False
+    """Run on a Ray host actor of its own (a heavy or untrusted agent) instead of the host
+    actor the fleet's other agents share."""
+    node: str | None = None
+    """For an isolated agent: prefer a node started with this custom resource
+    (``ray start --resources='{"gpu_box": 1}'``); when no such node is alive, any node."""
 
     def all_tools(self) -> dict[str, Tool]:
         """Its tools by name, with the built-in handoff tool when it may hand off and the
@@ -587,6 +593,12 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
         out.append(f"{p}.retries.attempts: must be an integer of at least 1")
     elif not agent.retries.backoff_s >= 0 or not agent.retries.max_backoff_s >= 0:
         out.append(f"{p}.retries: backoff_s and max_backoff_s must be 0 or more seconds")
+    if not isinstance(agent.isolated, bool):
+        out.append(f"{p}.isolated: must be True or False")
+    if agent.node is not None and (not isinstance(agent.node, str) or not agent.node.strip()):
+        out.append(f"{p}.node: must be the name of a custom resource of a Ray node, or None")
+    elif agent.node is not None and agent.isolated is not True:
+        out.append(f"{p}.node: only an isolated agent is placed on a node; add isolated=True")
     if agent.restart not in RESTART_TYPES:
         out.append(f"{p}.restart: {agent.restart!r} is not a restart type; use {RESTART_TYPES}")
     if not isinstance(agent.max_turns, int) or agent.max_turns < 1:
