@@ -134,15 +134,19 @@ class AgentRestarted(Event):
     personal: ClassVar[tuple[str, ...]] = ("reason",)
 
     agent: str
-    """The agent restarted (for one_for_all: the entry agent, and with it everyone)."""
+    """The agent restarted (for one_for_all, or a nested supervisor restarted: the agent
+    that first got that work, and with it everyone under it)."""
     failed: str
-    """The agent whose failure caused it."""
+    """The child whose failure caused it: an agent, or a nested supervisor that gave up."""
     reason: str
-    """Why that agent failed."""
+    """Why that child failed."""
     restart: int
     """This restart's number within the supervisor's window."""
     strategy: str
-    """one_for_one, one_for_all or rest_for_one."""
+    """one_for_one, one_for_all or rest_for_one (host: its host actor died)."""
+    supervisor: str = ""
+    """The supervisor that restarted it ("" in events recorded before supervisors
+    nested: the root)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -71,6 +71,8 @@ class AgentRuntime:
     loop: AgentLoop
     started: datetime | None = None
     """When it was first given a task: its time to live counts from there."""
+    firsts: dict[str, datetime] = field(default_factory=dict)
+    """Where the episode keeps each agent's first task time (the host's)."""
 
     def assign(self, task: dict[str, Any], by: str, *, flush: bool = True) -> None:
         """Give the agent a task (the episode's input or a handoff); ``flush=False``
@@ -83,7 +85,8 @@ class AgentRuntime:
             by=by,
             instructions=self.loop.instructions,
         )
-        self.started = self.started or event.at
+        if self.started is None:
+            self.started = self.firsts[self.name] = event.at
         if flush:
             self.journal.flush()
 
@@ -120,12 +123,12 @@ class Host:
         self.inbox = inbox or Inbox(store, clock)
         self.delegate = delegate or Delegate(store, clock, facts=topology.facts, secrets=secrets)
         self.agents: dict[tuple[uuid.UUID, str], AgentRuntime] = {}
-        self.supervisors: dict[uuid.UUID, Ledger] = {}
-        """Per episode: the root supervisor's steps, shared by its agents' ledgers."""
-        self.supervisor_tokens: dict[uuid.UUID, Ledger] = {}
-        """Per episode: the root supervisor's model tokens, shared likewise."""
-        self.supervisor_cost: dict[uuid.UUID, Ledger] = {}
-        """Per episode: the root supervisor's model spend (nano-dollars), shared likewise."""
+        self.ledgers: dict[uuid.UUID, dict[str, Ledgers]] = {}
+        """Per episode and supervisor: its steps, model tokens and spend (nano-dollars),
+        each chained to its parent's and shared by the ledgers of its children."""
+        self.first_task: dict[uuid.UUID, dict[str, datetime]] = {}
+        """Per episode: when each agent was first given a task (a nested supervisor's
+        time to live counts from the first of its agents')."""
         self.granted: dict[uuid.UUID, dict[str, Extra]] = {}
         """Per episode and agent: what people granted on escalations."""
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}
@@ -177,16 +180,25 @@ class Host:
     def _deadline(self, episode_id: uuid.UUID, runtime: AgentRuntime) -> Deadline | None:
         """The earliest of the agent's and its supervisor's deadlines, from the episode's
         recorded times (read afresh: waits for people and granted seconds move them)."""
-        root, spec = self.topology.root, self.topology.agents()[runtime.name]
-        if root.budget.ttl_s is None and spec.budget.ttl_s is None:
+        spec = self.topology.agents()[runtime.name]
+        timed = [s for s in self.topology.chain(runtime.name) if s.budget.ttl_s is not None]
+        if not timed and spec.budget.ttl_s is None:
             return None
         episode = self.store.read(episode_id)
         spans, extras = waits(episode), granted(episode)
         found: list[Deadline | None] = []
-        if root.budget.ttl_s is not None:
-            ttl = root.budget.ttl_s + total(extras).seconds
-            at = deadline(episode[0].at, ttl, spans)
-            found.append(Deadline(at, f"supervisor {root.name}", ttl))
+        firsts = self.first_task.get(episode_id, {})
+        for sup in timed:
+            assert sup.budget.ttl_s is not None
+            under = self.topology.under(sup.name)
+            more = total({a: x for a, x in extras.items() if a in under}).seconds
+            if sup is self.topology.root:
+                start: datetime | None = episode[0].at
+            else:
+                start = min((firsts[a] for a in under if a in firsts), default=runtime.started)
+            if start is not None:
+                ttl = sup.budget.ttl_s + more
+                found.append(Deadline(deadline(start, ttl, spans), f"supervisor {sup.name}", ttl))
         if spec.budget.ttl_s is not None and runtime.started is not None:
             ttl = spec.budget.ttl_s + extras.get(runtime.name, Extra()).seconds
             at = deadline(runtime.started, ttl, spans)
@@ -249,17 +261,32 @@ class Host:
         self.contexts[episode_id] = events[0].context
         self.subjects[episode_id] = events[0].subject
         self.redactions[episode_id] = redactions(events)
-        root = self.topology.root
-        # What people granted on escalations raises the agent's and the supervisor's limits.
+        # What people granted on escalations raises the agent's limits and those of every
+        # supervisor above it.
         extras = self.granted[episode_id] = granted(events)
-        everything = total(extras)
-        self.supervisors[episode_id] = Ledger(root.name, plus(root.budget.steps, everything.steps))
-        self.supervisor_tokens[episode_id] = Ledger(
-            root.name, plus(root.budget.tokens, everything.tokens)
-        )
-        self.supervisor_cost[episode_id] = Ledger(
-            root.name, plus(_nanos(root.budget.cost), everything.cost)
-        )
+        ledgers: dict[str, Ledgers] = {}
+        for sup in self.topology.supervisors().values():  # (parents before children)
+            above = self.topology.chain(sup.name)
+            parent = ledgers[above[0].name] if above else None
+            under = set(self.topology.under(sup.name))
+            more = total({a: x for a, x in extras.items() if a in under})
+            ledgers[sup.name] = Ledgers(
+                Ledger(
+                    sup.name, plus(sup.budget.steps, more.steps), parent.steps if parent else None
+                ),
+                Ledger(
+                    sup.name,
+                    plus(sup.budget.tokens, more.tokens),
+                    parent.tokens if parent else None,
+                ),
+                Ledger(
+                    sup.name,
+                    plus(_nanos(sup.budget.cost), more.cost),
+                    parent.cost if parent else None,
+                ),
+            )
+        self.ledgers[episode_id] = ledgers
+        self.first_task[episode_id] = {}
         self.fleet_spent[episode_id] = {}  # every agent's spend, folded as they are rebuilt
         # The supervisor's ledger is shared: fold every agent's history into it now. All
         # the streams are read in one query; a fleet may have thousands of agents.
@@ -275,16 +302,14 @@ class Host:
             history = self._redacted(episode_id, name, histories.pop(name))
             self.agents[(episode_id, name)] = self._rebuild(episode_id, name, stream, history)
         if self.carries != self.names:
+            others = {n: a for n, a in self.topology.agents().items() if n not in self.carries}
             outside = Outside(
                 self.store,
                 episode_id,
-                {n: a for n, a in self.topology.agents().items() if n not in self.carries},
-                (
-                    self.supervisors[episode_id],
-                    self.supervisor_tokens[episode_id],
-                    self.supervisor_cost[episode_id],
-                ),
+                others,
+                {n: ledgers[self.topology.chain(n)[0].name] for n in others},
                 self.fleet_spent[episode_id],
+                self.first_task[episode_id],
             )
             outside.refresh()
             self.outside[episode_id] = outside
@@ -314,22 +339,21 @@ class Host:
         journal = Journal.after(self.store, stream, self.clock, history)
         journal.subject = self.subjects[episode_id]
         more = self.granted[episode_id].get(name, Extra())
-        ledger = Ledger(
-            name, plus(spec.budget.steps, more.steps), parent=self.supervisors[episode_id]
-        )
+        above = self.ledgers[episode_id][self.topology.chain(name)[0].name]
+        ledger = Ledger(name, plus(spec.budget.steps, more.steps), parent=above.steps)
         meters = Meters(
             TokenMeter(
                 Ledger(
                     name,
                     plus(spec.budget.tokens, more.tokens),
-                    parent=self.supervisor_tokens[episode_id],
+                    parent=above.tokens,
                 )
             ),
             CostMeter(
                 Ledger(
                     name,
                     plus(_nanos(spec.budget.cost), more.cost),
-                    parent=self.supervisor_cost[episode_id],
+                    parent=above.cost,
                 ),
                 spec.price,
             ),
@@ -377,7 +401,20 @@ class Host:
         journal.observers += [gate.observe, loop.observe, meters.observe]
         journal.auditor = gate.audit
         started = next((e.at for e in history if isinstance(e, TaskAssigned)), None)
-        return AgentRuntime(name, journal, gate, loop, started)
+        runtime = AgentRuntime(name, journal, gate, loop, started, self.first_task[episode_id])
+        if started is not None:
+            runtime.firsts[name] = started
+        return runtime
+
+
+@dataclass(frozen=True)
+class Ledgers:
+    """A supervisor's three ledgers in one episode."""
+
+    steps: Ledger
+    tokens: Ledger
+    cost: Ledger
+    """In nano-dollars."""
 
 
 class Outside:
@@ -390,14 +427,17 @@ class Outside:
         store: Store,
         episode_id: uuid.UUID,
         others: dict[str, Agent],
-        ledgers: tuple[Ledger, Ledger, Ledger],
+        parents: dict[str, Ledgers],
         fleet: dict[tuple[str, str], Decimal],
+        firsts: dict[str, datetime],
     ) -> None:
         self.store = store
         self.streams = {agent_stream_id(episode_id, name): name for name in others}
         self.rails = {name: others[name].rails for name in others}
-        self.steps, self.tokens, self.cost = ledgers
+        self.parents = parents
+        """Each other agent's supervisor's ledgers (chained up to the root)."""
         self.fleet = fleet
+        self.firsts = firsts
         self.after = 0
         """The last notification folded."""
         self.proposed: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
@@ -407,14 +447,21 @@ class Outside:
         for n, e in self.store.read_streams(self.streams, after=self.after):
             self.after = n
             name = self.streams[e.originator_id]
+            above = self.parents[name]
             if isinstance(e, BudgetReserved) and e.steps:
-                self.steps.reserved += e.steps
+                for ledger in above.steps.chain():
+                    ledger.reserved += e.steps
             elif isinstance(e, BudgetSettled):
-                self.steps.reserved -= e.used + e.released
-                self.steps.used += e.used
+                for ledger in above.steps.chain():
+                    ledger.reserved -= e.used + e.released
+                    ledger.used += e.used
             elif isinstance(e, ModelResponded):
-                self.tokens.used += sum(e.usage.values())
-                self.cost.used += nanos(e.cost) if e.cost is not None else 0
+                for ledger in above.tokens.chain():
+                    ledger.used += sum(e.usage.values())
+                for ledger in above.cost.chain():
+                    ledger.used += nanos(e.cost) if e.cost is not None else 0
+            elif isinstance(e, TaskAssigned):
+                self.firsts.setdefault(name, e.at)
             elif isinstance(e, ActionProposed):
                 self.proposed[(name, e.action)] = (e.tool, e.arguments)
             elif isinstance(e, ActionExecuted) and e.decision == "ok":

@@ -35,6 +35,7 @@ from tether.memory.compare import Divergence, first_divergence
 from tether.memory.episodes import runnable
 from tether.memory.events import (
     ActionExecuted,
+    AgentFailed,
     ApprovalAwaited,
     ApprovalDenied,
     ApprovalGranted,
@@ -53,7 +54,7 @@ from tether.memory.events import (
 )
 from tether.memory.store import Store
 from tether.runtime.errors import EpisodeNotFound, ModelError, TransientModelError
-from tether.topologies.spec import Topology
+from tether.topologies.spec import Agent, Supervisor, Topology
 
 from .delegate import Delegate, Execution
 from .escalation import Escalation, Escalations
@@ -80,9 +81,10 @@ class Reexecution:
 class RecordedModel:
     """Answers an agent's model requests from its recorded turns, in order."""
 
-    def __init__(self, agent: str, turns: list[ModelResponded]) -> None:
+    def __init__(self, agent: str, turns: list[ModelResponded | AgentFailed]) -> None:
         self.agent = agent
         self.turns = turns
+        """Its turns, and where the run crashed (``AgentFailed`` "crashed: ...")."""
         self.cursor = 0
         self.failed = 0
         """Transient failures fed back for the current turn (the run's retries)."""
@@ -95,6 +97,12 @@ class RecordedModel:
         if self.cursor >= len(self.turns):
             raise ModelError(f"no recorded model turn for {self.agent} turn {request.turn}")
         recorded = self.turns[self.cursor]
+        if isinstance(recorded, AgentFailed):
+            # The run crashed here (a model client or the agent's own code raised): raise
+            # the same error, so the agent fails with the same reason.
+            self.cursor += 1
+            kind, _, message = recorded.reason.removeprefix("crashed: ").partition(": ")
+            raise type(kind, (Exception,), {})(message)
         if self.failed < recorded.attempts - 1:
             # The run's provider failed this many times before answering: so does this one.
             self.failed += 1
@@ -260,25 +268,31 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
         if isinstance(e, ApprovalAwaited | EpisodeEscalated)
     ]
     times = [e.at for _, e in sorted([*recorded, *requests], key=lambda p: p[0])]
-    turns: dict[str, list[ModelResponded]] = {name: [] for name in started.agents}
+    turns: dict[str, list[ModelResponded | AgentFailed]] = {name: [] for name in started.agents}
     results: dict[tuple[str, int], ActionExecuted] = {}
     for _, e in recorded:
         name = agents.get(e.originator_id)
         if isinstance(e, ModelResponded) and name is not None:
             turns[name].append(e)
+        elif isinstance(e, AgentFailed) and e.reason.startswith("crashed: ") and name:
+            turns[name].append(e)  # the run's code raised: re-execution raises there too
         elif isinstance(e, ActionExecuted) and name is not None:
             results[(name, e.action)] = e
     models = {name: RecordedModel(name, t) for name, t in turns.items()}
-    replayed = dataclasses.replace(
-        topology,
-        root=dataclasses.replace(
-            topology.root,
-            children=tuple(
-                dataclasses.replace(a, model=models[a.name]) if a.name in models else a
-                for a in topology.root.children
-            ),
-        ),
-    )
+
+    def with_recorded_models(s: Supervisor) -> Supervisor:
+        """The supervisor with each agent's model replaced by its recorded turns."""
+        children: list[Agent | Supervisor] = []
+        for c in s.children:
+            if isinstance(c, Supervisor):
+                children.append(with_recorded_models(c))
+            else:
+                children.append(
+                    dataclasses.replace(c, model=models[c.name]) if c.name in models else c
+                )
+        return dataclasses.replace(s, children=tuple(children))
+
+    replayed = dataclasses.replace(topology, root=with_recorded_models(topology.root))
 
     with tempfile.TemporaryDirectory(prefix="tether-reexecute-") as scratch_dir:
         with Store(f"sqlite:///{Path(scratch_dir) / 'scratch.db'}") as scratch:
@@ -331,7 +345,12 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
         divergence,
         len(recorded),
         fed_back={
-            "model_turns": sum(m.cursor for m in models.values()),
+            "model_turns": sum(
+                1
+                for m in models.values()
+                for t in m.turns[: m.cursor]
+                if isinstance(t, ModelResponded)
+            ),
             "tool_results": delegate.fed,
             "approval_decisions": inbox.fed,
         },

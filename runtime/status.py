@@ -136,7 +136,7 @@ def episode_status(
     topology = loaded[key]
     timeline = load_timeline(store, episode_id)
     budgets: dict[str, Budget] = (
-        {a.name: a.budget for a in topology.root.children} if topology is not None else {}
+        {n: a.budget for n, a in topology.agents().items()} if topology is not None else {}
     )
     root = topology.root if topology is not None else None
     everything = total(extras)

@@ -35,7 +35,7 @@ from tether.memory.events import (
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store
 from tether.runtime.errors import EpisodeNotFound, HostError
-from tether.topologies.spec import Topology
+from tether.topologies.spec import Supervisor, Topology
 
 from .escalation import Escalations, partial_results
 from .host import Host
@@ -228,11 +228,13 @@ class RootSupervisor:
                 # Ray's worker died under the agent: a new host rebuilds it from the store
                 # and it goes on where its events stop (an action cut short runs again
                 # under the same idempotency key). Counted like any restart.
-                n = self._next_restart(journal, agent, str(e), self._last_at(episode_id, agent))
-                if isinstance(n, str):
-                    return self._gave_up(journal, agent, n)
+                at = self._last_at(episode_id, agent)
+                found = self._who_restarts(journal, agent, str(e), at)
+                if isinstance(found, str):
+                    return self._gave_up(journal, agent, found)
+                sup, n = found
                 self.host.replace(agent)
-                self._restarted(journal, agent, agent, str(e), "host", n)
+                self._restarted(journal, agent, agent, str(e), "host", n, sup.name)
                 if self._last_task(episode_id, agent) is not None:
                     task = None  # it has its task on record; the new host reads it there
                 continue
@@ -263,9 +265,13 @@ class RootSupervisor:
     def _restart(
         self, journal: Journal, failed: str, reason: str, episode_input: dict[str, Any]
     ) -> tuple[str, dict[str, Any], str] | str:
-        """Restart after ``failed`` failed, as the supervisor's policy says: the agent to
-        run, its task and who gives it; or, when it will not restart, why it gives up."""
-        policy = self.topology.root.restarts
+        """Restart after ``failed`` failed, as its supervisor's policy says: the agent to
+        run, its task and who gives it; or, when no supervisor up the tree will restart
+        it, why the root gives up.
+
+        A supervisor past its intensity gives up to its own supervisor, which restarts
+        the work of the one that gave up (counted in its own window); a failure for want
+        of budget goes straight to a person, since no supervisor can add budget."""
         if self.topology.agents()[failed].restart == "temporary":
             return reason
         if reason.startswith("budget:"):
@@ -275,35 +281,79 @@ class RootSupervisor:
         failed_at = next((e.at for e in reversed(history) if isinstance(e, AgentFailed)), None)
         if failed_at is None:
             return reason
-        n = self._next_restart(journal, failed, reason, failed_at)
-        if isinstance(n, str):
-            return n
-        last = self._last_task(episode_id, failed)
-        if policy.strategy == "one_for_all":
-            agent, task, by = self.topology.entry, episode_input, "operator"
-        elif last is not None:  # one_for_one; rest_for_one is the same one at a time
-            agent, task, by = failed, last.task, last.by
-        else:
-            return reason  # it failed before it was given a task: nothing to restart
-        self._restarted(journal, agent, failed, reason, policy.strategy, n)
-        return agent, task, by
+        child = failed
+        for sup in self.topology.chain(failed):
+            n = self._next_restart(journal, sup, reason, failed_at)
+            if isinstance(n, str):
+                reason, child = n, sup.name  # it gave up: its supervisor decides
+                continue
+            strategy = sup.restarts.strategy
+            if strategy == "one_for_all":
+                work: tuple[str, dict[str, Any], str] | None = self._work_of(
+                    episode_id, sup.name, episode_input
+                )
+            elif child == failed:  # one_for_one; rest_for_one is the same one at a time
+                last = self._last_task(episode_id, failed)
+                work = (failed, last.task, last.by) if last is not None else None
+            else:  # a nested supervisor that gave up: its work starts over
+                work = self._work_of(episode_id, child, episode_input)
+            if work is None:
+                return reason  # it failed before it was given a task: nothing to restart
+            self._restarted(journal, work[0], child, reason, strategy, n, sup.name)
+            return work
+        return reason
 
-    def _next_restart(self, journal: Journal, agent: str, reason: str, at: datetime) -> int | str:
-        """The number of the restart to make now, after waiting out its backoff; or, if
-        the restarts within the window (up to ``at``, a recorded time) reached the
-        intensity, why the supervisor gives up."""
-        policy = self.topology.root.restarts
+    def _who_restarts(
+        self, journal: Journal, agent: str, reason: str, at: datetime
+    ) -> tuple[Supervisor, int] | str:
+        """The nearest supervisor above ``agent`` still within its intensity, and the
+        number of its restart; or why the root gave up."""
+        for sup in self.topology.chain(agent):
+            n = self._next_restart(journal, sup, reason, at)
+            if isinstance(n, int):
+                return sup, n
+            reason = n
+        return reason
+
+    def _work_of(
+        self, episode_id: uuid.UUID, supervisor: str, episode_input: dict[str, Any]
+    ) -> tuple[str, dict[str, Any], str] | None:
+        """A supervisor's work from its start: the first task any agent under it was
+        given, to that agent, from the same giver (the root's: the episode's input)."""
+        if supervisor == self.topology.root.name:
+            return self.topology.entry, episode_input, "operator"
+        under = {agent_stream_id(episode_id, n): n for n in self.topology.under(supervisor)}
+        first = next(
+            (e for _, e in self.store.read_streams(under) if isinstance(e, TaskAssigned)), None
+        )
+        return (first.agent, first.task, first.by) if first is not None else None
+
+    def _next_restart(
+        self, journal: Journal, sup: Supervisor, reason: str, at: datetime
+    ) -> int | str:
+        """The number of ``sup``'s restart to make now, after waiting out its backoff; or,
+        if its restarts within the window (up to ``at``, a recorded time) reached its
+        intensity, why it gives up."""
+        policy = sup.restarts
         since = at - timedelta(seconds=policy.period_s)
+        above = {s.name for s in self.topology.chain(sup.name)}
+        mine = {sup.name} | ({""} if sup is self.topology.root else set())
         recent: list[AgentRestarted] = []
         for e in self.store.read(journal.stream_id):
             if isinstance(e, EpisodeEscalated):
                 recent = []  # a person's retry opens a new window
-            elif isinstance(e, AgentRestarted) and e.at > since and e.restart > 0:
+            elif not isinstance(e, AgentRestarted):
+                continue
+            elif e.supervisor in above and (
+                e.failed in above | {sup.name} or e.strategy == "one_for_all"
+            ):
+                recent = []  # restarted from above, a supervisor starts with a fresh count
+            elif e.supervisor in mine and e.at > since and e.restart > 0:
                 recent.append(e)  # (a person's retry, restart 0, is not the supervisor's)
         if len(recent) >= policy.max_restarts:
             return (
-                f"gave up after {len(recent)} restarts within {policy.period_s:g} s "
-                f"({policy.strategy}): {reason}"
+                f"{sup.name} gave up after {len(recent)} restarts within "
+                f"{policy.period_s:g} s ({policy.strategy}): {reason}"
             )
         wait = min(policy.max_backoff_s, policy.backoff_s * 2 ** len(recent))
         if wait > 0:
@@ -311,10 +361,23 @@ class RootSupervisor:
         return len(recent) + 1
 
     def _restarted(
-        self, journal: Journal, agent: str, failed: str, reason: str, strategy: str, n: int
+        self,
+        journal: Journal,
+        agent: str,
+        failed: str,
+        reason: str,
+        strategy: str,
+        n: int,
+        supervisor: str,
     ) -> None:
         journal.record(
-            AgentRestarted, agent=agent, failed=failed, reason=reason, restart=n, strategy=strategy
+            AgentRestarted,
+            agent=agent,
+            failed=failed,
+            reason=reason,
+            restart=n,
+            strategy=strategy,
+            supervisor=supervisor,
         )
         journal.flush()
 
@@ -392,6 +455,7 @@ class RootSupervisor:
             reason=f"retry by {d.approver}: {d.reason or 'no reason given'}",
             restart=0,
             strategy=self.topology.root.restarts.strategy,
+            supervisor=self.topology.root.name,
         )
         journal.flush()
         last = self._last_task(episode_id, agent)

@@ -85,7 +85,7 @@ def test_past_its_intensity_the_supervisor_gives_up(store: Store) -> None:
     report = start(store, topology, sleep=waits.append)
     assert report.status == "waiting"  # escalated to a person
     assert report.output == (
-        "gave up after 2 restarts within 60 s (one_for_one): crashed: RuntimeError: "
+        "root gave up after 2 restarts within 60 s (one_for_one): crashed: RuntimeError: "
         "the model's client blew up"
     )
     assert [e.restart for e in store.read(report.episode_id) if isinstance(e, AgentRestarted)] == [

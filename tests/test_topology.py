@@ -77,10 +77,10 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
     expected = [
         "desk.root.children[0].budget.steps: 9 exceeds the supervisor's 5",
         "desk.root.children[0].role.grants[0].tool: unknown tool 'sned'",
-        "desk.root.children[1].name: duplicate agent name 'a'",
+        "desk.root.children[1].name: duplicate name 'a'; agents and supervisors need unique",
         "desk.root.children[2].model: missing model",
         "desk.root.children[2].rails[0].field: tool 'send' has no argument 'recipient'",
-        "desk.root.entry: unknown agent 'nobody'",
+        "desk.root.entry: unknown child 'nobody'",
         "desk.root.children[1].handoffs[0]: unknown agent 'ghost'",
     ]
     for words in expected:
@@ -117,7 +117,7 @@ def test_each_kind_of_mistake_names_its_field(kw: dict[str, object], words: str)
 
 
 def test_a_supervisor_without_agents_is_refused() -> None:
-    with pytest.raises(TopologyError, match="needs at least one agent"):
+    with pytest.raises(TopologyError, match="needs at least one child"):
         Topology("t", Supervisor("root", ()))
 
 

@@ -307,9 +307,10 @@ class Restarts:
     max_backoff_s: float = 30.0
     """The longest wait before a restart."""
     escalate: bool = True
-    """When it gives up (past the intensity, or on a failure it does not restart), ask a
-    person through the inbox — retry with more budget, accept the partial result, or abort
-    — and let the episode wait. False: the episode fails with the reason."""
+    """For the root: when it gives up (past the intensity, or on a failure no supervisor
+    restarts), ask a person through the inbox — retry with more budget, accept the
+    partial result, or abort — and let the episode wait. False: the episode fails with
+    the reason. (A nested supervisor always gives up to its own supervisor.)"""
 
 
 @dataclass(frozen=True)
@@ -403,15 +404,18 @@ class Supervisor:
     """A supervisor over agents; the root of a topology is one."""
 
     name: str
-    """Its name."""
-    children: tuple[Agent, ...]
-    """The agents it supervises, started in order."""
+    """Its name, unique among the topology's agents and supervisors."""
+    children: tuple[Agent | Supervisor, ...]
+    """The agents and supervisors it supervises, started in order."""
     budget: Budget = field(default_factory=Budget)
     """The budget its children's budgets are carved from."""
     entry: str | None = None
-    """The child that receives an episode's input; None = the first child."""
+    """The child that receives an episode's input (or its work, for a nested
+    supervisor); None = the first child."""
     restarts: Restarts = field(default_factory=Restarts)
-    """How it restarts the children that fail."""
+    """How it restarts the children that fail. Past its intensity it gives up, and its
+    own supervisor decides (restarting its work counts against that one's intensity);
+    the root asks a person."""
     role: Role | None = None
     """The most its children may be granted: each child's grants can only narrow these
     (the same tools or fewer, tiers as strict or stricter, approval thresholds as low or
@@ -444,15 +448,55 @@ class Topology:
     @property
     def entry(self) -> str:
         """The agent that receives an episode's input."""
-        return self.root.entry or self.root.children[0].name
+        return self.entry_of(self.root)
+
+    def entry_of(self, supervisor: Supervisor) -> str:
+        """The agent that receives a supervisor's work: its entry child, or that child's
+        entry when the child is a supervisor."""
+        name = supervisor.entry or supervisor.children[0].name
+        child = self.supervisors().get(name)
+        return self.entry_of(child) if child is not None else name
 
     def agents(self) -> dict[str, Agent]:
-        """Every agent by name, in declaration order (built once: a fleet may have
-        thousands, and the runtime asks often)."""
-        found: dict[str, Agent] | None = self.__dict__.get("_agents")
+        """Every agent of the tree by name, depth first in declaration order (built once:
+        a fleet may have thousands, and the runtime asks often)."""
+        return self._tree()[0]
+
+    def supervisors(self) -> dict[str, Supervisor]:
+        """Every supervisor of the tree by name, the root first."""
+        return self._tree()[1]
+
+    def chain(self, name: str) -> list[Supervisor]:
+        """The supervisors above an agent or a supervisor, its own first, the root last."""
+        return self._tree()[2][name]
+
+    def under(self, supervisor: str) -> list[str]:
+        """The agents in a supervisor's subtree."""
+        return [n for n in self.agents() if any(s.name == supervisor for s in self.chain(n))]
+
+    def _tree(
+        self,
+    ) -> tuple[dict[str, Agent], dict[str, Supervisor], dict[str, list[Supervisor]]]:
+        found = self.__dict__.get("_walked")
         if found is None:
-            found = {a.name: a for a in self.root.children}
-            object.__setattr__(self, "_agents", found)
+            agents: dict[str, Agent] = {}
+            supervisors: dict[str, Supervisor] = {}
+            chains: dict[str, list[Supervisor]] = {}
+
+            def walk(s: Supervisor, above: list[Supervisor]) -> None:
+                supervisors[s.name] = s
+                mine = [s, *above]
+                for child in s.children:
+                    chains[child.name] = mine
+                    if isinstance(child, Supervisor):
+                        walk(child, mine)
+                    else:
+                        agents[child.name] = child
+
+            walk(self.root, [])
+            chains[self.root.name] = []
+            found = (agents, supervisors, chains)
+            object.__setattr__(self, "_walked", found)
         return found
 
     def policy_hash(self) -> str:
@@ -481,12 +525,21 @@ class Topology:
                     for t in a.all_tools().values()
                 ],
             }
-            for a in self.root.children
+            for a in self.agents().values()
         ]
         text = json.dumps(
             {
                 "agents": document,
                 "bound": asdict(self.root.role) if self.root.role is not None else None,
+                "supervisors": [
+                    {
+                        "name": s.name,
+                        "parent": self.chain(s.name)[0].name if self.chain(s.name) else None,
+                        "budget": asdict(s.budget),
+                        "role": asdict(s.role) if s.role is not None else None,
+                    }
+                    for s in self.supervisors().values()
+                ],
                 "approvals": asdict(self.approvals),
                 "policy": asdict(self.policy),
             },
@@ -507,55 +560,85 @@ def problems_of(topology: Topology) -> list[str]:
     path = f"{name}.root"
     if not isinstance(root, Supervisor):
         return [*out, f"{path}: must be a Supervisor, got {type(root).__name__}"]
-    out += _budget_problems(root.budget, f"{path}.budget")
-    out += _restarts_problems(root.restarts, f"{path}.restarts")
-    if not isinstance(root.children, tuple) or not root.children:
-        return [*out, f"{path}.children: a supervisor needs at least one agent (a tuple)"]
-    names: dict[str, None] = {}  # (a dict keeps the order and finds a name at once)
-    for i, agent in enumerate(root.children):
-        p = f"{path}.children[{i}]"
-        if not isinstance(agent, Agent):
-            out.append(f"{p}: must be an Agent, got {type(agent).__name__}")
-            continue
-        if agent.name in names:
-            out.append(f"{p}.name: duplicate agent name {agent.name!r}; names must be unique")
-        names[agent.name] = None
-        out += _agent_problems(agent, p, root.budget)
-        if isinstance(root.role, Role) and isinstance(agent.role, Role):
-            out += _narrowing_problems(agent, root.role, p)
-    known = set(names)
-    if root.entry is not None and root.entry not in known:
-        out.append(f"{path}.entry: unknown agent {root.entry!r}; choose one of {sorted(known)}")
-    for i, agent in enumerate(root.children):
-        if not isinstance(agent, Agent):
-            continue
+    tree = _Tree()
+    out += _supervisor_problems(root, path, None, [], tree)
+    known = {a.name for a, _ in tree.agents}
+    for agent, p in tree.agents:
         for kind, targets in (("handoffs", agent.handoffs), ("peers", agent.peers)):
             if not isinstance(targets, tuple):
-                out.append(f"{path}.children[{i}].{kind}: must be a tuple of agent names")
+                out.append(f"{p}.{kind}: must be a tuple of agent names")
                 continue
             for j, target in enumerate(targets):
                 if target not in known:
                     out.append(
-                        f"{path}.children[{i}].{kind}[{j}]: unknown agent {target!r}; "
-                        f"choose one of {_some(known)}"
+                        f"{p}.{kind}[{j}]: unknown agent {target!r}; choose one of {_some(known)}"
                     )
                 elif target == agent.name:
                     out.append(
-                        f"{path}.children[{i}].{kind}[{j}]: an agent cannot "
+                        f"{p}.{kind}[{j}]: an agent cannot "
                         f"{'hand off to' if kind == 'handoffs' else 'message'} itself"
                     )
     if not isinstance(topology.policy, Policy):
         return [*out, f"{name}.policy: must be a Policy (or Policy.load('policy.toml'))"]
     out += topology.policy.problems(f"{name}.policy")
-    tools = {t for a in root.children if isinstance(a, Agent) for t in a.all_tools()}
+    tools = {t for a, _ in tree.agents for t in a.all_tools()}
     for i, rule in enumerate(topology.policy.rules):
         for field_name, known_names in (("tools", tools), ("agents", known)):
             for pattern in getattr(rule, field_name, ()):
                 if isinstance(pattern, str) and not fnmatch.filter(sorted(known_names), pattern):
                     out.append(
                         f"{name}.policy.rules[{i}].{field_name}: {pattern!r} matches no "
-                        f"{field_name[:-1]} of the topology; it has {sorted(known_names)}"
+                        f"{field_name[:-1]} of the topology; it has {_some(known_names)}"
                     )
+    return out
+
+
+@dataclass
+class _Tree:
+    """What validation has seen so far: agents and every name, with their paths."""
+
+    agents: list[tuple[Agent, str]] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+
+
+def _supervisor_problems(
+    sup: Supervisor, path: str, parent: Budget | None, bounds: list[Role], tree: _Tree
+) -> list[str]:
+    out = _budget_problems(sup.budget, f"{path}.budget")
+    if not out and parent is not None:
+        out += _carve_problems(sup.budget, parent, f"{path}.budget", "supervisor")
+    out += _restarts_problems(sup.restarts, f"{path}.restarts")
+    if sup.role is not None and not isinstance(sup.role, Role):
+        out.append(f"{path}.role: must be a Role or None")
+    roles = [*bounds, sup.role] if isinstance(sup.role, Role) else bounds
+    if not isinstance(sup.children, tuple) or not sup.children:
+        return [*out, f"{path}.children: a supervisor needs at least one child (a tuple)"]
+    mine: set[str] = set()
+    for i, child in enumerate(sup.children):
+        p = f"{path}.children[{i}]"
+        if not isinstance(child, Agent | Supervisor):
+            out.append(f"{p}: must be an Agent or a Supervisor, got {type(child).__name__}")
+            continue
+        if child.name in tree.names:
+            out.append(
+                f"{p}.name: duplicate name {child.name!r}; agents and supervisors need unique names"
+            )
+        tree.names.add(child.name)
+        mine.add(child.name)
+        if isinstance(child, Supervisor):
+            out += _supervisor_problems(child, p, sup.budget, roles, tree)
+            continue
+        tree.agents.append((child, p))
+        cost = next(
+            (b.cost for b in (child.budget, sup.budget) if isinstance(b, Budget) and b.cost),
+            None,
+        )
+        out += _agent_problems(child, p, sup.budget, cost)
+        if isinstance(child.role, Role):
+            found = [x for bound in roles for x in _narrowing_problems(child, bound, p)]
+            out += list(dict.fromkeys(found))
+    if sup.entry is not None and sup.entry not in mine:
+        out.append(f"{path}.entry: unknown child {sup.entry!r}; choose one of {_some(mine)}")
     return out
 
 
@@ -567,7 +650,9 @@ def _some(names: Any) -> str:
     return f"{str(ordered[:20])[:-1]}, ... and {len(ordered) - 20} more]"
 
 
-def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
+def _agent_problems(
+    agent: Agent, p: str, parent: Budget, cost_limit: Decimal | None = None
+) -> list[str]:
     out: list[str] = []
     if not isinstance(agent.name, str) or not agent.name.strip():
         out.append(f"{p}.name: must be a non-empty string")
@@ -606,20 +691,7 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
     budget_problems = _budget_problems(agent.budget, f"{p}.budget")
     out += budget_problems
     if not budget_problems and isinstance(parent, Budget):
-        for unit in BUDGET_UNITS:
-            mine, theirs = getattr(agent.budget, unit), getattr(parent, unit)
-            if theirs is None or not isinstance(theirs, int | Decimal | float):
-                continue
-            if mine is None and unit != "ttl_s":  # (a deadline is inherited)
-                out.append(
-                    f"{p}.budget.{unit}: unlimited under a supervisor limited to {theirs}; "
-                    f"give the agent a budget of {unit}"
-                )
-            elif mine is not None and mine > theirs:
-                out.append(
-                    f"{p}.budget.{unit}: {mine} exceeds the supervisor's {theirs}; a "
-                    "child's budget is carved from its parent's"
-                )
+        out += _carve_problems(agent.budget, parent, f"{p}.budget", "agent")
     if agent.price is not None and not isinstance(agent.price, Price):
         out.append(f"{p}.price: must be a Price(input_per_mtok=..., output_per_mtok=...)")
     elif isinstance(agent.price, Price):
@@ -630,12 +702,9 @@ def _agent_problems(agent: Agent, p: str, parent: Budget) -> list[str]:
                     f"{p}.price.{name}: must be a Decimal or an integer of 0 or more "
                     f"dollars, got {value!r}"
                 )
-    limited = [
-        b.cost for b in (agent.budget, parent) if isinstance(b, Budget) and b.cost is not None
-    ]
-    if limited and agent.price is None:
+    if cost_limit is not None and agent.price is None:
         out.append(
-            f"{p}.price: its budget limits cost ({limited[0]} dollars) but it has no price; "
+            f"{p}.price: its budget limits cost ({cost_limit} dollars) but it has no price; "
             "give Agent(price=Price(input_per_mtok=..., output_per_mtok=...))"
         )
     tools = agent.all_tools() if isinstance(agent.tools, tuple) else {}
@@ -761,6 +830,27 @@ def _restarts_problems(r: Any, p: str) -> list[str]:
 
 
 BUDGET_UNITS = ("steps", "tokens", "cost", "ttl_s")
+
+
+def _carve_problems(mine: Budget, parent: Budget, p: str, kind: str) -> list[str]:
+    """How a child's budget (an agent's or a supervisor's) is not carved from its
+    parent's: a unit limited above and unlimited here, or more than the parent has."""
+    out = []
+    for unit in BUDGET_UNITS:
+        ours, theirs = getattr(mine, unit), getattr(parent, unit)
+        if theirs is None or not isinstance(theirs, int | Decimal | float):
+            continue
+        if ours is None and unit != "ttl_s":  # (a deadline is inherited)
+            out.append(
+                f"{p}.{unit}: unlimited under a supervisor limited to {theirs}; "
+                f"give the {kind} a budget of {unit}"
+            )
+        elif ours is not None and ours > theirs:
+            out.append(
+                f"{p}.{unit}: {ours} exceeds the supervisor's {theirs}; a child's budget is "
+                "carved from its parent's"
+            )
+    return out
 
 
 def _budget_problems(budget: Any, p: str) -> list[str]:
