@@ -13,6 +13,8 @@ import os
 import shlex
 import shutil
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
@@ -23,6 +25,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -147,8 +150,8 @@ def demo(db: Db = None, address: Address = None) -> None:
     from tether.topologies.loader import load_module
 
     loaded = load_module("tether.topologies.demo")
-    with err.status("running the refund desk on Ray…"):
-        report = run(loaded, db=db, address=address)
+    with Progress("running the refund desk on Ray", db) as progress:
+        report = run(loaded, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
 
 
@@ -182,8 +185,8 @@ def run_file(
             raise ConfigError(f"--task: not valid JSON ({e.msg} at column {e.colno})") from e
         if not isinstance(given, dict):
             raise ConfigError('--task: must be a JSON object, e.g. \'{"question": "..."}\'')
-    with err.status(f"running {loaded.topology.name} on Ray…"):
-        report = run(loaded, given, db=db, address=address)
+    with Progress(f"running {loaded.topology.name} on Ray", db) as progress:
+        report = run(loaded, given, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
 
 
@@ -197,8 +200,8 @@ def resume(
     """Continue an episode: after approvals were decided, or after a crash."""
     from tether.runtime.launch import resume as resume_episode
 
-    with err.status("resuming on Ray…"):
-        report = resume_episode(episode, db=db, address=address)
+    with Progress("resuming on Ray", db) as progress:
+        report = resume_episode(episode, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
 
 
@@ -219,9 +222,67 @@ def fork(
     with Store(db) as store:
         forked = fork_episode(store, source, at, RandomIds().new(), SystemClock().now())
     out.print(f"forked {source} at step {at} as {forked}", markup=False)
-    with err.status("continuing the fork on Ray…"):
-        report = resume_episode(forked, db=db, address=address)
+    with Progress("continuing the fork on Ray", db) as progress:
+        report = resume_episode(forked, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
+
+
+class Progress:
+    """A live line on stderr while a fleet runs: the agent at work, actions by outcome,
+    model turns and time, read from the store twice a second by a background thread (the
+    store is the truth: the line is the same whichever host the agents run on)."""
+
+    def __init__(self, label: str, db: str | None) -> None:
+        self.label, self.db = label, db
+        self.episode: uuid.UUID | None = None
+        self.done = threading.Event()
+        self.started = time.monotonic()
+
+    def follow(self, episode_id: uuid.UUID) -> None:
+        self.episode = episode_id
+
+    def line(self, store: Store) -> str:
+        elapsed = f"{time.monotonic() - self.started:.0f} s"
+        if self.episode is None:
+            return self.line_without_store()
+        t = load_timeline(store, self.episode)
+        busy = [a for a in t.agents if a.status == "working"]
+        who = f"{busy[-1].name} working" if busy else t.status
+        turns = sum(a.turns for a in t.agents)
+        return (
+            f"{self.label}: {t.topology} · {who} · {t.count('executed')} allowed, "
+            f"{t.count('denied')} denied, {t.count('waiting')} waiting · {turns} model turns "
+            f"· {elapsed}"
+        )
+
+    def _watch(self, status: Any) -> None:
+        # The store is opened once the run has recorded its episode (so the run opened
+        # it first, and created whatever it had to).
+        while self.episode is None:
+            if self.done.wait(0.5):
+                return
+            status.update(escape(self.line_without_store()))
+        try:
+            with Store(self.db) as store:
+                while not self.done.wait(0.5):
+                    status.update(escape(self.line(store)))
+        except Exception:
+            pass  # the display is a courtesy: never let it disturb the run
+
+    def line_without_store(self) -> str:
+        return f"{self.label}… {time.monotonic() - self.started:.0f} s"
+
+    def __enter__(self) -> Progress:
+        self.status = err.status(escape(f"{self.label}…"))
+        self.status.__enter__()
+        self.thread = threading.Thread(target=self._watch, args=(self.status,), daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
+        self.status.__exit__(None, None, None)
 
 
 def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
@@ -770,8 +831,6 @@ def _stage_color(decision: str) -> str:
 
 
 def _esc(text: str) -> str:
-    from rich.markup import escape
-
     return escape(text)
 
 
@@ -1097,8 +1156,6 @@ def status(
 ) -> None:
     """The fleet's tree: each episode's supervisor and agents, their state, the budget
     used and left, and the approvals they wait for."""
-    import time
-
     from rich.live import Live
 
     from tether.runtime.status import fleet_status

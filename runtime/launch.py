@@ -8,6 +8,7 @@ isolated agent), and stop them when the supervisor is done.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from tether.memory.episodes import runnable
@@ -31,11 +32,13 @@ def run(
     subject: str | None = None,
     db: str | None = None,
     address: str | None = None,
+    on_episode: Callable[[uuid.UUID], None] | None = None,
 ) -> EpisodeReport:
     """Run one episode of ``topology`` on Ray until it completes, fails, or waits for a person.
 
     ``subject`` names the data subject the episode is about (``customer:ada``): its personal
     data is written sealed under that subject's key, so ``tether forget`` can erase it.
+    ``on_episode`` is told the episode's id once it is recorded (a progress display).
     """
     loaded = (
         topology
@@ -51,6 +54,7 @@ def run(
             store,
             address,
             lambda sup: sup.start(the_task, the_context, loaded.source, the_subject),
+            on_episode,
         )
 
 
@@ -60,9 +64,12 @@ def resume(
     topology: Topology | None = None,
     db: str | None = None,
     address: str | None = None,
+    on_episode: Callable[[uuid.UUID], None] | None = None,
 ) -> EpisodeReport:
     """Continue an episode from the store; its topology is loaded from where it came from."""
     episode = parse_episode_id(episode_id)
+    if on_episode is not None:
+        on_episode(episode)
     with Store(db) as store:
         events = store.read(episode)
         if not events or not isinstance(events[0], EpisodeStarted):
@@ -87,7 +94,13 @@ def parse_episode_id(value: uuid.UUID | str) -> uuid.UUID:
         raise EpisodeNotFound(value) from None
 
 
-def _with_host(loaded: Loaded, store: Store, address: str | None, work: Any) -> EpisodeReport:
+def _with_host(
+    loaded: Loaded,
+    store: Store,
+    address: str | None,
+    work: Any,
+    on_episode: Callable[[uuid.UUID], None] | None = None,
+) -> EpisodeReport:
     from .actor import ensure_ray, spawn_host
 
     ensure_ray(address)
@@ -96,6 +109,7 @@ def _with_host(loaded: Loaded, store: Store, address: str | None, work: Any) -> 
     )
     try:
         supervisor = RootSupervisor(loaded.topology, store, hosts, SystemClock(), RandomIds())
+        supervisor.on_episode = on_episode
         report: EpisodeReport = work(supervisor)
         return report
     finally:

@@ -139,6 +139,8 @@ class RootSupervisor:
         """How it waits before a restart (re-execution does not wait)."""
         self.escalations = escalations or Escalations(store, clock)
         """Where it asks a person when it gives up."""
+        self.on_episode: Callable[[uuid.UUID], None] | None = None
+        """Told a new episode's id once its start is recorded (progress displays)."""
         self._jitter = random.Random()
 
     def start(
@@ -184,6 +186,8 @@ class RootSupervisor:
             subject=subject,
         )
         journal.flush()
+        if self.on_episode is not None:
+            self.on_episode(journal.stream_id)
         return journal
 
     def resume(self, episode_id: uuid.UUID) -> EpisodeReport:

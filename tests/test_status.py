@@ -94,3 +94,17 @@ def test_limits_come_from_the_topology_file(tmp_path: Path) -> None:
         assert list(topologies.values()) == [first] and first is not None
     bad = CliRunner().invoke(app, ["status", "--watch", "0", "--db", db])
     assert bad.exit_code == 1 and "--watch 0" in bad.output
+
+
+def test_the_progress_line_follows_the_episode_from_the_store(sqlite_url: str) -> None:
+    from tether.runtime.cli import Progress
+
+    with Store(sqlite_url) as store:
+        script = [call("pay", to="a@x.test", amount="10"), call("pay", to="a@x.test", amount="120")]
+        run = Run(store, threshold_fleet([*script, say("paid")]))
+        progress = Progress("running", sqlite_url)
+        assert progress.line(store).startswith("running… ")
+        progress.follow(run.episode)
+        line = progress.line(store)
+    assert line.startswith("running: ")
+    assert " · 1 allowed, 0 denied, 1 waiting · 2 model turns · " in line
