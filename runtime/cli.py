@@ -1210,12 +1210,19 @@ def _status_tree(episodes: list[Any]) -> Any:
     for e in episodes:
         tree = Tree(f"[bold]{e.episode_id}[/] · {_esc(e.topology)} · {e.status}")
         unknown = "" if e.limits_known else " [dim](limits unknown: topology not loadable)[/]"
-        sup = tree.add(f"{_esc(e.supervisor)}: {_budgets(e)}{unknown}")
+        root = tree.add(f"{_esc(e.supervisor)}: {_budgets(e)}{unknown}")
+        nodes = {e.supervisor: root}
+        for s in e.supervisors[1:]:  # nested supervisors, each under its parent
+            nodes[s.name] = nodes.get(s.parent or "", root).add(
+                f"{_esc(s.name)} (supervisor): {_budgets(s)}"
+            )
         for a in e.agents:
             waits = f"; waits for {', '.join(a.waiting)}" if a.waiting else ""
             waits += f"; restarts: {a.restarts}" if a.restarts else ""
             detail = f": {_esc(a.detail)}" if a.detail and not a.waiting else ""
-            sup.add(f"{_esc(a.name)} · {a.state}{detail} · {_budgets(a)}{waits}")
+            nodes.get(a.supervisor, root).add(
+                f"{_esc(a.name)} · {a.state}{detail} · {_budgets(a)}{waits}"
+            )
         trees.append(tree)
     return Group(*trees)
 

@@ -55,8 +55,25 @@ class AgentStatus:
     cost: Usage = Usage(0, None)
     """Model spend, in nano-dollars."""
     ttl_left_s: float | None = None
-    """Seconds of active time it has left (its own or its supervisor's, the fewer);
+    """Seconds of active time it has left (its own or its supervisors', the fewest);
     None = no time to live."""
+    supervisor: str = ""
+    """Its supervisor ("" when the topology could not be loaded again)."""
+
+
+@dataclass(frozen=True)
+class SupervisorStatus:
+    """One supervisor of the tree: what the agents under it used against its budget."""
+
+    name: str
+    parent: str | None
+    """Its supervisor (None: the root)."""
+    steps: Usage
+    tokens: Usage
+    cost: Usage
+    """In nano-dollars."""
+    ttl_left_s: float | None = None
+    """Seconds of active time it has left; None = no time to live of its own."""
 
 
 @dataclass(frozen=True)
@@ -74,14 +91,18 @@ class EpisodeStatus:
     """Model spend of all its agents, in nano-dollars."""
     ttl_left_s: float | None = None
     """Seconds of active time the episode has left; None = no time to live."""
+    supervisors: tuple[SupervisorStatus, ...] = ()
+    """Every supervisor of the tree, the root first (empty when the topology could not
+    be loaded again)."""
 
     def as_dict(self) -> dict[str, Any]:
         """As JSON: every unit with what is left; cost in dollars (decimal strings)."""
         out = asdict(self)
         out["episode_id"] = str(self.episode_id)
-        pairs: list[tuple[EpisodeStatus | AgentStatus, dict[str, Any]]] = [
+        pairs: list[tuple[EpisodeStatus | AgentStatus | SupervisorStatus, dict[str, Any]]] = [
             (self, out),
             *zip(self.agents, out["agents"], strict=True),
+            *zip(self.supervisors, out["supervisors"], strict=True),
         ]
         for status, row in pairs:
             for unit in ("steps", "tokens"):
@@ -140,15 +161,28 @@ def episode_status(
     )
     root = topology.root if topology is not None else None
     everything = total(extras)
-    episode_ttl = None
-    if root is not None and root.budget.ttl_s is not None:
-        used = active_seconds(started.at, spans, until)
-        episode_ttl = root.budget.ttl_s + everything.seconds - used
+    rows = {row.name: row for row in timeline.agents}
+    # Each supervisor's time left: the root's from the episode's start, a nested one's
+    # from the first task of an agent under it.
+    sup_ttl: dict[str, float] = {}
+    for sup in topology.supervisors().values() if topology is not None else []:
+        if sup.budget.ttl_s is None:
+            continue
+        under = topology.under(sup.name) if topology is not None else []
+        more_s = total({a: x for a, x in extras.items() if a in under}).seconds
+        firsts = [
+            datetime.fromisoformat(r.started) for a in under if (r := rows.get(a)) and r.started
+        ]
+        start = started.at if sup is root else min(firsts, default=until)
+        sup_ttl[sup.name] = sup.budget.ttl_s + more_s - active_seconds(start, spans, until)
+    episode_ttl = sup_ttl.get(root.name) if root is not None else None
     agents = []
     for row in timeline.agents:
         budget = budgets.get(row.name, Budget())
         more = extras.get(row.name, Extra())
-        ttl = episode_ttl
+        chain = topology.chain(row.name) if topology is not None else []
+        above = [sup_ttl[s.name] for s in chain if s.name in sup_ttl]
+        ttl = min(above) if above else None
         if budget.ttl_s is not None:
             start = datetime.fromisoformat(row.started) if row.started else until
             mine = budget.ttl_s + more.seconds - active_seconds(start, spans, until)
@@ -170,6 +204,7 @@ def episode_status(
                 restarts=row.restarts,
                 cost=Usage(nanos(row.cost), plus(_nanos(budget.cost), more.cost)),
                 ttl_left_s=ttl,
+                supervisor=chain[0].name if chain else "",
             )
         )
     return EpisodeStatus(
@@ -193,7 +228,45 @@ def episode_status(
             plus(_nanos(root.budget.cost), everything.cost) if root else None,
         ),
         ttl_left_s=episode_ttl,
+        supervisors=_supervisors(topology, tuple(agents), extras, sup_ttl),
     )
+
+
+def _supervisors(
+    topology: Topology | None,
+    agents: tuple[AgentStatus, ...],
+    extras: dict[str, Extra],
+    ttl: dict[str, float],
+) -> tuple[SupervisorStatus, ...]:
+    """Each supervisor's usage: the sum over the agents under it, against its budget
+    raised by what people granted those agents."""
+    if topology is None:
+        return ()
+    by_name = {a.name: a for a in agents}
+    out = []
+    for sup in topology.supervisors().values():
+        under = [by_name[n] for n in topology.under(sup.name) if n in by_name]
+        more = total({a: x for a, x in extras.items() if a in {u.name for u in under}})
+        chain = topology.chain(sup.name)
+        out.append(
+            SupervisorStatus(
+                name=sup.name,
+                parent=chain[0].name if chain else None,
+                steps=Usage(
+                    sum(a.steps.used for a in under),
+                    plus(sup.budget.steps, more.steps),
+                    sum(a.steps.reserved for a in under),
+                ),
+                tokens=Usage(
+                    sum(a.tokens.used for a in under), plus(sup.budget.tokens, more.tokens)
+                ),
+                cost=Usage(
+                    sum(a.cost.used for a in under), plus(_nanos(sup.budget.cost), more.cost)
+                ),
+                ttl_left_s=ttl.get(sup.name),
+            )
+        )
+    return tuple(out)
 
 
 def _nanos(dollars: Decimal | None) -> int | None:

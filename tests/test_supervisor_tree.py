@@ -103,3 +103,26 @@ def test_a_nested_supervisors_budget_binds_its_agents(store: Store) -> None:
     # a used two steps and its handoff a third: team's fourth is b's only one.
     assert [e.decision for e in budget] == ["reserved", "deny", "deny"]
     assert budget[1].reason == "no step left on team's budget (limit 4)"
+
+
+def test_status_shows_the_tree_with_each_supervisors_budget(store: Store) -> None:
+    import json
+
+    from rich.console import Console
+
+    from tether.runtime.cli import _status_tree
+    from tether.runtime.status import episode_status
+
+    topology = tree(failures=0)
+    report = start(store, topology)
+    source = json.dumps(store.read(report.episode_id)[0].source, sort_keys=True)  # type: ignore[attr-defined]
+    status = episode_status(store, report.episode_id, "completed", {source: topology})
+    assert [(s.name, s.parent) for s in status.supervisors] == [("root", None), ("team", "root")]
+    team = status.supervisors[1]
+    worker = {a.name: a for a in status.agents}["worker"]
+    assert worker.supervisor == "team" and team.steps.used == worker.steps.used == 1
+    console = Console(record=True, width=200)
+    console.print(_status_tree([status]))
+    text = console.export_text()
+    assert "team (supervisor): steps 1 used" in text
+    assert text.index("team (supervisor)") < text.index("worker ·")
