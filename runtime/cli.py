@@ -1195,6 +1195,9 @@ def _budgets(s: Any) -> str:
     parts = [f"steps {_usage(s.steps)}", f"tokens {_usage(s.tokens)}"]
     if s.cost.used or s.cost.limit is not None:
         parts.append(f"cost {_usage(s.cost, dollars)}")
+    spawns = getattr(s, "spawns", None)
+    if spawns is not None and spawns.limit is not None:
+        parts.append(f"agents started {_usage(spawns)}")
     if s.ttl_left_s is not None:
         left = s.ttl_left_s
         parts.append(f"ttl {left:.0f} s left" if left > 0 else f"ttl passed {-left:.0f} s ago")

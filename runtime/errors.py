@@ -28,6 +28,7 @@ out inside the gate) are values or events, never these exceptions.
     │   └── ScriptExhausted         the scripted model has no turn left for a request
     ├── ToolError                   a tool raised while executing
     │   └── TransientToolError      raised by tools for failures worth retrying
+    ├── BudgetExhausted             a batch of agents a spawn budget cannot start
     └── HostError                   a Ray host actor failed or could not be reached
 """
 
@@ -228,6 +229,11 @@ class ToolError(TetherError):
 
 class TransientToolError(ToolError):
     """A tool failure worth retrying (a timeout, a 503); tools raise it themselves."""
+
+
+class BudgetExhausted(TetherError):
+    """A request that the budget cannot cover (starting more agents than a supervisor's
+    spawn budget allows); nothing of it was recorded."""
 
 
 class HostError(TetherError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -23,7 +24,7 @@ from pydantic import BaseModel
 
 from tether.agents.loop import ActionResult, LoopState
 from tether.agents.model import ToolCall
-from tether.agents.tools import SEND, Tool
+from tether.agents.tools import HANDOFF, SEND, Tool
 from tether.memory.events import (
     ActionExecuted,
     ActionProposed,
@@ -106,7 +107,10 @@ class Gate:
         untrusted_input: tuple[str, ...] = (),
         approvals: Approvals | None = None,
         agents: frozenset[str] = frozenset(),
+        spawn_check: Callable[[str], str | None] | None = None,
     ) -> None:
+        self.spawn_check = spawn_check
+        """Why handing work to an agent would start one too many (spawn budgets)."""
         self.approvals = approvals or Approvals()
         """Deadlines of this agent's approval requests, per tier."""
         self.agent = agent
@@ -248,6 +252,8 @@ class Gate:
         short = self.ledger.can_reserve(1)
         if reason is None and short is not None:
             reason = f"no step left on {short.name}'s budget (limit {short.limit})"
+        if reason is None and tool.name == HANDOFF and self.spawn_check is not None:
+            reason = self.spawn_check(str(getattr(args, "to", "")))
         if reason is not None:
             self._record(
                 BudgetReserved,

@@ -35,7 +35,7 @@ from tether.memory.events import (
 from tether.memory.forgetting import redacted, redactions
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store, flush_together, new_event
-from tether.runtime.errors import ConfigError, EpisodeNotFound, StoreError
+from tether.runtime.errors import BudgetExhausted, ConfigError, EpisodeNotFound, StoreError
 from tether.topologies.spec import Agent, Topology
 
 from .boundaries import Boundaries, fleet_spend
@@ -73,6 +73,8 @@ class AgentRuntime:
     """When it was first given a task: its time to live counts from there."""
     firsts: dict[str, datetime] = field(default_factory=dict)
     """Where the episode keeps each agent's first task time (the host's)."""
+    spawns: Ledger | None = None
+    """Its supervisor's spawn ledger: its first task counts one start there."""
 
     def assign(self, task: dict[str, Any], by: str, *, flush: bool = True) -> None:
         """Give the agent a task (the episode's input or a handoff); ``flush=False``
@@ -87,6 +89,9 @@ class AgentRuntime:
         )
         if self.started is None:
             self.started = self.firsts[self.name] = event.at
+            if self.spawns is not None:
+                for ledger in self.spawns.chain():
+                    ledger.used += 1
         if flush:
             self.journal.flush()
 
@@ -151,6 +156,10 @@ class Host:
         outside = self.outside.get(episode_id)
         if outside is not None:
             outside.refresh()  # what agents on other hosts spent since this one last ran
+        if task is not None and runtime.started is None:
+            denied = self._spawn_denied(episode_id, agent)
+            if denied is not None:
+                return AgentOutcome(agent, "failed", f"budget: {denied}")
         if task is not None:
             runtime.assign(task, by)
         runtime.loop.deadline = runtime.gate.deadline = self._deadline(episode_id, runtime)
@@ -172,10 +181,47 @@ class Host:
         """Start many logical agents at once: each gets its task, all in one transaction,
         and is ready to run or to take messages. Returns how many were started."""
         runtimes = [self.agent(episode_id, name) for name in tasks]
+        self._room_to_start([r for r in runtimes if r.started is None])
         for runtime, task in zip(runtimes, tasks.values(), strict=True):
             runtime.assign(task, by, flush=False)
         flush_together([r.journal for r in runtimes])
         return len(runtimes)
+
+    def _room_to_start(self, new: list[AgentRuntime]) -> None:
+        """Raise ``BudgetExhausted`` unless every supervisor above these agents may start
+        them all (spawn budgets); nothing is held after the check."""
+        held: list[Ledger] = []
+        try:
+            for i, r in enumerate(new):
+                if r.spawns is None:
+                    continue
+                short = r.spawns.can_reserve(1)
+                if short is not None:
+                    raise BudgetExhausted(
+                        f"spawn budget of supervisor {short.name} exhausted: {short.used} of "
+                        f"{short.limit} agents started; {r.name} and {len(new) - i - 1} more "
+                        "of this batch were not started (nothing was recorded)"
+                    )
+                r.spawns.reserve(1)
+                held.append(r.spawns)
+        finally:
+            for ledger in held:
+                for x in ledger.chain():
+                    x.reserved -= 1
+
+    def _spawn_denied(self, episode_id: uuid.UUID, target: str) -> str | None:
+        """Why handing work to ``target`` would start one agent too many; None when it
+        is started already, or may be."""
+        if target not in self.names or target in self.first_task.get(episode_id, {}):
+            return None
+        above = self.ledgers[episode_id][self.topology.chain(target)[0].name].spawns
+        short = above.can_reserve(1)
+        if short is None:
+            return None
+        return (
+            f"no spawn left on {short.name}'s budget (limit {short.limit}): {target} "
+            "cannot be started"
+        )
 
     def _deadline(self, episode_id: uuid.UUID, runtime: AgentRuntime) -> Deadline | None:
         """The earliest of the agent's and its supervisor's deadlines, from the episode's
@@ -271,6 +317,7 @@ class Host:
             under = set(self.topology.under(sup.name))
             more = total({a: x for a, x in extras.items() if a in under})
             ledgers[sup.name] = Ledgers(
+                Ledger(sup.name, sup.budget.spawns, parent.spawns if parent else None),
                 Ledger(
                     sup.name, plus(sup.budget.steps, more.steps), parent.steps if parent else None
                 ),
@@ -373,6 +420,7 @@ class Host:
             untrusted_input=self.topology.untrusted_input,
             approvals=self.topology.approvals,
             agents=self.names,
+            spawn_check=lambda target: self._spawn_denied(episode_id, target),
         )
         tools = tuple(t.spec() for t in spec.all_tools().values())
         loop = AgentLoop(
@@ -401,16 +449,22 @@ class Host:
         journal.observers += [gate.observe, loop.observe, meters.observe]
         journal.auditor = gate.audit
         started = next((e.at for e in history if isinstance(e, TaskAssigned)), None)
-        runtime = AgentRuntime(name, journal, gate, loop, started, self.first_task[episode_id])
+        runtime = AgentRuntime(
+            name, journal, gate, loop, started, self.first_task[episode_id], above.spawns
+        )
         if started is not None:
             runtime.firsts[name] = started
+            for spawned in above.spawns.chain():
+                spawned.used += 1
         return runtime
 
 
 @dataclass(frozen=True)
 class Ledgers:
-    """A supervisor's three ledgers in one episode."""
+    """A supervisor's ledgers in one episode."""
 
+    spawns: Ledger
+    """Agents started under it."""
     steps: Ledger
     tokens: Ledger
     cost: Ledger
@@ -460,8 +514,10 @@ class Outside:
                     ledger.used += sum(e.usage.values())
                 for ledger in above.cost.chain():
                     ledger.used += nanos(e.cost) if e.cost is not None else 0
-            elif isinstance(e, TaskAssigned):
-                self.firsts.setdefault(name, e.at)
+            elif isinstance(e, TaskAssigned) and name not in self.firsts:
+                self.firsts[name] = e.at
+                for ledger in above.spawns.chain():
+                    ledger.used += 1
             elif isinstance(e, ActionProposed):
                 self.proposed[(name, e.action)] = (e.tool, e.arguments)
             elif isinstance(e, ActionExecuted) and e.decision == "ok":

@@ -74,6 +74,8 @@ class SupervisorStatus:
     """In nano-dollars."""
     ttl_left_s: float | None = None
     """Seconds of active time it has left; None = no time to live of its own."""
+    spawns: Usage = Usage(0, None)
+    """Agents under it started, against its spawn budget."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,7 @@ def episode_status(
             plus(_nanos(root.budget.cost), everything.cost) if root else None,
         ),
         ttl_left_s=episode_ttl,
-        supervisors=_supervisors(topology, tuple(agents), extras, sup_ttl),
+        supervisors=_supervisors(topology, tuple(agents), extras, sup_ttl, rows),
     )
 
 
@@ -237,6 +239,7 @@ def _supervisors(
     agents: tuple[AgentStatus, ...],
     extras: dict[str, Extra],
     ttl: dict[str, float],
+    rows: dict[str, Any],
 ) -> tuple[SupervisorStatus, ...]:
     """Each supervisor's usage: the sum over the agents under it, against its budget
     raised by what people granted those agents."""
@@ -264,6 +267,9 @@ def _supervisors(
                     sum(a.cost.used for a in under), plus(_nanos(sup.budget.cost), more.cost)
                 ),
                 ttl_left_s=ttl.get(sup.name),
+                spawns=Usage(
+                    sum(1 for a in under if rows[a.name].started is not None), sup.budget.spawns
+                ),
             )
         )
     return tuple(out)

@@ -126,3 +126,61 @@ def test_status_shows_the_tree_with_each_supervisors_budget(store: Store) -> Non
     text = console.export_text()
     assert "team (supervisor): steps 1 used" in text
     assert text.index("team (supervisor)") < text.index("worker ·")
+
+
+def test_a_spawn_budget_bounds_the_agents_a_supervisor_starts(store: Store) -> None:
+    intake = agent(
+        "intake",
+        ScriptedModel([call("handoff", to="b", reason="b"), say("done myself")]),
+        handoffs=("b",),
+    )
+    team = Supervisor(
+        "team", (intake, agent("b", ScriptedModel([say("-")]))), budget=Budget(spawns=1)
+    )
+    topology = Topology("t", Supervisor("root", (team,), budget=Budget(spawns=5)))
+    report = start(store, topology)
+    # The entry agent was team's one start: the handoff that would start b is denied.
+    assert report.status == "completed" and report.output == "done myself"
+    events = store.read(agent_stream_id(report.episode_id, "intake"))
+    [denied] = [e for e in events if isinstance(e, BudgetReserved)]
+    assert denied.decision == "deny"
+    assert denied.reason == "no spawn left on team's budget (limit 1): b cannot be started"
+    assert not store.read(agent_stream_id(report.episode_id, "b"))
+
+
+def test_a_batch_start_past_the_spawn_budget_records_nothing(store: Store) -> None:
+    from tether.memory.sources import SequentialIds, StepClock
+    from tether.runtime.errors import BudgetExhausted
+    from tether.runtime.host import Host
+    from tether.runtime.supervisor import LocalHost, RootSupervisor
+
+    workers = tuple(agent(f"w{i}", ScriptedModel([say("-")])) for i in range(4))
+    topology = Topology("t", Supervisor("root", workers, budget=Budget(spawns=3)))
+    clock, ids = StepClock(), SequentialIds()
+    host = Host(topology, store, clock, ids)
+    episode = RootSupervisor(topology, store, LocalHost(host), clock, ids).open({})
+    with pytest.raises(BudgetExhausted) as caught:
+        host.start(episode, {f"w{i}": {} for i in range(4)})
+    assert str(caught.value) == (
+        "spawn budget of supervisor root exhausted: 0 of 3 agents started; w3 and 0 more of "
+        "this batch were not started (nothing was recorded)"
+    )
+    assert all(not store.read(agent_stream_id(episode, f"w{i}")) for i in range(4))
+    assert host.start(episode, {f"w{i}": {} for i in range(3)}) == 3
+
+
+def test_spawns_are_a_supervisors_budget() -> None:
+    with pytest.raises(TopologyError) as caught:
+        Topology(
+            "t",
+            Supervisor(
+                "root",
+                (agent("a", ScriptedModel([say("-")]), budget=Budget(spawns=2)),),
+                budget=Budget(spawns=0),
+            ),
+        )
+    assert list(caught.value.problems) == [
+        "t.root.budget.spawns: must be at least 1 (its work starts with an agent)",
+        "t.root.children[0].budget.spawns: limits the agents a supervisor starts; set it on "
+        "the agent's supervisor",
+    ]

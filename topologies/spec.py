@@ -56,6 +56,11 @@ class Budget:
     cost: Decimal | None = None
     """Model spend in dollars, priced by each agent's ``price`` from the usage its model
     reports; each call first reserves what its prompt alone will cost. None = no limit."""
+    spawns: int | None = None
+    """For a supervisor: how many agents under it may be started in one episode (an
+    agent's first task starts it; restarts and later tasks do not). A handoff that would
+    start one more is denied at the budget stage, and ``Host.start`` refuses a batch that
+    does not fit. None = no limit (a nested supervisor is still bound by its parent's)."""
     ttl_s: float | None = None
     """Time to live, in seconds of the episode's active time: an agent's counts from its
     first task, a supervisor's from the episode's start, and time the episode waits for
@@ -608,6 +613,8 @@ def _supervisor_problems(
     if not out and parent is not None:
         out += _carve_problems(sup.budget, parent, f"{path}.budget", "supervisor")
     out += _restarts_problems(sup.restarts, f"{path}.restarts")
+    if isinstance(sup.budget, Budget) and sup.budget.spawns == 0:
+        out.append(f"{path}.budget.spawns: must be at least 1 (its work starts with an agent)")
     if sup.role is not None and not isinstance(sup.role, Role):
         out.append(f"{path}.role: must be a Role or None")
     roles = [*bounds, sup.role] if isinstance(sup.role, Role) else bounds
@@ -690,6 +697,11 @@ def _agent_problems(
         out.append(f"{p}.max_turns: must be a positive integer, got {agent.max_turns!r}")
     budget_problems = _budget_problems(agent.budget, f"{p}.budget")
     out += budget_problems
+    if isinstance(agent.budget, Budget) and agent.budget.spawns is not None:
+        out.append(
+            f"{p}.budget.spawns: limits the agents a supervisor starts; set it on the "
+            "agent's supervisor"
+        )
     if not budget_problems and isinstance(parent, Budget):
         out += _carve_problems(agent.budget, parent, f"{p}.budget", "agent")
     if agent.price is not None and not isinstance(agent.price, Price):
@@ -829,7 +841,10 @@ def _restarts_problems(r: Any, p: str) -> list[str]:
     return out
 
 
-BUDGET_UNITS = ("steps", "tokens", "cost", "ttl_s")
+BUDGET_UNITS = ("steps", "tokens", "cost", "spawns", "ttl_s")
+INHERITED = ("spawns", "ttl_s")
+"""Units a child without a limit of its own takes from its parent (the parent's ledger
+or deadline binds it anyway)."""
 
 
 def _carve_problems(mine: Budget, parent: Budget, p: str, kind: str) -> list[str]:
@@ -840,7 +855,11 @@ def _carve_problems(mine: Budget, parent: Budget, p: str, kind: str) -> list[str
         ours, theirs = getattr(mine, unit), getattr(parent, unit)
         if theirs is None or not isinstance(theirs, int | Decimal | float):
             continue
-        if ours is None and unit != "ttl_s":  # (a deadline is inherited)
+        if ours is None and unit in INHERITED:
+            continue
+        if unit == "spawns" and kind == "agent":
+            continue  # (an agent's spawns are refused on their own, below)
+        if ours is None:
             out.append(
                 f"{p}.{unit}: unlimited under a supervisor limited to {theirs}; "
                 f"give the {kind} a budget of {unit}"
@@ -858,7 +877,7 @@ def _budget_problems(budget: Any, p: str) -> list[str]:
         return [f"{p}: must be a Budget"]
     out = [
         f"{p}.{unit}: must be a non-negative integer or None, got {value!r}"
-        for unit in ("steps", "tokens")
+        for unit in ("steps", "tokens", "spawns")
         if (value := getattr(budget, unit)) is not None
         and (not isinstance(value, int) or isinstance(value, bool) or value < 0)
     ]
