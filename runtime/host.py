@@ -314,7 +314,7 @@ class Host:
         for sup in self.topology.supervisors().values():  # (parents before children)
             above = self.topology.chain(sup.name)
             parent = ledgers[above[0].name] if above else None
-            under = set(self.topology.under(sup.name))
+            under = self.topology.under(sup.name)
             more = total({a: x for a, x in extras.items() if a in under})
             ledgers[sup.name] = Ledgers(
                 Ledger(sup.name, sup.budget.spawns, parent.spawns if parent else None),

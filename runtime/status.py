@@ -170,7 +170,7 @@ def episode_status(
     for sup in topology.supervisors().values() if topology is not None else []:
         if sup.budget.ttl_s is None:
             continue
-        under = topology.under(sup.name) if topology is not None else []
+        under = topology.under(sup.name) if topology is not None else frozenset()
         more_s = total({a: x for a, x in extras.items() if a in under}).seconds
         firsts = [
             datetime.fromisoformat(r.started) for a in under if (r := rows.get(a)) and r.started
@@ -245,11 +245,11 @@ def _supervisors(
     raised by what people granted those agents."""
     if topology is None:
         return ()
-    by_name = {a.name: a for a in agents}
     out = []
     for sup in topology.supervisors().values():
-        under = [by_name[n] for n in topology.under(sup.name) if n in by_name]
-        more = total({a: x for a, x in extras.items() if a in {u.name for u in under}})
+        names = topology.under(sup.name)
+        under = [a for a in agents if a.name in names]
+        more = total({a: x for a, x in extras.items() if a in names})
         chain = topology.chain(sup.name)
         out.append(
             SupervisorStatus(

@@ -475,21 +475,28 @@ class Topology:
         """The supervisors above an agent or a supervisor, its own first, the root last."""
         return self._tree()[2][name]
 
-    def under(self, supervisor: str) -> list[str]:
+    def under(self, supervisor: str) -> frozenset[str]:
         """The agents in a supervisor's subtree."""
-        return [n for n in self.agents() if any(s.name == supervisor for s in self.chain(n))]
+        return self._tree()[3][supervisor]
 
     def _tree(
         self,
-    ) -> tuple[dict[str, Agent], dict[str, Supervisor], dict[str, list[Supervisor]]]:
+    ) -> tuple[
+        dict[str, Agent],
+        dict[str, Supervisor],
+        dict[str, list[Supervisor]],
+        dict[str, frozenset[str]],
+    ]:
         found = self.__dict__.get("_walked")
         if found is None:
             agents: dict[str, Agent] = {}
             supervisors: dict[str, Supervisor] = {}
             chains: dict[str, list[Supervisor]] = {}
+            under: dict[str, set[str]] = {}
 
             def walk(s: Supervisor, above: list[Supervisor]) -> None:
                 supervisors[s.name] = s
+                under[s.name] = set()
                 mine = [s, *above]
                 for child in s.children:
                     chains[child.name] = mine
@@ -497,10 +504,12 @@ class Topology:
                         walk(child, mine)
                     else:
                         agents[child.name] = child
+                        for sup in mine:
+                            under[sup.name].add(child.name)
 
             walk(self.root, [])
             chains[self.root.name] = []
-            found = (agents, supervisors, chains)
+            found = (agents, supervisors, chains, {k: frozenset(v) for k, v in under.items()})
             object.__setattr__(self, "_walked", found)
         return found
 
