@@ -2,6 +2,7 @@
 
 from .loop import ActionGate, ActionResult, AgentLoop, AgentOutcome
 from .model import Message, Model, ModelRequest, ModelTurn, Price, ToolCall, ToolSpec, Usage
+from .openai_compat import OpenAIModel
 from .scripted import ScriptedModel, call, calls, flaky, say
 from .tools import HANDOFF, Tool, ToolContext, handoff, tool
 
@@ -15,6 +16,7 @@ __all__ = [
     "Model",
     "ModelRequest",
     "ModelTurn",
+    "OpenAIModel",
     "Price",
     "ScriptedModel",
     "Tool",

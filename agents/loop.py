@@ -8,6 +8,7 @@ the recorded history stops, without asking the model again for a recorded turn.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -329,14 +330,18 @@ class AgentLoop:
 
         try:
             return once(), attempts
-        except TransientModelError:
+        except TransientModelError as first:
             if self.model_attempts <= 1:
                 raise
+            self.sleep(self._pause(first, 1))  # (only a failure pays for the machinery)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            failed = state.outcome.exception() if state.outcome is not None else None
+            return self._pause(failed, state.attempt_number + 1)
+
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.model_attempts - 1),
-            wait=tenacity.wait_random_exponential(
-                multiplier=self.backoff_s, max=self.max_backoff_s
-            ),
+            wait=wait,
             retry=tenacity.retry_if_exception_type(TransientModelError),
             reraise=True,
             sleep=self.sleep,
@@ -345,6 +350,14 @@ class AgentLoop:
             return retrying(once), attempts
         except TransientModelError as e:
             raise ModelError(f"model failed after {attempts} attempts: {e}") from e
+
+    def _pause(self, failed: BaseException | None, n: int) -> float:
+        """Seconds to wait after the ``n``-th failed call of a turn: the provider's
+        ``Retry-After`` when it gave one, else exponential backoff with full jitter."""
+        asked = getattr(failed, "retry_after", None)
+        if asked is not None:
+            return float(asked)
+        return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1)))
 
     def _read_messages(self) -> None:
         """Take new messages into working memory (recorded, so a rebuild sees them)."""

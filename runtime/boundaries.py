@@ -182,8 +182,18 @@ class Boundaries:
                 ),
             )
         if not isinstance(arguments, dict):
+            shown = str(arguments)[:80]
             return BoundaryCheck(
-                found, None, (Violation("schema", "arguments", "arguments must be a JSON object"),)
+                found,
+                None,
+                (
+                    Violation(
+                        "schema",
+                        "arguments",
+                        f"arguments must be a JSON object; got {shown!r}: call {tool_name} "
+                        "again with its arguments as a JSON object",
+                    ),
+                ),
             )
         try:
             args = found.args.model_validate(arguments)

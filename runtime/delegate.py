@@ -7,6 +7,7 @@ there, the recorded result is fed back instead of calling the tool again.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,10 +129,12 @@ class Delegate:
             except TransientToolError:
                 if self.attempts <= 1:
                     raise
-                # Only a failed first attempt pays for the retry machinery.
+                # Only a failed first attempt pays for the retry machinery; the first
+                # retry waits too.
+                time.sleep(min(2.0, self.backoff_s))
                 retrying = tenacity.Retrying(
                     stop=tenacity.stop_after_attempt(self.attempts - 1),
-                    wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=2.0),
+                    wait=tenacity.wait_exponential(multiplier=self.backoff_s * 2, max=2.0),
                     retry=tenacity.retry_if_exception_type(TransientToolError),
                     reraise=True,
                 )

@@ -205,6 +205,11 @@ class ModelError(TetherError):
 class TransientModelError(ModelError):
     """A model call failed in a way worth retrying: a rate limit, a timeout, a 5xx."""
 
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        """Seconds the provider asked to wait (``Retry-After``), if it said."""
+        super().__init__(message)
+
 
 class ScriptExhausted(ModelError):
     """The scripted model was asked for a turn it does not have."""

@@ -386,6 +386,7 @@ class Host:
         journal = Journal.after(self.store, stream, self.clock, history)
         journal.subject = self.subjects[episode_id]
         more = self.granted[episode_id].get(name, Extra())
+        price = spec.price or getattr(spec.model, "price", None)  # the agent's, or its model's
         above = self.ledgers[episode_id][self.topology.chain(name)[0].name]
         ledger = Ledger(name, plus(spec.budget.steps, more.steps), parent=above.steps)
         meters = Meters(
@@ -402,7 +403,7 @@ class Host:
                     plus(_nanos(spec.budget.cost), more.cost),
                     parent=above.cost,
                 ),
-                spec.price,
+                price,
             ),
         )
         gate = Gate(
@@ -435,7 +436,7 @@ class Host:
             stuck_repeats=spec.stuck.repeats,
             stuck_without_progress=spec.stuck.no_progress_steps,
             tokens=meters,
-            price=spec.price,
+            price=price,
             model_attempts=spec.retries.attempts,
             backoff_s=spec.retries.backoff_s,
             max_backoff_s=spec.retries.max_backoff_s,

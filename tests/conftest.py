@@ -36,6 +36,12 @@ def postgres_unavailable() -> str | None:
 
 
 @pytest.fixture(autouse=True)
+def offline_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches a model over the network: only endpoints on this machine answer."""
+    monkeypatch.setenv("TETHER_MODELS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
 def audit_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test signs its audit trail with its own key, never one in the working tree."""
     path = tmp_path / "keys" / "audit.key"

@@ -17,6 +17,7 @@ SURFACES = {
         "Model",
         "ModelRequest",
         "ModelTurn",
+        "OpenAIModel",
         "Price",
         "ScriptedModel",
         "Tool",

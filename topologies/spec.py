@@ -381,7 +381,8 @@ class Agent:
     restart: RestartType = "transient"
     """Whether its supervisor restarts it when it fails (temporary: never)."""
     price: Price | None = None
-    """What its model's tokens cost; needed when a budget limits cost. None = unpriced."""
+    """What its model's tokens cost; needed when a budget limits cost. None = its model's
+    ``price`` if it has one (``OpenAIModel(price=...)``), else unpriced."""
     isolated: bool = False
     """Run on a Ray host actor of its own (a heavy or untrusted agent) instead of the host
     actor the fleet's other agents share."""
@@ -723,7 +724,11 @@ def _agent_problems(
                     f"{p}.price.{name}: must be a Decimal or an integer of 0 or more "
                     f"dollars, got {value!r}"
                 )
-    if cost_limit is not None and agent.price is None:
+    if (
+        cost_limit is not None
+        and agent.price is None
+        and getattr(agent.model, "price", None) is None
+    ):
         out.append(
             f"{p}.price: its budget limits cost ({cost_limit} dollars) but it has no price; "
             "give Agent(price=Price(input_per_mtok=..., output_per_mtok=...))"
