@@ -192,6 +192,27 @@ def run_file(
 
 @app.command()
 @handled
+def validate(
+    file: Annotated[Path, typer.Argument(help="A Python file that defines a Topology.")],
+    attr: Annotated[
+        str | None,
+        typer.Option("--attr", help="Name of the Topology in the file (default: `topology`)."),
+    ] = None,
+) -> None:
+    """Check a topology without running it: every problem at once, each with its path
+    and the fix; exit 1 if there is any."""
+    from tether.topologies.loader import load_file
+
+    topology = load_file(file, attr).topology
+    out.print(
+        f"{file}: {topology.name} is valid: {len(topology.agents())} agents under "
+        f"{len(topology.supervisors())} supervisors; entry {topology.entry}",
+        markup=False,
+    )
+
+
+@app.command()
+@handled
 def resume(
     episode: Annotated[str, typer.Argument(help="The episode id.")],
     db: Db = None,

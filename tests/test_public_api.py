@@ -92,8 +92,11 @@ SURFACES = {
         "Supervisor",
         "Topology",
         "When",
+        "critic_loop",
         "load_file",
         "load_module",
+        "pipeline",
+        "swarm",
     ],
 }
 

@@ -2,6 +2,7 @@
 
 from .loader import Loaded, load_file, load_module
 from .policy import Policy, Rule, When
+from .shapes import critic_loop, pipeline, swarm
 from .spec import (
     Agent,
     AllowedDomains,
@@ -48,6 +49,9 @@ __all__ = [
     "Supervisor",
     "Topology",
     "When",
+    "critic_loop",
     "load_file",
     "load_module",
+    "pipeline",
+    "swarm",
 ]
