@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import tenacity
 
@@ -24,6 +24,7 @@ from tether.memory.events import (
     AgentFinished,
     AgentHandedOff,
     AgentWaiting,
+    AnswerRejected,
     ApprovalAwaited,
     ContextCompacted,
     Event,
@@ -119,6 +120,8 @@ class LoopState:
     """The best result so far, as the agent last recorded it."""
     read_through: int = 0
     """The mailbox position of the last message read."""
+    rejected: int = 0
+    """Answers in a row that failed verification."""
 
     def apply(self, event: Event, agent: str, instructions: str) -> None:
         """Fold one event of the agent's stream."""
@@ -128,6 +131,7 @@ class LoopState:
             self.turns = 0
             self.ended = None
             self.last_call, self.repeats, self.since_progress = None, 0, 0
+            self.rejected = 0
             system = event.instructions if event.instructions is not None else instructions
             self.messages = [
                 Message("system", system, event=v),
@@ -158,6 +162,16 @@ class LoopState:
                 self.best = recorded.get("result") if isinstance(recorded, dict) else None
             self.messages.append(
                 Message("tool", event.observation, call_id=self.calls.get(event.action), event=v)
+            )
+        elif isinstance(event, AnswerRejected):
+            self.rejected += 1
+            reasons = "; ".join(event.reasons)
+            self.messages.append(
+                Message(
+                    "user",
+                    f"Your answer was not accepted: {reasons}. Fix it and answer again.",
+                    event=v,
+                )
             )
         elif isinstance(event, MessagesRead):
             self.read_through = event.through
@@ -196,6 +210,9 @@ class TimeLimit(Protocol):
         ...
 
 
+Verifier = Callable[[str, dict[str, Any]], str | None]
+"""Checks an agent's final answer against its task: why it fails, or None."""
+
 Mailbox = Callable[[int], list[tuple[int, str, str]]]
 """The messages sent to an agent after a mailbox position: (position, from, body)."""
 
@@ -223,7 +240,13 @@ class AgentLoop:
         sleep: Callable[[float], None] = time.sleep,
         price: Price | None = None,
         mailbox: Mailbox | None = None,
+        verifiers: tuple[Verifier, ...] = (),
+        stuck_rejections: int | None = None,
     ) -> None:
+        self.verifiers = verifiers
+        """Checks on a final answer; a failure is fed back and the agent goes on."""
+        self.stuck_rejections = stuck_rejections
+        """This many rejected answers in a row: stuck."""
         self.mailbox = mailbox
         """Where messages sent to the agent wait; read before each model call."""
         self.sleep = sleep
@@ -311,7 +334,15 @@ class AgentLoop:
                 cost=str(self.price.cost(turn.usage)) if self.price is not None else None,
             )
             if not turn.tool_calls:
-                return self._end(AgentOutcome(self.agent, "finished", output=turn.text))
+                reasons = self._verify(turn.text)
+                if not reasons:
+                    return self._end(AgentOutcome(self.agent, "finished", output=turn.text))
+                self._record(AnswerRejected, turn=request.turn, answer=turn.text, reasons=reasons)
+                limit = self.stuck_rejections
+                if limit is not None and state.rejected >= limit:
+                    why = f"stuck: its answer failed verification {limit} times in a row"
+                    return self._end(AgentOutcome(self.agent, "failed", f"{why}: {reasons[0]}"))
+                continue
             for c in turn.tool_calls:
                 stuck = self._stuck(c)
                 if stuck:
@@ -358,6 +389,11 @@ class AgentLoop:
         if asked is not None:
             return float(asked)
         return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1)))
+
+    def _verify(self, answer: str) -> list[str]:
+        """What each verifier that rejects the answer says."""
+        task = self.state.task or {}
+        return [why for check in self.verifiers if (why := check(answer, task))]
 
     def _read_messages(self) -> None:
         """Take new messages into working memory (recorded, so a rebuild sees them)."""

@@ -401,6 +401,21 @@ class ActionRecorded(StageEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AnswerRejected(Event):
+    """The agent's answer failed its verifiers: fed back to it as a signal, and it goes
+    on (too many in a row, and it is stuck)."""
+
+    personal: ClassVar[tuple[str, ...]] = ("answer", "reasons")
+
+    turn: int
+    """The turn that answered."""
+    answer: str
+    """The answer."""
+    reasons: list[str]
+    """What each failed verifier said."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class AgentFinished(Event):
     """The agent gave its final answer."""
 

@@ -435,6 +435,8 @@ class Host:
             context_tokens=spec.context_tokens,
             stuck_repeats=spec.stuck.repeats,
             stuck_without_progress=spec.stuck.no_progress_steps,
+            verifiers=spec.verifiers,
+            stuck_rejections=spec.stuck.rejected_answers,
             tokens=meters,
             price=price,
             model_attempts=spec.retries.attempts,

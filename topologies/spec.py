@@ -20,6 +20,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from tether.agents.loop import Verifier
 from tether.agents.model import Model, Price
 from tether.agents.tools import (
     HANDOFF,
@@ -344,6 +345,8 @@ class Stuck:
     """Governed actions in a row without recorded progress (the built-in
     ``record_progress`` tool, which the agent then has, also keeps its best result so
     far). None = not watched."""
+    rejected_answers: int | None = 3
+    """Answers in a row that failed the agent's verifiers. None = not watched."""
 
 
 @dataclass(frozen=True)
@@ -380,6 +383,10 @@ class Agent:
     """How its model calls retry transient failures."""
     restart: RestartType = "transient"
     """Whether its supervisor restarts it when it fails (temporary: never)."""
+    verifiers: tuple[Verifier, ...] = ()
+    """Checks on its final answer, ``check(answer, task) -> reason | None``. A rejected
+    answer is fed back to the agent as a signal and it goes on; it is recorded, and
+    counts toward ``stuck.rejected_answers``."""
     price: Price | None = None
     """What its model's tokens cost; needed when a budget limits cost. None = its model's
     ``price`` if it has one (``OpenAIModel(price=...)``), else unpriced."""
@@ -685,7 +692,7 @@ def _agent_problems(
     if not isinstance(agent.stuck, Stuck):
         out.append(f"{p}.stuck: must be a Stuck")
     else:
-        for name, low in (("repeats", 2), ("no_progress_steps", 1)):
+        for name, low in (("repeats", 2), ("no_progress_steps", 1), ("rejected_answers", 1)):
             value = getattr(agent.stuck, name)
             if value is not None and (not isinstance(value, int) or value < low):
                 out.append(f"{p}.stuck.{name}: must be an integer of at least {low} or None")
@@ -701,6 +708,10 @@ def _agent_problems(
         out.append(f"{p}.node: must be the name of a custom resource of a Ray node, or None")
     elif agent.node is not None and agent.isolated is not True:
         out.append(f"{p}.node: only an isolated agent is placed on a node; add isolated=True")
+    if not isinstance(agent.verifiers, tuple) or not all(callable(v) for v in agent.verifiers):
+        out.append(
+            f"{p}.verifiers: must be a tuple of functions check(answer, task) -> reason or None"
+        )
     if agent.restart not in RESTART_TYPES:
         out.append(f"{p}.restart: {agent.restart!r} is not a restart type; use {RESTART_TYPES}")
     if not isinstance(agent.max_turns, int) or agent.max_turns < 1:
