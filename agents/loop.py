@@ -28,6 +28,7 @@ from tether.memory.events import (
     ApprovalAwaited,
     ContextCompacted,
     Event,
+    MemoryRecalled,
     MessagesRead,
     ModelResponded,
     TaskAssigned,
@@ -122,6 +123,8 @@ class LoopState:
     """The mailbox position of the last message read."""
     rejected: int = 0
     """Answers in a row that failed verification."""
+    recalled: bool = False
+    """Whether org memory was recalled for the current task."""
 
     def apply(self, event: Event, agent: str, instructions: str) -> None:
         """Fold one event of the agent's stream."""
@@ -131,7 +134,7 @@ class LoopState:
             self.turns = 0
             self.ended = None
             self.last_call, self.repeats, self.since_progress = None, 0, 0
-            self.rejected = 0
+            self.rejected, self.recalled = 0, False
             system = event.instructions if event.instructions is not None else instructions
             self.messages = [
                 Message("system", system, event=v),
@@ -163,6 +166,14 @@ class LoopState:
             self.messages.append(
                 Message("tool", event.observation, call_id=self.calls.get(event.action), event=v)
             )
+        elif isinstance(event, MemoryRecalled):
+            self.recalled = True
+            if event.facts:
+                lines = "\n".join(
+                    f"- {f['subject']} {f['key']}: {f['statement']} (fact {f['id']})"
+                    for f in event.facts
+                )
+                self.messages.append(Message("user", f"What org memory holds:\n{lines}", event=v))
         elif isinstance(event, AnswerRejected):
             self.rejected += 1
             reasons = "; ".join(event.reasons)
@@ -213,6 +224,9 @@ class TimeLimit(Protocol):
 Verifier = Callable[[str, dict[str, Any]], str | None]
 """Checks an agent's final answer against its task: why it fails, or None."""
 
+Recall = Callable[[dict[str, Any], datetime | None], tuple[list[str], list[dict[str, Any]]]]
+"""Org memory for a task: (the subjects in scope, the facts believed about them)."""
+
 Mailbox = Callable[[int], list[tuple[int, str, str]]]
 """The messages sent to an agent after a mailbox position: (position, from, body)."""
 
@@ -241,8 +255,11 @@ class AgentLoop:
         price: Price | None = None,
         mailbox: Mailbox | None = None,
         verifiers: tuple[Verifier, ...] = (),
+        recall: Recall | None = None,
         stuck_rejections: int | None = None,
     ) -> None:
+        self.recall = recall
+        """Org memory in the agent's scope, recalled at the start of each task."""
         self.verifiers = verifiers
         """Checks on a final answer; a failure is fed back and the agent goes on."""
         self.stuck_rejections = stuck_rejections
@@ -300,6 +317,7 @@ class AgentLoop:
             if state.turns >= self.max_turns:
                 reason = f"max_turns ({self.max_turns}) reached without a final answer"
                 return self._end(AgentOutcome(self.agent, "failed", reason))
+            self._recall()
             self._read_messages()
             self._fit_context()
             request = ModelRequest(self.agent, state.turns, tuple(state.messages), self.tools)
@@ -389,6 +407,13 @@ class AgentLoop:
         if asked is not None:
             return float(asked)
         return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1)))
+
+    def _recall(self) -> None:
+        """Bring the facts in scope for this task into working memory (recorded)."""
+        if self.recall is None or self.state.recalled or self.state.task is None:
+            return
+        subjects, facts = self.recall(self.state.task, self.journal.last_at)
+        self._record(MemoryRecalled, subjects=subjects, facts=facts)
 
     def _verify(self, answer: str) -> list[str]:
         """What each verifier that rejects the answer says."""

@@ -401,6 +401,18 @@ class ActionRecorded(StageEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class MemoryRecalled(Event):
+    """Org-memory facts in the agent's scope went into its context for a task."""
+
+    personal: ClassVar[tuple[str, ...]] = ("facts",)
+
+    subjects: list[str]
+    """The subjects its memory scopes named for this task."""
+    facts: list[dict[str, Any]]
+    """``{"id", "subject", "key", "statement", "source"}`` of each fact believed then."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class AnswerRejected(Event):
     """The agent's answer failed its verifiers: fed back to it as a signal, and it goes
     on (too many in a row, and it is stuck)."""

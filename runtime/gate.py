@@ -37,6 +37,7 @@ from tether.memory.events import (
     BudgetSettled,
     Event,
     GovernanceDecided,
+    MemoryRecalled,
     MessageSent,
     MessagesRead,
     StageEvent,
@@ -170,6 +171,12 @@ class Gate:
                 self.sources.add(event.result, f"{opened.tool}#{event.action}", kind)
         elif isinstance(event, ActionRecorded):
             self.open.pop(event.action, None)
+        elif isinstance(event, MemoryRecalled):
+            # Facts are written by governed tool calls into the fleet's own memory.
+            for f in event.facts:
+                self.sources.add(
+                    {"statement": f.get("statement")}, f"memory {f.get('subject')}", "system"
+                )
         elif isinstance(event, MessagesRead):
             for m in event.messages:
                 sender = str(m.get("from", ""))

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome, Mailbox
+from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome, Mailbox, Recall
 from tether.agents.model import ToolCall
 from tether.memory.events import (
     ActionExecuted,
@@ -33,6 +33,7 @@ from tether.memory.events import (
     mailbox_stream_id,
 )
 from tether.memory.forgetting import redacted, redactions
+from tether.memory.org import OrgMemory
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store, flush_together, new_event
 from tether.runtime.errors import BudgetExhausted, ConfigError, EpisodeNotFound, StoreError
@@ -111,7 +112,10 @@ class Host:
         secrets: Secrets | None = None,
         sleep: Callable[[float], None] = time.sleep,
         carries: frozenset[str] | None = None,
+        memory: Memory | None = None,
     ) -> None:
+        self.memory: Memory = memory or OrgRecall(store)
+        """Where agents recall org-memory facts (re-execution feeds back the record)."""
         self.sleep = sleep
         """How retries wait between attempts (re-execution does not wait)."""
         self.topology = topology
@@ -270,6 +274,24 @@ class Host:
         )
         [at] = self.store.append([], tail=[message], subject=self.subjects[episode_id])
         return at
+
+    def _recall(self, episode_id: uuid.UUID, name: str, scopes: tuple[str, ...]) -> Recall:
+        """The agent's org memory for a task: its scopes filled from the task (a scope
+        naming a field the task lacks is skipped), and the facts believed about them."""
+
+        def recall(
+            task: dict[str, Any], at: datetime | None
+        ) -> tuple[list[str], list[dict[str, Any]]]:
+            subjects = []
+            for scope in scopes:
+                try:
+                    subjects.append(scope.format_map(task))
+                except (KeyError, IndexError, ValueError, AttributeError):
+                    continue
+            when = at or self.clock.now()
+            return subjects, self.memory(subjects, f"{name}@{episode_id}", when)
+
+        return recall
 
     def _mailbox(self, stream: uuid.UUID) -> Mailbox:
         def read(after: int) -> list[tuple[int, str, str]]:
@@ -436,6 +458,7 @@ class Host:
             stuck_repeats=spec.stuck.repeats,
             stuck_without_progress=spec.stuck.no_progress_steps,
             verifiers=spec.verifiers,
+            recall=self._recall(episode_id, name, spec.memory) if spec.memory else None,
             stuck_rejections=spec.stuck.rejected_answers,
             tokens=meters,
             price=price,
@@ -460,6 +483,34 @@ class Host:
             for spawned in above.spawns.chain():
                 spawned.used += 1
         return runtime
+
+
+Memory = Callable[[list[str], str, datetime], list[dict[str, Any]]]
+"""Recalls the facts believed about some subjects, for someone, at a recorded time."""
+
+
+class OrgRecall:
+    """Facts from the store's org memory; each recall is recorded as use (``FactUsed``),
+    which keeps the facts alive under retention."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._org: OrgMemory | None = None
+
+    def __call__(self, subjects: list[str], by: str, at: datetime) -> list[dict[str, Any]]:
+        if self._org is None:
+            self._org = OrgMemory(self.store)
+        return [
+            {
+                "id": f.id,
+                "subject": f.subject,
+                "key": f.key,
+                "statement": f.statement,
+                "source": f.source_event,
+            }
+            for subject in subjects
+            for f in self._org.recall(subject, by=by, at=at)
+        ]
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from tether.memory.events import (
     EscalationDecided,
     EscalationRequested,
     Event,
+    MemoryRecalled,
     ModelResponded,
     agent_stream_id,
 )
@@ -204,6 +205,21 @@ class RecordedEscalations(Escalations):
         return dataclasses.replace(item, decision=decided)
 
 
+class RecordedMemory:
+    """Answers each agent's org-memory recalls with what it recalled in the run, in
+    order (the scratch store has no org memory)."""
+
+    def __init__(self) -> None:
+        self.recalled: dict[str, list[MemoryRecalled]] = {}
+
+    def __call__(self, subjects: list[str], by: str, at: datetime) -> list[dict[str, Any]]:
+        name = by.rsplit("@", 1)[0]
+        found = self.recalled.get(name, [])
+        if not found:
+            return []  # the run recalled nothing more: re-execution reports the difference
+        return list(found.pop(0).facts)
+
+
 class RecordedClock:
     """The times the run read, in order; past the record, a microsecond per read."""
 
@@ -270,12 +286,15 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
     times = [e.at for _, e in sorted([*recorded, *requests], key=lambda p: p[0])]
     turns: dict[str, list[ModelResponded | AgentFailed]] = {name: [] for name in started.agents}
     results: dict[tuple[str, int], ActionExecuted] = {}
+    memory = RecordedMemory()
     for _, e in recorded:
         name = agents.get(e.originator_id)
         if isinstance(e, ModelResponded) and name is not None:
             turns[name].append(e)
         elif isinstance(e, AgentFailed) and e.reason.startswith("crashed: ") and name:
             turns[name].append(e)  # the run's code raised: re-execution raises there too
+        elif isinstance(e, MemoryRecalled) and name is not None:
+            memory.recalled.setdefault(name, []).append(e)
         elif isinstance(e, ActionExecuted) and name is not None:
             results[(name, e.action)] = e
     models = {name: RecordedModel(name, t) for name, t in turns.items()}
@@ -302,7 +321,14 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
             asking = RecordedEscalations(scratch, clock, answers)
             delegate = RecordedDelegate(scratch, results)
             host = Host(
-                replayed, scratch, clock, ids, inbox=inbox, delegate=delegate, sleep=_no_wait
+                replayed,
+                scratch,
+                clock,
+                ids,
+                inbox=inbox,
+                delegate=delegate,
+                sleep=_no_wait,
+                memory=memory,
             )
             supervisor = RootSupervisor(
                 replayed, scratch, LocalHost(host), clock, ids, sleep=_no_wait, escalations=asking
@@ -327,6 +353,7 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
                         inbox=inbox,
                         delegate=delegate,
                         sleep=_no_wait,
+                        memory=memory,
                     )
                     RootSupervisor(
                         replayed,

@@ -383,6 +383,10 @@ class Agent:
     """How its model calls retry transient failures."""
     restart: RestartType = "transient"
     """Whether its supervisor restarts it when it fails (temporary: never)."""
+    memory: tuple[str, ...] = ()
+    """Its org-memory scopes: subjects whose facts go into its context at the start of
+    each task, as templates filled from the task (``"customer:{customer}"``, or a fixed
+    ``"freeze:global"``). What was recalled is recorded with the task."""
     verifiers: tuple[Verifier, ...] = ()
     """Checks on its final answer, ``check(answer, task) -> reason | None``. A rejected
     answer is fed back to the agent as a signal and it goes on; it is recorded, and
@@ -708,6 +712,10 @@ def _agent_problems(
         out.append(f"{p}.node: must be the name of a custom resource of a Ray node, or None")
     elif agent.node is not None and agent.isolated is not True:
         out.append(f"{p}.node: only an isolated agent is placed on a node; add isolated=True")
+    if not isinstance(agent.memory, tuple) or not all(
+        isinstance(m, str) and m.strip() for m in agent.memory
+    ):
+        out.append(f"{p}.memory: must be a tuple of subjects, e.g. ('customer:{{customer}}',)")
     if not isinstance(agent.verifiers, tuple) or not all(callable(v) for v in agent.verifiers):
         out.append(
             f"{p}.verifiers: must be a tuple of functions check(answer, task) -> reason or None"
