@@ -175,7 +175,7 @@ class Gate:
             # Facts are written by governed tool calls into the fleet's own memory.
             for f in event.facts:
                 self.sources.add(
-                    {"statement": f.get("statement")}, f"memory {f.get('subject')}", "system"
+                    {"statement": f.get("statement")}, f"memory.{f.get('subject')}", "system"
                 )
         elif isinstance(event, MessagesRead):
             for m in event.messages:

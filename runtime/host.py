@@ -276,16 +276,19 @@ class Host:
         return at
 
     def _recall(self, episode_id: uuid.UUID, name: str, scopes: tuple[str, ...]) -> Recall:
-        """The agent's org memory for a task: its scopes filled from the task (a scope
-        naming a field the task lacks is skipped), and the facts believed about them."""
+        """The agent's org memory for a task: its scopes filled from the task, or from the
+        episode input a handoff carries (a scope naming a field neither has is skipped),
+        and the facts believed about them."""
 
         def recall(
             task: dict[str, Any], at: datetime | None
         ) -> tuple[list[str], list[dict[str, Any]]]:
+            carried = task.get("input")  # a handoff carries the episode's input
+            values = {**(carried if isinstance(carried, dict) else {}), **task}
             subjects = []
             for scope in scopes:
                 try:
-                    subjects.append(scope.format_map(task))
+                    subjects.append(scope.format_map(values))
                 except (KeyError, IndexError, ValueError, AttributeError):
                     continue
             when = at or self.clock.now()

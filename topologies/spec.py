@@ -385,7 +385,8 @@ class Agent:
     """Whether its supervisor restarts it when it fails (temporary: never)."""
     memory: tuple[str, ...] = ()
     """Its org-memory scopes: subjects whose facts go into its context at the start of
-    each task, as templates filled from the task (``"customer:{customer}"``, or a fixed
+    each task, as templates filled from the task or the episode input a handoff carries
+    (``"customer:{customer}"``, or a fixed
     ``"freeze:global"``). What was recalled is recorded with the task."""
     verifiers: tuple[Verifier, ...] = ()
     """Checks on its final answer, ``check(answer, task) -> reason | None``. A rejected
