@@ -37,6 +37,7 @@ from tether.memory.org import FactPolicy
 from tether.runtime.errors import TopologyError
 
 from .policy import ORIGINS, Policy
+from .shapecheck import type_problems
 
 Tier = Literal["low", "medium", "high"]
 TIERS: tuple[Tier, ...] = ("low", "medium", "high")
@@ -405,7 +406,8 @@ class Agent:
     def all_tools(self) -> dict[str, Tool]:
         """Its tools by name, with the built-in handoff tool when it may hand off and the
         built-in page_back tool when its working memory is bounded."""
-        found = {t.name: t for t in self.tools}
+        given = self.tools if isinstance(self.tools, tuple) else ()
+        found = {t.name: t for t in given if isinstance(t, Tool)}
         if self.handoffs:
             found.setdefault(HANDOFF, handoff)
         if self.peers:
@@ -579,6 +581,21 @@ class Topology:
 
 def problems_of(topology: Topology) -> list[str]:
     """Every problem with a topology, each with its path; empty when it is valid."""
+    name = topology.name if isinstance(topology.name, str) and topology.name else "topology"
+    try:
+        return _problems_of(topology)
+    except Exception as e:  # a field of a kind validation did not expect: say which
+        return _by_type(e, topology, Topology, name)
+
+
+def _by_type(e: Exception, value: Any, cls: type, path: str) -> list[str]:
+    """The fields of ``value`` that do not have their annotated types; if none is found,
+    what went wrong, so nothing escapes as anything but a ``TopologyError``."""
+    found = type_problems(value, cls, path)
+    return found or [f"{path}: could not be checked ({type(e).__name__}: {e})"]
+
+
+def _problems_of(topology: Topology) -> list[str]:
     out: list[str] = []
     name = topology.name if isinstance(topology.name, str) and topology.name else "topology"
     if not isinstance(topology.name, str) or not topology.name.strip():
@@ -589,7 +606,7 @@ def problems_of(topology: Topology) -> list[str]:
         return [*out, f"{path}: must be a Supervisor, got {type(root).__name__}"]
     tree = _Tree()
     out += _supervisor_problems(root, path, None, [], tree)
-    known = {a.name for a, _ in tree.agents}
+    known = {a.name for a, _ in tree.agents if isinstance(a.name, str)}
     for agent, p in tree.agents:
         for kind, targets in (("handoffs", agent.handoffs), ("peers", agent.peers)):
             if not isinstance(targets, tuple):
@@ -635,7 +652,7 @@ def _supervisor_problems(
     if not out and parent is not None:
         out += _carve_problems(sup.budget, parent, f"{path}.budget", "supervisor")
     out += _restarts_problems(sup.restarts, f"{path}.restarts")
-    if isinstance(sup.budget, Budget) and sup.budget.spawns == 0:
+    if isinstance(sup.budget, Budget) and type(sup.budget.spawns) is int and sup.budget.spawns == 0:
         out.append(f"{path}.budget.spawns: must be at least 1 (its work starts with an agent)")
     if sup.role is not None and not isinstance(sup.role, Role):
         out.append(f"{path}.role: must be a Role or None")
@@ -648,26 +665,36 @@ def _supervisor_problems(
         if not isinstance(child, Agent | Supervisor):
             out.append(f"{p}: must be an Agent or a Supervisor, got {type(child).__name__}")
             continue
-        if child.name in tree.names:
+        if not isinstance(child.name, str) or not child.name.strip():
+            if isinstance(child, Supervisor):  # (an agent's name is checked with the agent)
+                out.append(f"{p}.name: must be a non-empty string")
+        elif child.name in tree.names:
             out.append(
                 f"{p}.name: duplicate name {child.name!r}; agents and supervisors need unique names"
             )
-        tree.names.add(child.name)
-        mine.add(child.name)
-        if isinstance(child, Supervisor):
-            out += _supervisor_problems(child, p, sup.budget, roles, tree)
-            continue
-        tree.agents.append((child, p))
-        cost = next(
-            (b.cost for b in (child.budget, sup.budget) if isinstance(b, Budget) and b.cost),
-            None,
-        )
-        out += _agent_problems(child, p, sup.budget, cost)
-        if isinstance(child.role, Role):
-            found = [x for bound in roles for x in _narrowing_problems(child, bound, p)]
-            out += list(dict.fromkeys(found))
-    if sup.entry is not None and sup.entry not in mine:
+        if isinstance(child.name, str):
+            tree.names.add(child.name)
+            mine.add(child.name)
+        try:
+            if isinstance(child, Supervisor):
+                out += _supervisor_problems(child, p, sup.budget, roles, tree)
+                continue
+            tree.agents.append((child, p))
+            out += _agent_and_bounds(child, p, sup.budget, roles)
+        except Exception as e:  # a field of a kind validation did not expect: say which
+            out += _by_type(e, child, type(child), p)
+    if sup.entry is not None and (not isinstance(sup.entry, str) or sup.entry not in mine):
         out.append(f"{path}.entry: unknown child {sup.entry!r}; choose one of {_some(mine)}")
+    return out
+
+
+def _agent_and_bounds(agent: Agent, p: str, parent: Budget, roles: list[Role]) -> list[str]:
+    """An agent's own problems, and how its grants widen the roles above it."""
+    cost = next((b.cost for b in (agent.budget, parent) if isinstance(b, Budget) and b.cost), None)
+    out = _agent_problems(agent, p, parent, cost)
+    if isinstance(agent.role, Role):
+        found = [x for bound in roles for x in _narrowing_problems(agent, bound, p)]
+        out += list(dict.fromkeys(found))
     return out
 
 
