@@ -14,7 +14,7 @@ checks it against the times of the events it records, so re-execution decides th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -215,13 +215,15 @@ def granted(episode: list[Event]) -> dict[str, Extra]:
     return out
 
 
-def total(extras: dict[str, Extra]) -> Extra:
-    """Everything granted in an episode: what its supervisor got on top of its budget."""
+def total(extras: dict[str, Extra], under: Collection[str] | None = None) -> Extra:
+    """What was granted to the agents ``under`` a supervisor (None: all of them): what
+    that supervisor got on top of its budget."""
+    chosen = [x for a, x in extras.items() if under is None or a in under]
     return Extra(
-        sum(x.steps for x in extras.values()),
-        sum(x.tokens for x in extras.values()),
-        sum(x.cost for x in extras.values()),
-        sum(x.seconds for x in extras.values()),
+        sum(x.steps for x in chosen),
+        sum(x.tokens for x in chosen),
+        sum(x.cost for x in chosen),
+        sum(x.seconds for x in chosen),
     )
 
 

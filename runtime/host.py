@@ -241,7 +241,7 @@ class Host:
         for sup in timed:
             assert sup.budget.ttl_s is not None
             under = self.topology.under(sup.name)
-            more = total({a: x for a, x in extras.items() if a in under}).seconds
+            more = total(extras, under).seconds
             if sup is self.topology.root:
                 start: datetime | None = episode[0].at
             else:
@@ -340,7 +340,7 @@ class Host:
             above = self.topology.chain(sup.name)
             parent = ledgers[above[0].name] if above else None
             under = self.topology.under(sup.name)
-            more = total({a: x for a, x in extras.items() if a in under})
+            more = total(extras, under)
             ledgers[sup.name] = Ledgers(
                 Ledger(sup.name, sup.budget.spawns, parent.spawns if parent else None),
                 Ledger(

@@ -171,7 +171,7 @@ def episode_status(
         if sup.budget.ttl_s is None:
             continue
         under = topology.under(sup.name) if topology is not None else frozenset()
-        more_s = total({a: x for a, x in extras.items() if a in under}).seconds
+        more_s = total(extras, under).seconds
         firsts = [
             datetime.fromisoformat(r.started) for a in under if (r := rows.get(a)) and r.started
         ]
@@ -249,7 +249,7 @@ def _supervisors(
     for sup in topology.supervisors().values():
         names = topology.under(sup.name)
         under = [a for a in agents if a.name in names]
-        more = total({a: x for a, x in extras.items() if a in names})
+        more = total(extras, names)
         chain = topology.chain(sup.name)
         out.append(
             SupervisorStatus(
