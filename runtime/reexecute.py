@@ -320,20 +320,30 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
             inbox = RecordedInbox(scratch, clock, decisions)
             asking = RecordedEscalations(scratch, clock, answers)
             delegate = RecordedDelegate(scratch, results)
-            host = Host(
-                replayed,
-                scratch,
-                clock,
-                ids,
-                inbox=inbox,
-                delegate=delegate,
-                sleep=_no_wait,
-                memory=memory,
-            )
-            supervisor = RootSupervisor(
-                replayed, scratch, LocalHost(host), clock, ids, sleep=_no_wait, escalations=asking
-            )
-            supervisor.start(started.input, started.context, started.source, started.subject)
+
+            def supervisor() -> RootSupervisor:
+                """A fresh host and supervisor over the recorded inputs, as at each resume."""
+                host = Host(
+                    replayed,
+                    scratch,
+                    clock,
+                    ids,
+                    inbox=inbox,
+                    delegate=delegate,
+                    sleep=_no_wait,
+                    memory=memory,
+                )
+                return RootSupervisor(
+                    replayed,
+                    scratch,
+                    LocalHost(host),
+                    clock,
+                    ids,
+                    sleep=_no_wait,
+                    escalations=asking,
+                )
+
+            supervisor().start(started.input, started.context, started.source, started.subject)
             # Continue where the run continued, with the decisions it had by then: at each
             # resume, and where an answer to an escalation ended the episode.
             previous: Any = None
@@ -345,25 +355,7 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
                 if isinstance(e, EpisodeResumed) or answered:
                     asking.visible_until = n
                     inbox.visible_until = n
-                    host = Host(
-                        replayed,
-                        scratch,
-                        clock,
-                        ids,
-                        inbox=inbox,
-                        delegate=delegate,
-                        sleep=_no_wait,
-                        memory=memory,
-                    )
-                    RootSupervisor(
-                        replayed,
-                        scratch,
-                        LocalHost(host),
-                        clock,
-                        ids,
-                        sleep=_no_wait,
-                        escalations=asking,
-                    ).resume(episode_id)
+                    supervisor().resume(episode_id)
             new = scratch.read_streams([episode_id, *agents])
     divergence = first_divergence(recorded, new, {episode_id: "episode", **agents})
     return Reexecution(

@@ -236,7 +236,7 @@ class RootSupervisor:
                 found = self._who_restarts(journal, agent, str(e), at)
                 if isinstance(found, str):
                     return self._gave_up(journal, agent, found)
-                sup, n = found
+                sup, n, _, _ = found
                 self.host.replace(agent)
                 self._restarted(journal, agent, agent, str(e), "host", n, sup.name)
                 if self._last_task(episode_id, agent) is not None:
@@ -285,38 +285,37 @@ class RootSupervisor:
         failed_at = next((e.at for e in reversed(history) if isinstance(e, AgentFailed)), None)
         if failed_at is None:
             return reason
-        child = failed
-        for sup in self.topology.chain(failed):
-            n = self._next_restart(journal, sup, reason, failed_at)
-            if isinstance(n, str):
-                reason, child = n, sup.name  # it gave up: its supervisor decides
-                continue
-            strategy = sup.restarts.strategy
-            if strategy == "one_for_all":
-                work: tuple[str, dict[str, Any], str] | None = self._work_of(
-                    episode_id, sup.name, episode_input
-                )
-            elif child == failed:  # one_for_one; rest_for_one is the same one at a time
-                last = self._last_task(episode_id, failed)
-                work = (failed, last.task, last.by) if last is not None else None
-            else:  # a nested supervisor that gave up: its work starts over
-                work = self._work_of(episode_id, child, episode_input)
-            if work is None:
-                return reason  # it failed before it was given a task: nothing to restart
-            self._restarted(journal, work[0], child, reason, strategy, n, sup.name)
-            return work
-        return reason
+        found = self._who_restarts(journal, failed, reason, failed_at)
+        if isinstance(found, str):
+            return found
+        sup, n, child, reason = found
+        strategy = sup.restarts.strategy
+        if strategy == "one_for_all":
+            work: tuple[str, dict[str, Any], str] | None = self._work_of(
+                episode_id, sup.name, episode_input
+            )
+        elif child == failed:  # one_for_one; rest_for_one is the same one at a time
+            last = self._last_task(episode_id, failed)
+            work = (failed, last.task, last.by) if last is not None else None
+        else:  # a nested supervisor that gave up: its work starts over
+            work = self._work_of(episode_id, child, episode_input)
+        if work is None:
+            return reason  # it failed before it was given a task: nothing to restart
+        self._restarted(journal, work[0], child, reason, strategy, n, sup.name)
+        return work
 
     def _who_restarts(
         self, journal: Journal, agent: str, reason: str, at: datetime
-    ) -> tuple[Supervisor, int] | str:
-        """The nearest supervisor above ``agent`` still within its intensity, and the
-        number of its restart; or why the root gave up."""
+    ) -> tuple[Supervisor, int, str, str] | str:
+        """The nearest supervisor above ``agent`` still within its intensity: it, the
+        number of its restart, the child it restarts (the agent, or the nested supervisor
+        below it that gave up) and the reason as it stands; or why the root gave up."""
+        child = agent
         for sup in self.topology.chain(agent):
             n = self._next_restart(journal, sup, reason, at)
             if isinstance(n, int):
-                return sup, n
-            reason = n
+                return sup, n, child, reason
+            reason, child = n, sup.name  # it gave up: its supervisor decides
         return reason
 
     def _work_of(
