@@ -20,6 +20,7 @@ import tenacity
 from tether.memory.events import (
     ActionProposed,
     ActionRecorded,
+    AgentDelegated,
     AgentFailed,
     AgentFinished,
     AgentHandedOff,
@@ -32,15 +33,16 @@ from tether.memory.events import (
     MessagesRead,
     ModelResponded,
     TaskAssigned,
+    WorkAnswered,
 )
 from tether.memory.store import Journal
 from tether.runtime.errors import ModelError, TransientModelError
 
 from . import context
 from .model import Message, Model, ModelRequest, ModelTurn, Price, ToolCall, ToolSpec
-from .tools import HANDOFF, PROGRESS
+from .tools import DELEGATE, HANDOFF, PROGRESS
 
-Outcome = Literal["finished", "handed_off", "waiting", "failed"]
+Outcome = Literal["finished", "handed_off", "waiting", "failed", "delegated"]
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class AgentOutcome:
     agent: str
     """The agent."""
     outcome: Outcome
-    """finished, handed_off, waiting or failed."""
+    """finished, handed_off, waiting, failed, or delegated (it waits for its workers)."""
     output: str = ""
     """The final answer, the handoff note, or the failure reason."""
     handoff_to: str | None = None
@@ -90,6 +92,8 @@ class AgentOutcome:
     """Approval ids the agent waits for."""
     reason: str = ""
     """Why the agent handed off, in its words."""
+    calls: tuple[dict[str, Any], ...] = ()
+    """The work it delegated and waits for: ``{"key", "call_id", "to", "task"}``."""
 
 
 def recorded_calls(event: ModelResponded) -> tuple[ToolCall, ...]:
@@ -125,6 +129,13 @@ class LoopState:
     """Answers in a row that failed verification."""
     recalled: bool = False
     """Whether org memory was recalled for the current task."""
+    awaiting: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Delegated work not answered yet, by key (``agent#action``)."""
+    delegating: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """The arguments of delegate calls in flight, by action."""
+    handing: AgentOutcome | None = None
+    """A handoff executed in the last turn (it takes effect once the turn's delegated
+    work is answered, or at once)."""
 
     def apply(self, event: Event, agent: str, instructions: str) -> None:
         """Fold one event of the agent's stream."""
@@ -135,6 +146,7 @@ class LoopState:
             self.ended = None
             self.last_call, self.repeats, self.since_progress = None, 0, 0
             self.rejected, self.recalled = 0, False
+            self.awaiting, self.handing = {}, None
             system = event.instructions if event.instructions is not None else instructions
             self.messages = [
                 Message("system", system, event=v),
@@ -142,6 +154,7 @@ class LoopState:
             ]
         elif isinstance(event, ModelResponded):
             self.turns = event.turn + 1
+            self.handing = None
             self.messages.append(
                 Message("assistant", event.text, tool_calls=recorded_calls(event), event=v)
             )
@@ -156,13 +169,35 @@ class LoopState:
             self.last_call = call
             if event.tool != PROGRESS:
                 self.since_progress += 1
+            if event.tool == DELEGATE:
+                self.delegating[event.action] = event.arguments
         elif isinstance(event, ActionRecorded):
             if event.action in self.open_actions:
                 self.open_actions.remove(event.action)
+            tool = self.tools.get(event.action)
+            asked = self.delegating.pop(event.action, None)
+            if tool == DELEGATE and event.decision == "executed" and asked is not None:
+                # Its result is the worker's answer, which comes later (``WorkAnswered``).
+                key = f"{agent}#{event.action}"
+                self.awaiting[key] = {
+                    "key": key,
+                    "call_id": self.calls.get(event.action),
+                    "to": str(asked.get("to", "")),
+                    "task": str(asked.get("task", "")),
+                }
+                return
+            if tool == HANDOFF and event.decision == "executed":
+                r = _json_object(event.observation)
+                self.handing = AgentOutcome(
+                    agent,
+                    "handed_off",
+                    output=str(r.get("note", "")),
+                    handoff_to=str(r.get("to", "")),
+                    reason=str(r.get("reason", "")),
+                )
             if self.tools.get(event.action) == PROGRESS and event.decision == "executed":
                 self.since_progress = 0
-                recorded = json.loads(event.observation)
-                self.best = recorded.get("result") if isinstance(recorded, dict) else None
+                self.best = _json_object(event.observation).get("result")
             self.messages.append(
                 Message("tool", event.observation, call_id=self.calls.get(event.action), event=v)
             )
@@ -189,6 +224,27 @@ class LoopState:
             for m in event.messages:
                 text = f"message from {m.get('from')}: {m.get('body')}"
                 self.messages.append(Message("user", text, event=v))
+        elif isinstance(event, AgentDelegated):
+            calls = tuple(c for c in event.calls if isinstance(c, dict))
+            self.ended = AgentOutcome(agent, "delegated", calls=calls)
+        elif isinstance(event, WorkAnswered):
+            for a in event.answers:
+                if not isinstance(a, dict):
+                    continue  # (redacted since)
+                asked = self.awaiting.pop(str(a.get("key")), None)
+                if asked is None:
+                    continue
+                answer = {k: a.get(k) for k in ("by", "outcome", "answer")}
+                self.messages.append(
+                    Message(
+                        "tool",
+                        json.dumps(answer, sort_keys=True),
+                        call_id=asked["call_id"],
+                        event=v,
+                    )
+                )
+            if not self.awaiting:
+                self.ended = None  # answered: it goes on
         elif isinstance(event, AgentFinished):
             self.ended = AgentOutcome(agent, "finished", output=event.output)
         elif isinstance(event, AgentHandedOff):
@@ -309,6 +365,10 @@ class AgentLoop:
         while True:
             if waiting:
                 return self._end(AgentOutcome(self.agent, "waiting", waiting=tuple(waiting)))
+            if state.awaiting:
+                calls = tuple(state.awaiting.values())
+                return self._end(AgentOutcome(self.agent, "delegated", calls=calls))
+            handoff = handoff or state.handing
             if handoff is not None:
                 return self._end(handoff)
             late = self._late()
@@ -366,6 +426,15 @@ class AgentLoop:
                 if stuck:
                     return self._end(AgentOutcome(self.agent, "failed", f"stuck: {stuck}"))
                 handoff = self._absorb(self.gate.submit(c), waiting) or handoff
+
+    def answer(self, answers: list[dict[str, Any]]) -> None:
+        """Take the answers to the work it delegated (``{"key", "by", "outcome",
+        "answer"}``), recorded; answers it does not wait for (any more) are ignored, so
+        delivering twice records once."""
+        mine = [a for a in answers if a.get("key") in self.state.awaiting]
+        if mine:
+            self._record(WorkAnswered, answers=mine)
+            self.journal.flush()
 
     def _respond(self, request: ModelRequest) -> tuple[ModelTurn, int]:
         """The model's turn, retrying transient failures (bounded, with exponential
@@ -499,12 +568,23 @@ class AgentLoop:
                 reason=outcome.reason,
                 note=outcome.output,
             )
+        elif outcome.outcome == "delegated":
+            self._record(AgentDelegated, calls=list(outcome.calls))
         elif outcome.outcome == "finished":
             self._record(AgentFinished, output=outcome.output)
         else:
             self._record(AgentFailed, reason=outcome.output)
         self.journal.flush()
         return outcome
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A recorded observation as the object it was (empty if it was redacted since)."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def canonical_arguments(arguments: object) -> str:
@@ -517,12 +597,13 @@ def context_at(events: list[Event], call: int) -> list[Message]:
     rebuilt from the agent's stream alone (compactions included)."""
     state = LoopState()
     seen = 0
+    agent = next((e.agent for e in events if isinstance(e, TaskAssigned)), "")
     for event in events:
         if isinstance(event, ModelResponded):
             if seen == call:
                 return state.messages
             seen += 1
-        state.apply(event, "", "")
+        state.apply(event, agent, "")
     raise IndexError(f"the stream has {seen} model calls; call {call} is not among them")
 
 

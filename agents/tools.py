@@ -21,10 +21,13 @@ from .model import ToolSpec
 HANDOFF = "handoff"
 """The built-in tool an agent uses to pass control to another agent."""
 PAGE_BACK = "page_back"
+"""The built-in tool an agent uses to see compacted working memory again."""
 PROGRESS = "record_progress"
+"""The built-in tool an agent uses to record progress and its best result so far."""
 SEND = "send_message"
 """The built-in tool an agent uses to message one of its peers."""
-"""The built-in tool an agent uses to see compacted working memory again."""
+DELEGATE = "delegate"
+"""The built-in tool an agent uses to give work to one of its workers (agents as tools)."""
 
 
 class FactSink(Protocol):
@@ -243,3 +246,29 @@ send_message = Tool(
 )
 """The built-in send_message tool; a topology lists the peers each agent may message.
 The gate delivers the message with the action's record, to the recipient's mailbox."""
+
+
+class DelegateArgs(BaseModel):
+    """Arguments of the built-in delegate tool."""
+
+    to: str = Field(description="The worker that does the work (one of your workers).")
+    task: str = Field(min_length=1, description="What it should do, with what it needs to know.")
+
+
+def _delegate(args: DelegateArgs, ctx: ToolContext) -> dict[str, Any]:
+    return {"to": args.to, "delegated": True}
+
+
+delegate = Tool(
+    name=DELEGATE,
+    description=(
+        "Give a piece of work to one of your workers; its answer comes back as this "
+        "call's result. Several calls in one turn give work to several workers."
+    ),
+    args=DelegateArgs,
+    fn=_delegate,
+    read_only=True,  # the worker's own actions pass its own gate
+    idempotent=True,
+)
+"""The built-in delegate tool; a topology lists the workers each agent may delegate to.
+Its supervisor runs the worker on the task and feeds the answer back to the caller."""

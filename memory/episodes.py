@@ -21,6 +21,7 @@ from .events import (
     ActionExecuted,
     ActionProposed,
     ActionRecorded,
+    AgentDelegated,
     AgentFailed,
     AgentFinished,
     AgentHandedOff,
@@ -42,6 +43,7 @@ from .events import (
     ModelResponded,
     StageEvent,
     TaskAssigned,
+    WorkAnswered,
     agent_stream_id,
     effect_stream_id,
 )
@@ -319,6 +321,16 @@ def _handed_off(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
     agent.status, agent.detail = "handed off", f"to {e.to}: {e.reason}"
 
 
+def _delegated(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
+    workers = sorted({str(c.get("to")) for c in e.calls if isinstance(c, dict)})
+    agent.status = "delegating"
+    agent.detail = f"waits for {len(e.calls)} answer(s) from {', '.join(workers)}"
+
+
+def _answered(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
+    agent.status, agent.detail = "working", f"{len(e.answers)} answer(s) back"
+
+
 def _waiting(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
     agent.status, agent.detail = "waiting", ", ".join(e.approvals)
 
@@ -343,6 +355,8 @@ _FOLDS: dict[type[Any], Callable[[TimelineFold, AgentRow, str, Any], Any]] = {
     ActionRecorded: _recorded,
     AgentFinished: _finished,
     AgentHandedOff: _handed_off,
+    AgentDelegated: _delegated,
+    WorkAnswered: _answered,
     AgentWaiting: _waiting,
     AgentFailed: _failed,
 }

@@ -452,6 +452,30 @@ class AgentHandedOff(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AgentDelegated(Event):
+    """The agent gave work to other agents (its ``delegate`` calls, or its answer to a
+    verifier agent) and waits for their answers; its supervisor runs them."""
+
+    personal: ClassVar[tuple[str, ...]] = ("calls",)
+
+    calls: list[dict[str, Any]]
+    """``{"key", "call_id", "to", "task"}`` of each piece of work: ``key`` names it in
+    the episode (``agent#action``), ``call_id`` ties the answer to the model's call."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkAnswered(Event):
+    """What the agents that got the delegated work answered, fed back to the delegator."""
+
+    personal: ClassVar[tuple[str, ...]] = ("answers",)
+
+    answers: list[dict[str, Any]]
+    """``{"key", "by", "outcome", "answer"}`` of each: ``by`` is the agent that ended the
+    work (a worker may have handed it on), ``outcome`` finished or failed, ``answer``
+    its final answer or why it failed."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class AgentWaiting(Event):
     """The agent cannot go on until the named approvals are decided."""
 

@@ -50,9 +50,14 @@ class HostActor:
         )
 
     def run(
-        self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
+        self,
+        episode_id: uuid.UUID,
+        agent: str,
+        task: dict[str, Any] | None,
+        by: str,
+        answers: list[dict[str, Any]] | None = None,
     ) -> AgentOutcome:
-        return self.host.run(episode_id, agent, task, by)
+        return self.host.run(episode_id, agent, task, by, answers)
 
     def start(
         self, episode_id: uuid.UUID, tasks: dict[str, dict[str, Any]], by: str = "operator"

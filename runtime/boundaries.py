@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
-from tether.agents.tools import HANDOFF, SEND, Tool
+from tether.agents.tools import DELEGATE, HANDOFF, SEND, Tool
 from tether.topologies.spec import (
     Agent,
     AllowedDomains,
@@ -147,6 +147,10 @@ class Boundaries:
         if agent.peers:
             self.rails.setdefault(SEND, []).append(
                 AllowedValues(tool=SEND, field="to", values=agent.peers)
+            )
+        if agent.workers:
+            self.rails.setdefault(DELEGATE, []).append(
+                AllowedValues(tool=DELEGATE, field="to", values=agent.workers)
             )
         # Allowed sets are resolved once, from trusted records, never from model text.
         self.allowed: dict[AllowedValues, frozenset[str]] = {}

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from tether.agents.loop import ActionResult, LoopState
 from tether.agents.model import ToolCall
-from tether.agents.tools import HANDOFF, SEND, Tool
+from tether.agents.tools import DELEGATE, HANDOFF, SEND, Tool
 from tether.memory.events import (
     ActionExecuted,
     ActionProposed,
@@ -42,6 +42,7 @@ from tether.memory.events import (
     MessagesRead,
     StageEvent,
     TaskAssigned,
+    WorkAnswered,
     mailbox_stream_id,
 )
 from tether.memory.sources import Ids
@@ -108,10 +109,13 @@ class Gate:
         untrusted_input: tuple[str, ...] = (),
         approvals: Approvals | None = None,
         agents: frozenset[str] = frozenset(),
-        spawn_check: Callable[[str], str | None] | None = None,
+        spawn_check: Callable[[str, tuple[str, ...]], str | None] | None = None,
     ) -> None:
         self.spawn_check = spawn_check
-        """Why handing work to an agent would start one too many (spawn budgets)."""
+        """Why handing work to an agent would start one too many (spawn budgets), given
+        the agents it delegated to that have not answered (they start first)."""
+        self.delegated: dict[int, str] = {}
+        """The workers of its delegate calls in flight or not answered yet, by action."""
         self.approvals = approvals or Approvals()
         """Deadlines of this agent's approval requests, per tier."""
         self.agent = agent
@@ -146,7 +150,12 @@ class Gate:
         """Fold one event of the agent's stream into the gate's state."""
         if isinstance(event, TaskAssigned):
             self._learn_task(event)
+            self.delegated = {}
+        elif isinstance(event, WorkAnswered):
+            self.delegated = {}  # its workers started, or never will
         elif isinstance(event, ActionProposed):
+            if event.tool == DELEGATE:
+                self.delegated[event.action] = str(event.arguments.get("to", ""))
             self.actions = max(self.actions, event.action)
             self.open[event.action] = _Open(
                 event.tool, event.arguments, f"{event.originator_id}/{event.originator_version}"
@@ -171,6 +180,8 @@ class Gate:
                 self.sources.add(event.result, f"{opened.tool}#{event.action}", kind)
         elif isinstance(event, ActionRecorded):
             self.open.pop(event.action, None)
+            if event.decision != "executed":
+                self.delegated.pop(event.action, None)
         elif isinstance(event, MemoryRecalled):
             # Facts are written by governed tool calls into the fleet's own memory.
             for f in event.facts:
@@ -259,8 +270,9 @@ class Gate:
         short = self.ledger.can_reserve(1)
         if reason is None and short is not None:
             reason = f"no step left on {short.name}'s budget (limit {short.limit})"
-        if reason is None and tool.name == HANDOFF and self.spawn_check is not None:
-            reason = self.spawn_check(str(getattr(args, "to", "")))
+        if reason is None and tool.name in (HANDOFF, DELEGATE) and self.spawn_check is not None:
+            others = tuple(to for a, to in self.delegated.items() if a != n)
+            reason = self.spawn_check(str(getattr(args, "to", "")), others)
         if reason is not None:
             self._record(
                 BudgetReserved,

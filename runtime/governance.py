@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from tether.agents.tools import HANDOFF, PAGE_BACK, PROGRESS, SEND, Tool
+from tether.agents.tools import DELEGATE, HANDOFF, PAGE_BACK, PROGRESS, SEND, Tool
 from tether.topologies.policy import NUMERIC, Policy, Rule, When, as_number
 from tether.topologies.spec import TIER_RANK, Agent, Grant, Tier, default_tier
 
@@ -142,6 +142,9 @@ class Governance:
         if agent.peers:
             # Likewise naming peers: the rail checks the recipient.
             self.grants.setdefault(SEND, Grant(SEND, tier="low"))
+        if agent.workers:
+            # And naming workers: the rail checks the worker; its actions pass its own gate.
+            self.grants.setdefault(DELEGATE, Grant(DELEGATE, tier="low"))
         if agent.context_tokens is not None:
             # Reading its own compacted memory back is part of having a bounded one.
             self.grants.setdefault(PAGE_BACK, Grant(PAGE_BACK, tier="low"))

@@ -153,9 +153,11 @@ class Host:
         agent: str,
         task: dict[str, Any] | None = None,
         by: str = "operator",
+        answers: list[dict[str, Any]] | None = None,
     ) -> AgentOutcome:
-        """Run an agent until it finishes, hands off, waits, fails, or its time to live
-        runs out; assign ``task`` first."""
+        """Run an agent until it finishes, hands off, waits, delegates, fails, or its time
+        to live runs out; assign ``task`` first, or first feed it ``answers`` to the work
+        it delegated."""
         runtime = self.agent(episode_id, agent)
         outside = self.outside.get(episode_id)
         if outside is not None:
@@ -166,6 +168,8 @@ class Host:
                 return AgentOutcome(agent, "failed", f"budget: {denied}")
         if task is not None:
             runtime.assign(task, by)
+        if answers:
+            runtime.loop.answer(answers)
         runtime.loop.deadline = runtime.gate.deadline = self._deadline(episode_id, runtime)
         try:
             return runtime.loop.run()
@@ -213,13 +217,29 @@ class Host:
                 for x in ledger.chain():
                     x.reserved -= 1
 
-    def _spawn_denied(self, episode_id: uuid.UUID, target: str) -> str | None:
-        """Why handing work to ``target`` would start one agent too many; None when it
-        is started already, or may be."""
-        if target not in self.names or target in self.first_task.get(episode_id, {}):
+    def _spawn_denied(
+        self, episode_id: uuid.UUID, target: str, first: tuple[str, ...] = ()
+    ) -> str | None:
+        """Why handing work to ``target`` would start one agent too many, once the
+        agents in ``first`` started (work given to them before starts first); None when
+        it is started already, or may be."""
+        started = self.first_task.get(episode_id, {})
+        if target not in self.names or target in started:
             return None
-        above = self.ledgers[episode_id][self.topology.chain(target)[0].name].spawns
-        short = above.can_reserve(1)
+        ledgers = self.ledgers[episode_id]
+        chain = self.topology.chain
+        ahead = [
+            ledgers[chain(n)[0].name].spawns
+            for n in dict.fromkeys(first)
+            if n in self.names and n not in started and n != target
+        ]
+        for ledger in ahead:
+            ledger.reserve(1)
+        try:
+            short = ledgers[chain(target)[0].name].spawns.can_reserve(1)
+        finally:
+            for ledger in ahead:
+                ledger.settle(0, 1)
         if short is None:
             return None
         return (
@@ -446,7 +466,7 @@ class Host:
             untrusted_input=self.topology.untrusted_input,
             approvals=self.topology.approvals,
             agents=self.names,
-            spawn_check=lambda target: self._spawn_denied(episode_id, target),
+            spawn_check=lambda target, first: self._spawn_denied(episode_id, target, first),
         )
         tools = tuple(t.spec() for t in spec.all_tools().values())
         loop = AgentLoop(

@@ -67,9 +67,14 @@ class Placement:
         return self.spawn(carries, node)
 
     def run(
-        self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
+        self,
+        episode_id: uuid.UUID,
+        agent: str,
+        task: dict[str, Any] | None,
+        by: str,
+        answers: list[dict[str, Any]] | None = None,
     ) -> AgentOutcome:
-        return self.host(agent).run(episode_id, agent, task, by)
+        return self.host(agent).run(episode_id, agent, task, by, answers)
 
     def replace(self, agent: str | None = None) -> None:
         """Replace the host of ``agent`` (every host when None)."""

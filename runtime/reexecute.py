@@ -306,8 +306,12 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
             if isinstance(c, Supervisor):
                 children.append(with_recorded_models(c))
             else:
+                # (its price stays its own, or its model's: the recorded model has none)
+                price = c.price or getattr(c.model, "price", None)
                 children.append(
-                    dataclasses.replace(c, model=models[c.name]) if c.name in models else c
+                    dataclasses.replace(c, model=models[c.name], price=price)
+                    if c.name in models
+                    else c
                 )
         return dataclasses.replace(s, children=tuple(children))
 

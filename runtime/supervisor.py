@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -21,6 +21,8 @@ from tether.agents.loop import AgentOutcome
 from tether.memory.episodes import runnable
 from tether.memory.events import (
     AgentFailed,
+    AgentFinished,
+    AgentHandedOff,
     AgentRestarted,
     BudgetGranted,
     EpisodeCompleted,
@@ -41,15 +43,24 @@ from .escalation import Escalations, partial_results
 from .host import Host
 
 MAX_HANDOFFS = 50
-"""Handoffs one episode may make before the supervisor calls it a loop and fails it."""
+"""Handoffs one piece of work (the episode's, or a delegated task) may make before the
+supervisor calls it a loop and fails it."""
 
 
 class AgentHost(Protocol):
     """Where agents run: a Ray host actor or an in-process ``Host``."""
 
     def run(
-        self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
-    ) -> AgentOutcome: ...
+        self,
+        episode_id: uuid.UUID,
+        agent: str,
+        task: dict[str, Any] | None,
+        by: str,
+        answers: list[dict[str, Any]] | None = None,
+    ) -> AgentOutcome:
+        """Run ``agent`` (given ``task``, or the ``answers`` to the work it delegated)
+        until it finishes, hands off, waits, delegates or fails."""
+        ...
 
     def replace(self, agent: str) -> None:
         """Start over after the host that runs ``agent`` died: its agents rebuild their
@@ -64,9 +75,14 @@ class LocalHost:
         self.host = host
 
     def run(
-        self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
+        self,
+        episode_id: uuid.UUID,
+        agent: str,
+        task: dict[str, Any] | None,
+        by: str,
+        answers: list[dict[str, Any]] | None = None,
     ) -> AgentOutcome:
-        return self.host.run(episode_id, agent, task, by)
+        return self.host.run(episode_id, agent, task, by, answers)
 
     def replace(self, agent: str | None = None) -> None:
         """An in-process host does not die without its driver."""
@@ -89,12 +105,18 @@ class RayHost:
         self.actor = self.spawn()
 
     def run(
-        self, episode_id: uuid.UUID, agent: str, task: dict[str, Any] | None, by: str
+        self,
+        episode_id: uuid.UUID,
+        agent: str,
+        task: dict[str, Any] | None,
+        by: str,
+        answers: list[dict[str, Any]] | None = None,
     ) -> AgentOutcome:
         import ray
 
         try:
-            outcome: AgentOutcome = ray.get(self.actor.run.remote(episode_id, agent, task, by))
+            call = self.actor.run.remote(episode_id, agent, task, by, answers)
+            outcome: AgentOutcome = ray.get(call)
         except ray.exceptions.RayActorError as e:
             raise HostError("host actor", f"died while running {agent!r}: {e}") from e
         return outcome
@@ -114,6 +136,27 @@ class EpisodeReport:
     """The final answer, or why it failed."""
     waiting: tuple[str, ...] = ()
     """Approval ids it waits for."""
+
+
+@dataclass(frozen=True)
+class Ended:
+    """Where a piece of work stands once the supervisor can take it no further: the
+    episode's, or a task an agent delegated."""
+
+    status: Literal["finished", "waiting", "failed"]
+    agent: str
+    """The agent that answered, waits, or failed."""
+    output: str = ""
+    """The answer, or why it failed (every supervisor up the tree gave up)."""
+    waiting: tuple[str, ...] = ()
+    """Approval ids it waits for."""
+    held: frozenset[str] = frozenset()
+    """The agents held up while it waits (they take no other work until it goes on)."""
+
+
+Recorded = dict[str, tuple[str, AgentOutcome | None]]
+"""Delegated work on record, by key: the agent that last got it, and how that agent's
+task ended if it went on to other work since (None: it is still its task)."""
 
 
 class RootSupervisor:
@@ -208,12 +251,17 @@ class RootSupervisor:
         agent = self._active_agent(episode_id)
         journal.record(EpisodeResumed, agent=agent)
         journal.flush()
-        return self._drive(journal, agent, None, "operator", events[0].input)
+        return self._drive(journal, agent, None, "operator", events[0].input, resumed=True)
 
     def _active_agent(self, episode_id: uuid.UUID) -> str:
-        """The agent that was given a task last."""
+        """The agent given the episode's own work last (delegated tasks aside: the
+        delegator that waits for them is resumed, and resumes them)."""
         streams = {agent_stream_id(episode_id, name): name for name in self.topology.agents()}
-        assigned = [e for _, e in self.store.read_streams(streams) if isinstance(e, TaskAssigned)]
+        assigned = [
+            e
+            for _, e in self.store.read_streams(streams)
+            if isinstance(e, TaskAssigned) and "call" not in e.task
+        ]
         return assigned[-1].agent if assigned else self.topology.entry
 
     def _drive(
@@ -223,51 +271,192 @@ class RootSupervisor:
         task: dict[str, Any] | None,
         by: str,
         episode_input: dict[str, Any],
+        *,
+        resumed: bool = False,
     ) -> EpisodeReport:
+        """Take the episode's work as far as it goes, and record where it ended."""
         episode_id = journal.stream_id
-        for _ in range(MAX_HANDOFFS + 1):
-            try:
-                outcome = self.host.run(episode_id, agent, task, by)
-            except HostError as e:
-                # Ray's worker died under the agent: a new host rebuilds it from the store
-                # and it goes on where its events stop (an action cut short runs again
-                # under the same idempotency key). Counted like any restart.
-                at = self._last_at(episode_id, agent)
-                found = self._who_restarts(journal, agent, str(e), at)
-                if isinstance(found, str):
-                    return self._gave_up(journal, agent, found)
-                sup, n, _, _ = found
-                self.host.replace(agent)
-                self._restarted(journal, agent, agent, str(e), "host", n, sup.name)
-                if self._last_task(episode_id, agent) is not None:
-                    task = None  # it has its task on record; the new host reads it there
+        ended = self._work(journal, agent, task, by, episode_input, resumed=resumed)
+        if ended.status == "finished":
+            journal.record(EpisodeCompleted, agent=ended.agent, output=ended.output)
+            journal.flush()
+            return EpisodeReport(episode_id, "completed", ended.agent, ended.output)
+        if ended.status == "waiting":
+            journal.record(EpisodeSuspended, agent=ended.agent, waiting=list(ended.waiting))
+            journal.flush()
+            return EpisodeReport(episode_id, "waiting", ended.agent, waiting=ended.waiting)
+        return self._gave_up(journal, ended.agent, ended.output)
+
+    def _work(
+        self,
+        journal: Journal,
+        agent: str,
+        task: dict[str, Any] | None,
+        by: str,
+        episode_input: dict[str, Any],
+        call: str | None = None,
+        outcome: AgentOutcome | None = None,
+        *,
+        resumed: bool = False,
+    ) -> Ended:
+        """Run one piece of work through its agents — handoffs, the work they delegate,
+        restarts — until it is answered, waits for a person, or fails because no
+        supervisor up the tree will restart it. ``call`` is the key of a delegated task
+        (None: the episode's own work); ``outcome``, how its agent's run already ended;
+        ``resumed``: the work was under way when the episode stopped, so what its agent
+        delegated then may be under way or done too."""
+        episode_id = journal.stream_id
+        answers: list[dict[str, Any]] | None = None
+        handoffs = 0
+        while True:
+            if outcome is None:
+                try:
+                    outcome = (
+                        self.host.run(episode_id, agent, task, by, answers)
+                        if answers
+                        else self.host.run(episode_id, agent, task, by)
+                    )
+                except HostError as e:
+                    # Ray's worker died under the agent: a new host rebuilds it from the
+                    # store and it goes on where its events stop (an action cut short runs
+                    # again under the same idempotency key). Counted like any restart.
+                    at = self._last_at(episode_id, agent)
+                    found = self._who_restarts(journal, agent, str(e), at)
+                    if isinstance(found, str):
+                        return Ended("failed", agent, found)
+                    sup, n, _, _ = found
+                    self.host.replace(agent)
+                    self._restarted(journal, agent, agent, str(e), "host", n, sup.name)
+                    last = self._last_task(episode_id, agent)
+                    if last is not None and (task is None or last.task == task):
+                        task = None  # it has its task on record; the new host reads it there
+                    continue  # (answers are taken once: delivering them again is harmless)
+            done, outcome, answers = outcome, None, None
+            if done.outcome == "delegated":
+                found_answers = self._answer(journal, agent, done.calls, episode_input, resumed)
+                resumed = False  # what it delegates from now on is new
+                if isinstance(found_answers, Ended):  # some of the work waits for a person
+                    return replace(found_answers, held=found_answers.held | {agent})
+                task, answers = None, found_answers
                 continue
-            if outcome.outcome == "handed_off" and outcome.handoff_to:
+            if done.outcome == "handed_off" and done.handoff_to:
+                handoffs += 1
+                if handoffs > MAX_HANDOFFS:
+                    return Ended("failed", agent, f"more than {MAX_HANDOFFS} handoffs: a loop")
                 task = {
                     "handoff_from": agent,
-                    "reason": outcome.reason,
-                    "note": outcome.output,
+                    "reason": done.reason,
+                    "note": done.output,
+                    "input": episode_input,
+                    **({"call": call} if call is not None else {}),
+                }
+                by, agent = agent, done.handoff_to
+                continue
+            if done.outcome == "finished":
+                return Ended("finished", agent, done.output)
+            if done.outcome == "waiting":
+                return Ended("waiting", agent, waiting=done.waiting, held=frozenset({agent}))
+            reason = done.output or "the agent failed"
+            restarted = self._restart(journal, agent, reason, episode_input, call)
+            if isinstance(restarted, str):
+                return Ended("failed", agent, restarted)
+            agent, task, by = restarted
+
+    def _answer(
+        self,
+        journal: Journal,
+        delegator: str,
+        calls: tuple[dict[str, Any], ...],
+        episode_input: dict[str, Any],
+        resumed: bool,
+    ) -> list[dict[str, Any]] | Ended:
+        """Run the work ``delegator`` gave its workers, in order (a worker takes one task
+        at a time), and collect the answers; or, when some of it waits for a person,
+        that (the rest is taken as far as it goes first). ``resumed``: the work was
+        given before the episode stopped, and the record says how far each piece got."""
+        recorded: Recorded = self._recorded_calls(journal.stream_id) if resumed else {}
+        answers: list[dict[str, Any]] = []
+        waiting: list[Ended] = []
+        held: frozenset[str] = frozenset()
+        for c in calls:
+            key = str(c["key"])
+            on_record = recorded.get(key)
+            if str(c["to"]) in held and on_record is None:
+                continue  # its worker waits on earlier work: this is given once that goes on
+            if on_record is None:
+                task = {
+                    "task": c["task"],
+                    "from": delegator,
+                    "call": key,
                     "input": episode_input,
                 }
-                by, agent = agent, outcome.handoff_to
+                ended = self._work(journal, str(c["to"]), task, delegator, episode_input, key)
+            else:
+                # Resumed: the work was given before; go on from where its record stops.
+                agent, outcome = on_record
+                if outcome is not None and outcome.outcome == "finished":
+                    ended = Ended("finished", agent, outcome.output)
+                elif outcome is not None and outcome.outcome == "failed":
+                    ended = Ended("failed", agent, outcome.output)  # its supervisor gave up
+                else:
+                    ended = self._work(
+                        journal, agent, None, delegator, episode_input, key, outcome, resumed=True
+                    )
+            if ended.status == "waiting":
+                waiting.append(ended)
+                held |= ended.held
                 continue
-            if outcome.outcome == "finished":
-                journal.record(EpisodeCompleted, agent=agent, output=outcome.output)
-                journal.flush()
-                return EpisodeReport(episode_id, "completed", agent, outcome.output)
-            if outcome.outcome == "waiting":
-                journal.record(EpisodeSuspended, agent=agent, waiting=list(outcome.waiting))
-                journal.flush()
-                return EpisodeReport(episode_id, "waiting", agent, waiting=outcome.waiting)
-            reason = outcome.output or "the agent failed"
-            restarted = self._restart(journal, agent, reason, episode_input)
-            if isinstance(restarted, str):
-                return self._gave_up(journal, agent, restarted)
-            agent, task, by = restarted
-        return self._fail(journal, agent, f"more than {MAX_HANDOFFS} handoffs: a handoff loop")
+            answers.append(
+                {"key": key, "by": ended.agent, "outcome": ended.status, "answer": ended.output}
+            )
+        if waiting:
+            ids = tuple(i for w in waiting for i in w.waiting)
+            return Ended("waiting", waiting[0].agent, waiting=ids, held=held)
+        return answers
+
+    def _recorded_calls(self, episode_id: uuid.UUID) -> Recorded:
+        """The delegated work this episode's agents were given (one read of every agent
+        stream, made only on a resume: some of the work may be under way or done)."""
+        streams = {agent_stream_id(episode_id, n): n for n in self.topology.agents()}
+        last: dict[str, str] = {}  # key -> the agent that got it last
+        current: dict[str, str | None] = {}  # agent -> the key of its current task
+        ended: dict[tuple[str, str], AgentOutcome | None] = {}
+        for _, e in self.store.read_streams(streams):
+            name = streams[e.originator_id]
+            if isinstance(e, TaskAssigned):
+                key = e.task.get("call")
+                current[name] = key if isinstance(key, str) else None
+                if isinstance(key, str):
+                    last[key] = name
+                    ended[(name, key)] = None
+                continue
+            key = current.get(name)
+            if key is None:
+                continue
+            if isinstance(e, AgentFinished):
+                ended[(name, key)] = AgentOutcome(name, "finished", e.output)
+            elif isinstance(e, AgentFailed):
+                ended[(name, key)] = AgentOutcome(name, "failed", e.reason)
+            elif isinstance(e, AgentHandedOff):
+                ended[(name, key)] = AgentOutcome(
+                    name, "handed_off", e.note, handoff_to=e.to, reason=e.reason
+                )
+        out: Recorded = {}
+        for key, name in last.items():
+            if current.get(name) == key:
+                out[key] = (name, None)  # still its task: its host goes on with it
+            else:
+                gone = AgentOutcome(name, "failed", "interrupted: it was given other work")
+                out[key] = (name, ended.get((name, key)) or gone)
+        return out
 
     def _restart(
-        self, journal: Journal, failed: str, reason: str, episode_input: dict[str, Any]
+        self,
+        journal: Journal,
+        failed: str,
+        reason: str,
+        episode_input: dict[str, Any],
+        call: str | None = None,
     ) -> tuple[str, dict[str, Any], str] | str:
         """Restart after ``failed`` failed, as its supervisor's policy says: the agent to
         run, its task and who gives it; or, when no supervisor up the tree will restart
@@ -275,7 +464,9 @@ class RootSupervisor:
 
         A supervisor past its intensity gives up to its own supervisor, which restarts
         the work of the one that gave up (counted in its own window); a failure for want
-        of budget goes straight to a person, since no supervisor can add budget."""
+        of budget goes straight to a person, since no supervisor can add budget. A
+        delegated task (``call``) is restarted alone, whatever the strategy: the agent
+        that delegated it waits for it, and is told if it fails for good."""
         if self.topology.agents()[failed].restart == "temporary":
             return reason
         if reason.startswith("budget:"):
@@ -290,11 +481,11 @@ class RootSupervisor:
             return found
         sup, n, child, reason = found
         strategy = sup.restarts.strategy
-        if strategy == "one_for_all":
+        if strategy == "one_for_all" and call is None:
             work: tuple[str, dict[str, Any], str] | None = self._work_of(
                 episode_id, sup.name, episode_input
             )
-        elif child == failed:  # one_for_one; rest_for_one is the same one at a time
+        elif child == failed or call is not None:  # rest_for_one is one_for_one, in turn
             last = self._last_task(episode_id, failed)
             work = (failed, last.task, last.by) if last is not None else None
         else:  # a nested supervisor that gave up: its work starts over
@@ -327,7 +518,12 @@ class RootSupervisor:
             return self.topology.entry, episode_input, "operator"
         under = {agent_stream_id(episode_id, n): n for n in self.topology.under(supervisor)}
         first = next(
-            (e for _, e in self.store.read_streams(under) if isinstance(e, TaskAssigned)), None
+            (
+                e
+                for _, e in self.store.read_streams(under)
+                if isinstance(e, TaskAssigned) and "call" not in e.task
+            ),
+            None,
         )
         return (first.agent, first.task, first.by) if first is not None else None
 

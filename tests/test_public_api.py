@@ -8,11 +8,13 @@ import pytest
 
 SURFACES = {
     "tether.agents": [
+        "DELEGATE",
         "HANDOFF",
         "ActionGate",
         "ActionResult",
         "AgentLoop",
         "AgentOutcome",
+        "FanOut",
         "Message",
         "Model",
         "ModelRequest",
@@ -95,7 +97,9 @@ SURFACES = {
         "critic_loop",
         "load_file",
         "load_module",
+        "map_reduce",
         "pipeline",
+        "supervisor_workers",
         "swarm",
     ],
 }

@@ -2,7 +2,7 @@
 
 from .loader import Loaded, load_file, load_module
 from .policy import Policy, Rule, When
-from .shapes import critic_loop, pipeline, swarm
+from .shapes import critic_loop, map_reduce, pipeline, supervisor_workers, swarm
 from .spec import (
     Agent,
     AllowedDomains,
@@ -52,6 +52,8 @@ __all__ = [
     "critic_loop",
     "load_file",
     "load_module",
+    "map_reduce",
     "pipeline",
+    "supervisor_workers",
     "swarm",
 ]

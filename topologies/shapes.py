@@ -11,6 +11,10 @@ validated as a whole when it is built, like any other.
 - ``swarm``: agents pass control to each other, with a reason, until one answers.
 - ``critic_loop``: a worker and a reviewer, back and forth until the reviewer approves
   (it answers) or the rounds run out (it may not send the work back again).
+- ``supervisor_workers``: a manager that gives work to workers as tools (``delegate``)
+  and gets their answers back as the calls' results.
+- ``map_reduce``: each item of a list to a worker (over several copies of it), then
+  every answer, and every failure, to a reducer.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from tether.agents.fanout import FanOut
 from tether.agents.tools import HANDOFF
 from tether.runtime.errors import TopologyError
 
-from .spec import Agent, RateLimit, Supervisor
+from .spec import Agent, Budget, RateLimit, Role, Stuck, Supervisor
 
 FOREVER_S = 10 * 365 * 24 * 3600.0
 """A rate-limit window longer than any episode: a cap per episode."""
@@ -93,12 +98,124 @@ def critic_loop(
     return Supervisor(name, (drafts, review), entry=worker.name, **supervisor)
 
 
+def supervisor_workers(
+    name: str, manager: Agent, *workers: Agent | Supervisor, **supervisor: Any
+) -> Supervisor:
+    """A manager that delegates to workers as tools: each ``delegate`` call gives one
+    worker (or a shape's entry agent) a task, the supervisor runs it, and its answer, or
+    its failure once its restarts are spent, comes back as the call's result. Calls in
+    one turn are all answered before the manager's next turn."""
+    _agents(name, "manager", (manager,))
+    _children(name, "workers", workers)
+    entries = tuple(_entry(w) for w in workers)
+    boss = _also(
+        manager,
+        handoffs=(),
+        workers=entries,
+        instructions="Give work to your workers with delegate (" + ", ".join(entries) + "); "
+        "each answer comes back as that call's result. Answer once you have what you need.",
+    )
+    return Supervisor(name, (boss, *workers), entry=manager.name, **supervisor)
+
+
+def map_reduce(
+    name: str,
+    worker: Agent | Supervisor,
+    reducer: Agent | Supervisor,
+    *,
+    over: str,
+    copies: int = 1,
+    **supervisor: Any,
+) -> Supervisor:
+    """Each item of the list at ``over`` to a worker, then every answer to ``reducer``.
+
+    The fan-out step is an agent of its own (``{name}.split``) whose model is
+    ``FanOut``: no tokens, no judgement, and every delegation through the gate. It finds
+    the list in its task, the episode input, or a JSON handoff note, and spreads the
+    items over ``copies`` of the worker (``{worker}-1`` ...; a shape as worker takes
+    one copy). Workers on hosts of their own (``isolated=True``) run their items side by
+    side; on a shared host they take turns. Each item reaches its worker as the task
+    ``{"item", "index", "of"}``; the reducer gets the handoff note ``{"over",
+    "results": [{"index", "item", "by", "answer"}], "failed": [{"index", "item", "by",
+    "reason"}]}``: an item whose worker failed for good, or that the gate would not
+    delegate (a spawn budget, a policy), is reported, not lost."""
+    _children(name, "worker, reducer", (worker, reducer))
+    problems = []
+    if not isinstance(over, str) or not over.strip():
+        problems.append(f"{name}.over: must name where the list is, e.g. 'questions'")
+    if not isinstance(copies, int) or isinstance(copies, bool) or copies < 1:
+        problems.append(f"{name}.copies: must be a positive integer, got {copies!r}")
+    elif copies > 1 and not isinstance(worker, Agent):
+        problems.append(f"{name}.copies: only an Agent worker can be copied; give copies=1")
+    limits = supervisor.get("budget", Budget())
+    spawns = limits.spawns if isinstance(limits, Budget) else None
+    if type(spawns) is int and type(copies) is int and spawns < copies + 2:
+        problems.append(
+            f"{name}.budget.spawns: {spawns} cannot start the split step, {copies} "
+            f"cop{'y' if copies == 1 else 'ies'} of the worker and the reducer; give at "
+            f"least {copies + 2}, or fewer copies"
+        )
+    if problems:
+        raise TopologyError(problems)
+    if copies > 1:
+        assert isinstance(worker, Agent)
+        crew: tuple[Agent | Supervisor, ...] = tuple(
+            dataclasses.replace(worker, name=f"{worker.name}-{i}") for i in range(1, copies + 1)
+        )
+    else:
+        crew = (worker,)
+    entries = tuple(_entry(w) for w in crew)
+    split = Agent(
+        name=f"{name}.split",
+        role=Role(f"{name}.split"),
+        model=FanOut(over, entries, _entry(reducer)),
+        instructions=f"Give each item of {over!r} to a worker, then every answer to "
+        f"{_entry(reducer)}.",
+        workers=entries,
+        handoffs=(_entry(reducer),),
+        # Its steps are one per item and a handoff: bound only by the shape's own budget.
+        budget=Budget(steps=limits.steps, tokens=limits.tokens, cost=limits.cost)
+        if isinstance(limits, Budget)
+        else Budget(),
+        max_turns=3,
+        stuck=Stuck(repeats=None, rejected_answers=None),
+        restart="temporary",  # it decides nothing a restart could change
+    )
+    return Supervisor(name, (split, *crew, reducer), entry=split.name, **supervisor)
+
+
+def _entry(child: Agent | Supervisor) -> str:
+    """The agent that receives a child's work: itself, or a shape's entry agent."""
+    if isinstance(child, Agent):
+        return child.name
+    if not isinstance(child.children, tuple) or not child.children:
+        return str(child.name)  # (validation reports it)
+    first = child.entry or child.children[0].name
+    found = next((c for c in child.children if c.name == first), None)
+    return _entry(found) if found is not None else first
+
+
+def _children(name: str, field: str, given: tuple[Any, ...]) -> None:
+    """Every part is an Agent or a shape (a Supervisor); report all that are not."""
+    if not given:
+        raise TopologyError([f"{name}.{field}: a shape needs at least one"])
+    wrong = [
+        f"{name}.{field}[{i}]: must be an Agent or a Supervisor (a shape), got {type(a).__name__}"
+        for i, a in enumerate(given)
+        if not isinstance(a, Agent | Supervisor)
+    ]
+    if wrong:
+        raise TopologyError(wrong)
+
+
 def _also(agent: Agent, *, handoffs: tuple[str, ...], instructions: str, **more: Any) -> Agent:
     """The agent with the shape's handoff targets, a line of instructions and rails
     added to its own."""
     joined = tuple(dict.fromkeys((*agent.handoffs, *handoffs)))
     text = f"{agent.instructions}\n\n{instructions}" if agent.instructions else instructions
     rails = (*agent.rails, *more.pop("rails", ()))
+    if "workers" in more:
+        more["workers"] = tuple(dict.fromkeys((*agent.workers, *more["workers"])))
     return dataclasses.replace(agent, handoffs=joined, instructions=text, rails=rails, **more)
 
 

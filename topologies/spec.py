@@ -23,11 +23,13 @@ from typing import Any, Literal
 from tether.agents.loop import Verifier
 from tether.agents.model import Model, Price
 from tether.agents.tools import (
+    DELEGATE,
     HANDOFF,
     PAGE_BACK,
     PROGRESS,
     SEND,
     Tool,
+    delegate,
     handoff,
     page_back,
     record_progress,
@@ -373,6 +375,11 @@ class Agent:
     peers: tuple[str, ...] = ()
     """Agents it may message (the built-in ``send_message`` tool is granted for them);
     any agent reads the messages sent to it before its next model call."""
+    workers: tuple[str, ...] = ()
+    """Agents it may give work to and wait for (agents as tools: the built-in
+    ``delegate`` tool is granted for them). Its supervisor runs each worker on the task
+    and feeds the answer back as the call's result; a worker that fails after its
+    restarts is reported to it as failed."""
     max_turns: int = 10
     """Model calls per task before the agent fails with its best so far."""
     context_tokens: int | None = None
@@ -412,6 +419,8 @@ class Agent:
             found.setdefault(HANDOFF, handoff)
         if self.peers:
             found.setdefault(SEND, send_message)
+        if self.workers:
+            found.setdefault(DELEGATE, delegate)
         if self.context_tokens is not None:
             found.setdefault(PAGE_BACK, page_back)
         if isinstance(self.stuck, Stuck) and self.stuck.no_progress_steps is not None:
@@ -540,6 +549,7 @@ class Topology:
                 "rails": [{"kind": type(r).__name__, **asdict(r)} for r in a.rails],
                 "handoffs": list(a.handoffs),
                 "peers": list(a.peers),
+                "workers": list(a.workers),
                 "budget": asdict(a.budget),
                 "price": asdict(a.price) if isinstance(a.price, Price) else None,
                 "stuck": asdict(a.stuck),
@@ -608,7 +618,11 @@ def _problems_of(topology: Topology) -> list[str]:
     out += _supervisor_problems(root, path, None, [], tree)
     known = {a.name for a, _ in tree.agents if isinstance(a.name, str)}
     for agent, p in tree.agents:
-        for kind, targets in (("handoffs", agent.handoffs), ("peers", agent.peers)):
+        for kind, targets in (
+            ("handoffs", agent.handoffs),
+            ("peers", agent.peers),
+            ("workers", agent.workers),
+        ):
             if not isinstance(targets, tuple):
                 out.append(f"{p}.{kind}: must be a tuple of agent names")
                 continue
@@ -618,10 +632,9 @@ def _problems_of(topology: Topology) -> list[str]:
                         f"{p}.{kind}[{j}]: unknown agent {target!r}; choose one of {_some(known)}"
                     )
                 elif target == agent.name:
-                    out.append(
-                        f"{p}.{kind}[{j}]: an agent cannot "
-                        f"{'hand off to' if kind == 'handoffs' else 'message'} itself"
-                    )
+                    verb = {"handoffs": "hand off to", "peers": "message", "workers": "delegate to"}
+                    out.append(f"{p}.{kind}[{j}]: an agent cannot {verb[kind]} itself")
+    out += _delegation_cycles(tree.agents)
     if not isinstance(topology.policy, Policy):
         return [*out, f"{name}.policy: must be a Policy (or Policy.load('policy.toml'))"]
     out += topology.policy.problems(f"{name}.policy")
@@ -635,6 +648,37 @@ def _problems_of(topology: Topology) -> list[str]:
                         f"{field_name[:-1]} of the topology; it has {_some(known_names)}"
                     )
     return out
+
+
+def _delegation_cycles(agents: list[tuple[Agent, str]]) -> list[str]:
+    """Delegations that come back to the delegator: it waits for its workers, so work
+    that reaches it again (through more delegations or handoffs) could never be done."""
+    onward: dict[str, set[str]] = {}
+    for a, _ in agents:
+        if isinstance(a.name, str):
+            targets = (*_names(a.handoffs), *_names(a.workers))
+            onward.setdefault(a.name, set()).update(targets)
+    out = []
+    for a, p in agents:
+        for j, worker in enumerate(_names(a.workers)):
+            seen, todo = set(), [worker]
+            while todo:
+                n = todo.pop()
+                if n in seen:
+                    continue
+                seen.add(n)
+                todo += onward.get(n, ())
+            if a.name in seen:
+                out.append(
+                    f"{p}.workers[{j}]: work delegated to {worker!r} can come back to "
+                    f"{a.name!r}, which waits for it (a cycle); remove {a.name!r} from "
+                    "what that worker may hand off or delegate to"
+                )
+    return out
+
+
+def _names(given: Any) -> tuple[str, ...]:
+    return tuple(n for n in given if isinstance(n, str)) if isinstance(given, tuple) else ()
 
 
 @dataclass
