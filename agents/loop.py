@@ -136,6 +136,10 @@ class LoopState:
     handing: AgentOutcome | None = None
     """A handoff executed in the last turn (it takes effect once the turn's delegated
     work is answered, or at once)."""
+    verifying: dict[str, Any] | None = None
+    """The answer its verifier agents check (``{"answer", "turn"}``), until judged."""
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """What each verifier agent answered, by key."""
 
     def apply(self, event: Event, agent: str, instructions: str) -> None:
         """Fold one event of the agent's stream."""
@@ -147,6 +151,7 @@ class LoopState:
             self.last_call, self.repeats, self.since_progress = None, 0, 0
             self.rejected, self.recalled = 0, False
             self.awaiting, self.handing = {}, None
+            self.verifying, self.verdicts = None, {}
             system = event.instructions if event.instructions is not None else instructions
             self.messages = [
                 Message("system", system, event=v),
@@ -211,6 +216,7 @@ class LoopState:
                 self.messages.append(Message("user", f"What org memory holds:\n{lines}", event=v))
         elif isinstance(event, AnswerRejected):
             self.rejected += 1
+            self.verifying, self.verdicts = None, {}
             reasons = "; ".join(event.reasons)
             self.messages.append(
                 Message(
@@ -227,12 +233,19 @@ class LoopState:
         elif isinstance(event, AgentDelegated):
             calls = tuple(c for c in event.calls if isinstance(c, dict))
             self.ended = AgentOutcome(agent, "delegated", calls=calls)
+            for c in calls:
+                if isinstance(c.get("verify"), dict):  # (delegate calls wait already)
+                    self.awaiting[str(c["key"])] = c
+                    self.verifying = c["verify"]
         elif isinstance(event, WorkAnswered):
             for a in event.answers:
                 if not isinstance(a, dict):
                     continue  # (redacted since)
                 asked = self.awaiting.pop(str(a.get("key")), None)
                 if asked is None:
+                    continue
+                if asked.get("verify"):
+                    self.verdicts[str(asked["to"])] = a  # a verdict, not a call's result
                     continue
                 answer = {k: a.get(k) for k in ("by", "outcome", "answer")}
                 self.messages.append(
@@ -247,6 +260,7 @@ class LoopState:
                 self.ended = None  # answered: it goes on
         elif isinstance(event, AgentFinished):
             self.ended = AgentOutcome(agent, "finished", output=event.output)
+            self.verifying = None
         elif isinstance(event, AgentHandedOff):
             self.ended = AgentOutcome(
                 agent, "handed_off", output=event.note, handoff_to=event.to, reason=event.reason
@@ -311,6 +325,7 @@ class AgentLoop:
         price: Price | None = None,
         mailbox: Mailbox | None = None,
         verifiers: tuple[Verifier, ...] = (),
+        verifier_agents: tuple[str, ...] = (),
         recall: Recall | None = None,
         stuck_rejections: int | None = None,
     ) -> None:
@@ -318,6 +333,9 @@ class AgentLoop:
         """Org memory in the agent's scope, recalled at the start of each task."""
         self.verifiers = verifiers
         """Checks on a final answer; a failure is fed back and the agent goes on."""
+        self.verifier_agents = verifier_agents
+        """Agents that check an answer the functions passed (its supervisor runs them):
+        each approves by answering ``approve``; any other answer is its reason to reject."""
         self.stuck_rejections = stuck_rejections
         """This many rejected answers in a row: stuck."""
         self.mailbox = mailbox
@@ -368,6 +386,14 @@ class AgentLoop:
             if state.awaiting:
                 calls = tuple(state.awaiting.values())
                 return self._end(AgentOutcome(self.agent, "delegated", calls=calls))
+            if state.verifying is not None:  # its verifier agents answered
+                answer, turn_no = str(state.verifying["answer"]), int(state.verifying["turn"])
+                reasons = [why for v in state.verdicts.values() if (why := _rejection(v))]
+                if not reasons:
+                    return self._end(AgentOutcome(self.agent, "finished", output=answer))
+                failed = self._rejected(answer, turn_no, reasons)
+                if failed is not None:
+                    return failed
             handoff = handoff or state.handing
             if handoff is not None:
                 return self._end(handoff)
@@ -392,7 +418,7 @@ class AgentLoop:
             finally:
                 if self.tokens is not None:
                     self.tokens.release(estimate)  # what the call used is counted from its event
-            self._record(
+            responded = self.journal.record(
                 ModelResponded,
                 turn=request.turn,
                 text=turn.text,
@@ -413,19 +439,43 @@ class AgentLoop:
             )
             if not turn.tool_calls:
                 reasons = self._verify(turn.text)
+                if not reasons and self.verifier_agents:
+                    # The functions passed it; the verifier agents see it next.
+                    key = f"{self.agent}@{responded.originator_version}"
+                    asked = json.dumps({"answer": turn.text, "task": state.task}, default=str)
+                    checks = tuple(
+                        {
+                            "key": f"{key}:{name}",
+                            "call_id": None,
+                            "to": name,
+                            "task": asked,
+                            "verify": {"answer": turn.text, "turn": request.turn},
+                        }
+                        for name in self.verifier_agents
+                    )
+                    return self._end(AgentOutcome(self.agent, "delegated", calls=checks))
                 if not reasons:
                     return self._end(AgentOutcome(self.agent, "finished", output=turn.text))
-                self._record(AnswerRejected, turn=request.turn, answer=turn.text, reasons=reasons)
-                limit = self.stuck_rejections
-                if limit is not None and state.rejected >= limit:
-                    why = f"stuck: its answer failed verification {limit} times in a row"
-                    return self._end(AgentOutcome(self.agent, "failed", f"{why}: {reasons[0]}"))
+                failed = self._rejected(turn.text, request.turn, reasons)
+                if failed is not None:
+                    return failed
                 continue
             for c in turn.tool_calls:
                 stuck = self._stuck(c)
                 if stuck:
                     return self._end(AgentOutcome(self.agent, "failed", f"stuck: {stuck}"))
                 handoff = self._absorb(self.gate.submit(c), waiting) or handoff
+
+    def _rejected(self, answer: str, turn: int, reasons: list[str]) -> AgentOutcome | None:
+        """Record a rejected answer (fed back to the agent); the failure, if that many
+        rejections in a row make it stuck."""
+        self._record(AnswerRejected, turn=turn, answer=answer, reasons=reasons)
+        limit = self.stuck_rejections
+        if limit is not None and self.state.rejected >= limit:
+            times = "once" if limit == 1 else f"{limit} times in a row"
+            why = f"stuck: its answer failed verification {times}"
+            return self._end(AgentOutcome(self.agent, "failed", f"{why}: {reasons[0]}"))
+        return None
 
     def answer(self, answers: list[dict[str, Any]]) -> None:
         """Take the answers to the work it delegated (``{"key", "by", "outcome",
@@ -576,6 +626,17 @@ class AgentLoop:
             self._record(AgentFailed, reason=outcome.output)
         self.journal.flush()
         return outcome
+
+
+def _rejection(verdict: dict[str, Any]) -> str | None:
+    """Why a verifier agent's answer rejects the answer it checked; None if it approves."""
+    said = str(verdict.get("answer", "")).strip()
+    by = verdict.get("by")
+    if verdict.get("outcome") != "finished":
+        return f"{by} could not verify it: {said}"
+    if said.lower().startswith("approve"):
+        return None
+    return f"{by}: {said}"
 
 
 def _json_object(text: str) -> dict[str, Any]:

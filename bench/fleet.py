@@ -233,6 +233,75 @@ def memory_at_rest(tmp: Path, n: int = 10_000) -> dict[str, float]:
     return out
 
 
+class Item(BaseModel):
+    item: int
+
+
+@tool(read_only=True)
+def slow_lookup(args: Item, ctx: ToolContext) -> dict[str, Any]:
+    """Stand in for a worker's model call: a quarter of a second of waiting."""
+    time.sleep(0.25)
+    return {"item": args.item}
+
+
+def _look_up(request: Any) -> Any:
+    import json
+
+    task = json.loads(json.loads(request.messages[1].content)["task"])
+    return call("slow_lookup", item=task["index"])
+
+
+def fan_out(tmp: Path, items: int = 8, copies: int = 2) -> dict[str, float]:
+    """A map-reduce of ``items`` over ``copies`` worker copies, each item a quarter of a
+    second of waiting: copies on host actors of their own (lanes side by side) against
+    the same copies sharing one host actor (in turn). Each fleet runs the episode once to
+    start its hosts, then once measured."""
+    from tether.runtime.placement import Placement
+    from tether.topologies import map_reduce
+
+    def fleet(isolated: bool) -> Topology:
+        worker = Agent(
+            "worker",
+            Role("worker", (Grant("slow_lookup", tier="low"),)),
+            ScriptedModel([_look_up, say("looked up")]),
+            (slow_lookup,),
+            isolated=isolated,
+        )
+        editor = Agent("editor", Role("editor"), ScriptedModel([say("reduced")]))
+        return Topology("fan", map_reduce("fan", worker, editor, over="items", copies=copies))
+
+    took: dict[bool, float] = {}
+    with Store(f"sqlite:///{tmp / 'fanout.db'}") as store:
+        for isolated in (False, True):
+            topology = fleet(isolated)
+            loaded = Loaded(topology, {"kind": "python"})
+            hosts = Placement(
+                topology,
+                lambda carries, node, loaded=loaded: spawn_host(loaded, store, carries, node),
+            )
+            try:
+                supervisor = RootSupervisor(topology, store, hosts, SystemClock(), RandomIds())
+                task = {"items": list(range(items))}
+                assert supervisor.start(task).status == "completed"  # starts the hosts
+                began = time.perf_counter()
+                report = supervisor.start(task)
+                took[isolated] = time.perf_counter() - began
+                assert report.status == "completed", report
+            finally:
+                hosts.stop()
+    print(
+        f"map-reduce of {items} items (0.25 s each) over {copies} copies: "
+        f"{took[False]:.2f} s on one shared host actor, {took[True]:.2f} s on host actors "
+        "of their own",
+        file=sys.stderr,
+    )
+    return {
+        "fanout_side_by_side_ratio": round(took[False] / took[True], 3),
+        "fanout_shared_s": round(took[False], 2),
+        "fanout_isolated_s": round(took[True], 2),
+    }
+
+
 def measure(tmp: Path) -> dict[str, float]:
     ensure_ray()
     return {
@@ -240,4 +309,5 @@ def measure(tmp: Path) -> dict[str, float]:
         **messages(tmp),
         **restarts(tmp),
         **memory_at_rest(tmp),
+        **fan_out(tmp),
     }

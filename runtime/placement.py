@@ -10,6 +10,7 @@ calling a lost node alive for seconds after its processes are gone.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -46,13 +47,20 @@ class Placement:
         """The node each host was last placed on by preference."""
         self.avoid: set[str] = set()
         """Nodes where a preferred host died."""
+        self._lock = threading.RLock()
+        """Work in several lanes may start or replace hosts at once."""
+
+    def lane(self, agent: str) -> str:
+        """Each host actor is a lane: its agents run in turn, other hosts' side by side."""
+        return self.group[agent]
 
     def host(self, agent: str) -> RayHost:
         """The host that runs ``agent``, started the first time it is needed."""
         key = self.group[agent]
-        found = self.hosts.get(key)
-        if found is None:
-            found = self.hosts[key] = RayHost(lambda: self._spawn(key))
+        with self._lock:
+            found = self.hosts.get(key)
+            if found is None:
+                found = self.hosts[key] = RayHost(lambda: self._spawn(key))
         return found
 
     def _spawn(self, key: str) -> Any:
@@ -78,12 +86,13 @@ class Placement:
 
     def replace(self, agent: str | None = None) -> None:
         """Replace the host of ``agent`` (every host when None)."""
-        hosts = {self.group[agent]: self.host(agent)} if agent is not None else self.hosts
-        for key, host in list(hosts.items()):
-            node = self.chosen.get(key)
-            if node is not None:
-                self.avoid.add(node)
-            host.replace()
+        with self._lock:
+            hosts = {self.group[agent]: self.host(agent)} if agent is not None else self.hosts
+            for key, host in list(hosts.items()):
+                node = self.chosen.get(key)
+                if node is not None:
+                    self.avoid.add(node)
+                host.replace()
 
     def stop(self) -> None:
         """Stop every host actor."""

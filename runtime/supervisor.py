@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -67,6 +69,11 @@ class AgentHost(Protocol):
         state from the store."""
         ...
 
+    def lane(self, agent: str) -> str:
+        """Which lane runs ``agent``: agents of one lane run one at a time; work for
+        agents in different lanes (host actors of their own) may run side by side."""
+        ...
+
 
 class LocalHost:
     """Agents in this process (tests, and tools that need no Ray)."""
@@ -87,6 +94,9 @@ class LocalHost:
     def replace(self, agent: str | None = None) -> None:
         """An in-process host does not die without its driver."""
 
+    def lane(self, agent: str) -> str:
+        return ""  # one process: one agent at a time
+
 
 class RayHost:
     """Agents in a Ray host actor; ``spawn`` starts a new one when it dies."""
@@ -103,6 +113,9 @@ class RayHost:
         except Exception:
             pass
         self.actor = self.spawn()
+
+    def lane(self, agent: str) -> str:
+        return ""  # one actor: Ray runs its calls one at a time
 
     def run(
         self,
@@ -185,6 +198,9 @@ class RootSupervisor:
         self.on_episode: Callable[[uuid.UUID], None] | None = None
         """Told a new episode's id once its start is recorded (progress displays)."""
         self._jitter = random.Random()
+        self._deciding = threading.RLock()
+        """Held while a restart is decided and recorded: delegated work in several lanes
+        may fail at once, and each supervisor's intensity is counted over all of it."""
 
     def start(
         self,
@@ -320,13 +336,14 @@ class RootSupervisor:
                     # Ray's worker died under the agent: a new host rebuilds it from the
                     # store and it goes on where its events stop (an action cut short runs
                     # again under the same idempotency key). Counted like any restart.
-                    at = self._last_at(episode_id, agent)
-                    found = self._who_restarts(journal, agent, str(e), at)
-                    if isinstance(found, str):
-                        return Ended("failed", agent, found)
-                    sup, n, _, _ = found
-                    self.host.replace(agent)
-                    self._restarted(journal, agent, agent, str(e), "host", n, sup.name)
+                    with self._deciding:
+                        at = self._last_at(episode_id, agent)
+                        found = self._who_restarts(journal, agent, str(e), at)
+                        if isinstance(found, str):
+                            return Ended("failed", agent, found)
+                        sup, n, _, _ = found
+                        self.host.replace(agent)
+                        self._restarted(journal, agent, agent, str(e), "host", n, sup.name)
                     last = self._last_task(episode_id, agent)
                     if last is not None and (task is None or last.task == task):
                         task = None  # it has its task on record; the new host reads it there
@@ -357,7 +374,8 @@ class RootSupervisor:
             if done.outcome == "waiting":
                 return Ended("waiting", agent, waiting=done.waiting, held=frozenset({agent}))
             reason = done.output or "the agent failed"
-            restarted = self._restart(journal, agent, reason, episode_input, call)
+            with self._deciding:
+                restarted = self._restart(journal, agent, reason, episode_input, call)
             if isinstance(restarted, str):
                 return Ended("failed", agent, restarted)
             agent, task, by = restarted
@@ -370,20 +388,63 @@ class RootSupervisor:
         episode_input: dict[str, Any],
         resumed: bool,
     ) -> list[dict[str, Any]] | Ended:
-        """Run the work ``delegator`` gave its workers, in order (a worker takes one task
-        at a time), and collect the answers; or, when some of it waits for a person,
-        that (the rest is taken as far as it goes first). ``resumed``: the work was
-        given before the episode stopped, and the record says how far each piece got."""
+        """Run the work ``delegator`` gave its workers and collect the answers, in the
+        order of its calls; or, when some of it waits for a person, that (the rest is
+        taken as far as it goes first). Work for agents in different lanes of the host
+        (host actors of their own) runs side by side; in one lane, in turn.
+        ``resumed``: the work was given before the episode stopped, and the record says
+        how far each piece got."""
         recorded: Recorded = self._recorded_calls(journal.stream_id) if resumed else {}
+        lanes: dict[str, list[dict[str, Any]]] = {}
+        for c in calls:
+            on_record = recorded.get(str(c["key"]))
+            agent = on_record[0] if on_record is not None else str(c["to"])
+            lanes.setdefault(self.host.lane(agent), []).append(c)
+
+        def run(lane: list[dict[str, Any]]) -> dict[str, Ended]:
+            return self._answer_lane(journal, delegator, lane, episode_input, recorded)
+
+        if len(lanes) == 1:
+            [ended] = [run(lane) for lane in lanes.values()]
+        else:
+            with ThreadPoolExecutor(len(lanes), thread_name_prefix="tether-lane") as pool:
+                ended = {k: e for done in pool.map(run, lanes.values()) for k, e in done.items()}
         answers: list[dict[str, Any]] = []
         waiting: list[Ended] = []
+        for c in calls:
+            e = ended.get(str(c["key"]))
+            if e is None:
+                continue  # not given: its worker waits on earlier work
+            if e.status == "waiting":
+                waiting.append(e)
+            else:
+                answers.append(
+                    {"key": c["key"], "by": e.agent, "outcome": e.status, "answer": e.output}
+                )
+        if waiting:
+            ids = tuple(i for w in waiting for i in w.waiting)
+            held = frozenset(a for w in waiting for a in w.held)
+            return Ended("waiting", waiting[0].agent, waiting=ids, held=held)
+        return answers
+
+    def _answer_lane(
+        self,
+        journal: Journal,
+        delegator: str,
+        calls: list[dict[str, Any]],
+        episode_input: dict[str, Any],
+        recorded: Recorded,
+    ) -> dict[str, Ended]:
+        """Run the delegated work of one lane in turn: how each piece ended, by key. A
+        piece for a worker that waits on an earlier piece is not given (yet)."""
+        out: dict[str, Ended] = {}
         held: frozenset[str] = frozenset()
         for c in calls:
             key = str(c["key"])
             on_record = recorded.get(key)
-            if str(c["to"]) in held and on_record is None:
-                continue  # its worker waits on earlier work: this is given once that goes on
             if on_record is None:
+                if str(c["to"]) in held:
+                    continue  # given once the work it waits on goes on
                 task = {
                     "task": c["task"],
                     "from": delegator,
@@ -402,17 +463,10 @@ class RootSupervisor:
                     ended = self._work(
                         journal, agent, None, delegator, episode_input, key, outcome, resumed=True
                     )
+            out[key] = ended
             if ended.status == "waiting":
-                waiting.append(ended)
                 held |= ended.held
-                continue
-            answers.append(
-                {"key": key, "by": ended.agent, "outcome": ended.status, "answer": ended.output}
-            )
-        if waiting:
-            ids = tuple(i for w in waiting for i in w.waiting)
-            return Ended("waiting", waiting[0].agent, waiting=ids, held=held)
-        return answers
+        return out
 
     def _recorded_calls(self, episode_id: uuid.UUID) -> Recorded:
         """The delegated work this episode's agents were given (one read of every agent

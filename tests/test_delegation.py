@@ -37,6 +37,7 @@ from tether.topologies import (
     Supervisor,
     Topology,
     map_reduce,
+    pipeline,
     supervisor_workers,
 )
 
@@ -454,3 +455,21 @@ def test_re_execution_runs_the_workers_again(store: Store) -> None:
     diverged = reexecute(store, report.episode_id, changed)
     assert not diverged.identical and diverged.divergence is not None
     assert diverged.divergence.agent == "researcher-1"
+
+
+def test_a_planner_hands_its_list_to_a_map_reduce_at_the_end_of_a_pipeline(
+    store: Store,
+) -> None:
+    seen: list[dict[str, Any]] = []
+    note = json.dumps({"questions": ["p", "q"]})
+    planner = agent("planner", call("handoff", to="survey.split", reason="planned", note=note))
+    shape = pipeline(
+        "plan_then_survey",
+        planner,
+        map_reduce("survey", researcher(), reducer(seen), over="questions"),
+    )
+    first = shape.children[0]
+    assert isinstance(first, Agent) and first.handoffs == ("survey.split",)
+    report = supervisor(Topology("t", shape), store).start({"topic": "t"})
+    assert report.output == "report"
+    assert [r["answer"] for r in seen[0]["results"]] == ["notes on p", "notes on q"]

@@ -109,11 +109,13 @@ def test_shapes_nest_under_a_supervisor_and_report_their_mistakes() -> None:
     topology = Topology("t", Supervisor("root", (agent("lead", say("-")), inner)))
     assert list(topology.agents()) == ["lead", "w", "r"]
     assert topology.chain("w")[0].name == "review"
+    last = pipeline("p", agent("a", say("-")), inner)  # a shape may end a pipeline
+    first = last.children[0]
+    assert isinstance(first, Agent) and first.handoffs == ("w",)
     with pytest.raises(TopologyError) as caught:
-        pipeline("p", agent("a", say("-")), inner)  # type: ignore[arg-type]
+        pipeline("p", inner, agent("a", say("-")))
     assert list(caught.value.problems) == [
-        "p.stages[1]: must be an Agent, got Supervisor; nest a shape as a child of a "
-        "Supervisor instead"
+        "p.stages[0]: must be an Agent, got Supervisor; only a pipeline's last stage may be a shape"
     ]
     with pytest.raises(TopologyError, match=r"review\.rounds: must be a positive integer"):
         critic_loop("review", agent("w", say("-")), agent("r", say("-")), rounds=0)

@@ -32,15 +32,19 @@ FOREVER_S = 10 * 365 * 24 * 3600.0
 """A rate-limit window longer than any episode: a cap per episode."""
 
 
-def pipeline(name: str, *stages: Agent, **supervisor: Any) -> Supervisor:
+def pipeline(name: str, *stages: Agent | Supervisor, **supervisor: Any) -> Supervisor:
     """Stages that hand the work on in order: each may hand off to the next only, and
-    is told so; the last one's answer ends the pipeline. ``supervisor``: the keyword
-    arguments of the ``Supervisor`` (budget, restarts, role)."""
-    _agents(name, "stages", stages)
-    wired = []
+    is told so; the last one's answer ends the pipeline. The last stage may be a shape
+    (a planner, then a ``map_reduce``): the stage before hands off to its entry agent.
+    ``supervisor``: the keyword arguments of the ``Supervisor`` (budget, restarts,
+    role)."""
+    _agents(name, "stages", stages[:-1])
+    _children(name, "stages", stages[-1:])
+    wired: list[Agent | Supervisor] = []
     for i, stage in enumerate(stages):
         if i + 1 < len(stages):
-            after = stages[i + 1].name
+            assert isinstance(stage, Agent)
+            after = _entry(stages[i + 1])
             stage = _also(
                 stage,
                 handoffs=(after,),
@@ -48,7 +52,7 @@ def pipeline(name: str, *stages: Agent, **supervisor: Any) -> Supervisor:
                 "what you did and what is left.",
             )
         wired.append(stage)
-    return Supervisor(name, tuple(wired), entry=stages[0].name if stages else None, **supervisor)
+    return Supervisor(name, tuple(wired), entry=stages[0].name, **supervisor)
 
 
 def swarm(name: str, *agents: Agent, entry: str | None = None, **supervisor: Any) -> Supervisor:
@@ -222,11 +226,16 @@ def _also(agent: Agent, *, handoffs: tuple[str, ...], instructions: str, **more:
 def _agents(name: str, field: str, given: tuple[Any, ...]) -> None:
     """Every stage of a shape is an Agent (nest shapes by making them children of a
     supervisor); report all that are not, with their places."""
-    if not given:
+    if not given and field != "stages":
         raise TopologyError([f"{name}.{field}: a shape needs at least one agent"])
+    hint = (
+        "; only a pipeline's last stage may be a shape"
+        if field == "stages"
+        else "; nest a shape as a child of a Supervisor instead"
+    )
     wrong = [
         f"{name}.{field}[{i}]: must be an Agent, got {type(a).__name__}"
-        + ("; nest a shape as a child of a Supervisor instead" if isinstance(a, Supervisor) else "")
+        + (hint if isinstance(a, Supervisor) else "")
         for i, a in enumerate(given)
         if not isinstance(a, Agent)
     ]

@@ -396,10 +396,12 @@ class Agent:
     each task, as templates filled from the task or the episode input a handoff carries
     (``"customer:{customer}"``, or a fixed
     ``"freeze:global"``). What was recalled is recorded with the task."""
-    verifiers: tuple[Verifier, ...] = ()
-    """Checks on its final answer, ``check(answer, task) -> reason | None``. A rejected
-    answer is fed back to the agent as a signal and it goes on; it is recorded, and
-    counts toward ``stuck.rejected_answers``."""
+    verifiers: tuple[Verifier | str, ...] = ()
+    """Checks on its final answer: functions ``check(answer, task) -> reason | None``,
+    and names of agents that check it once the functions pass it (their supervisor runs
+    them on ``{"answer", "task"}``; each approves by answering ``approve``, and any other
+    answer is its reason to reject). A rejected answer is fed back to the agent as a
+    signal and it goes on; it is recorded, and counts toward ``stuck.rejected_answers``."""
     price: Price | None = None
     """What its model's tokens cost; needed when a budget limits cost. None = its model's
     ``price`` if it has one (``OpenAIModel(price=...)``), else unpriced."""
@@ -618,10 +620,12 @@ def _problems_of(topology: Topology) -> list[str]:
     out += _supervisor_problems(root, path, None, [], tree)
     known = {a.name for a, _ in tree.agents if isinstance(a.name, str)}
     for agent, p in tree.agents:
+        checkers = tuple(v for v in agent.verifiers if isinstance(v, str))
         for kind, targets in (
             ("handoffs", agent.handoffs),
             ("peers", agent.peers),
             ("workers", agent.workers),
+            ("verifiers", checkers if isinstance(agent.verifiers, tuple) else ()),
         ):
             if not isinstance(targets, tuple):
                 out.append(f"{p}.{kind}: must be a tuple of agent names")
@@ -632,8 +636,13 @@ def _problems_of(topology: Topology) -> list[str]:
                         f"{p}.{kind}[{j}]: unknown agent {target!r}; choose one of {_some(known)}"
                     )
                 elif target == agent.name:
-                    verb = {"handoffs": "hand off to", "peers": "message", "workers": "delegate to"}
-                    out.append(f"{p}.{kind}[{j}]: an agent cannot {verb[kind]} itself")
+                    verb = {
+                        "handoffs": "hand off to",
+                        "peers": "message",
+                        "workers": "delegate to",
+                        "verifiers": "verify",
+                    }[kind]
+                    out.append(f"{p}.{kind}[{j}]: an agent cannot {verb} itself")
     out += _delegation_cycles(tree.agents)
     if not isinstance(topology.policy, Policy):
         return [*out, f"{name}.policy: must be a Policy (or Policy.load('policy.toml'))"]
@@ -656,11 +665,18 @@ def _delegation_cycles(agents: list[tuple[Agent, str]]) -> list[str]:
     onward: dict[str, set[str]] = {}
     for a, _ in agents:
         if isinstance(a.name, str):
-            targets = (*_names(a.handoffs), *_names(a.workers))
+            targets = (*_names(a.handoffs), *_names(a.workers), *_names(a.verifiers))
             onward.setdefault(a.name, set()).update(targets)
     out = []
     for a, p in agents:
-        for j, worker in enumerate(_names(a.workers)):
+        asked = [
+            (kind, j, name)
+            for kind in ("workers", "verifiers")
+            if isinstance(getattr(a, kind), tuple)
+            for j, name in enumerate(getattr(a, kind))
+            if isinstance(name, str)
+        ]
+        for kind, j, worker in asked:
             seen, todo = set(), [worker]
             while todo:
                 n = todo.pop()
@@ -670,7 +686,7 @@ def _delegation_cycles(agents: list[tuple[Agent, str]]) -> list[str]:
                 todo += onward.get(n, ())
             if a.name in seen:
                 out.append(
-                    f"{p}.workers[{j}]: work delegated to {worker!r} can come back to "
+                    f"{p}.{kind}[{j}]: work delegated to {worker!r} can come back to "
                     f"{a.name!r}, which waits for it (a cycle); remove {a.name!r} from "
                     "what that worker may hand off or delegate to"
                 )
@@ -788,9 +804,12 @@ def _agent_problems(
         isinstance(m, str) and m.strip() for m in agent.memory
     ):
         out.append(f"{p}.memory: must be a tuple of subjects, e.g. ('customer:{{customer}}',)")
-    if not isinstance(agent.verifiers, tuple) or not all(callable(v) for v in agent.verifiers):
+    if not isinstance(agent.verifiers, tuple) or not all(
+        callable(v) or (isinstance(v, str) and v.strip()) for v in agent.verifiers
+    ):
         out.append(
-            f"{p}.verifiers: must be a tuple of functions check(answer, task) -> reason or None"
+            f"{p}.verifiers: must be a tuple of functions check(answer, task) -> reason or "
+            "None, and names of verifier agents"
         )
     if agent.restart not in RESTART_TYPES:
         out.append(f"{p}.restart: {agent.restart!r} is not a restart type; use {RESTART_TYPES}")

@@ -1,0 +1,92 @@
+"""A fan-out over isolated worker copies runs side by side on Ray: each copy's host
+actor is a lane of its own. The copies meet at a rendezvous that only work running at
+the same time can reach (run in turn, the first would wait alone and give up)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tether.memory import Store
+from tether.memory.events import ActionExecuted, agent_stream_id
+from tether.runtime.launch import run
+from tether.topologies.loader import load_file
+
+pytestmark = pytest.mark.ray
+
+FLEET = """
+import json
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tether.agents import ScriptedModel, ToolContext, call, say, tool
+from tether.topologies import Agent, Grant, Role, Topology, map_reduce
+
+
+class Meet(BaseModel):
+    item: str
+
+
+@tool(read_only=True)
+def meet(args: Meet, ctx: ToolContext) -> dict:
+    '''Arrive at the rendezvous and wait there for the other copy (a minute at most).'''
+    here = Path(ctx.context["rendezvous"])
+    (here / ctx.agent).write_text(str(os.getpid()))
+    for _ in range(600):
+        if len(list(here.iterdir())) >= 2:
+            return {"met": True, "pid": os.getpid()}
+        time.sleep(0.1)
+    return {"met": False, "pid": os.getpid()}
+
+
+def research(request):
+    item = json.loads(json.loads(request.messages[1].content)["task"])["item"]
+    return call("meet", item=item)
+
+
+def report(request):
+    return say("met: " + request.messages[-1].content)
+
+
+def reduce(request):
+    note = json.loads(json.loads(request.messages[1].content)["note"])
+    return say(json.dumps([r["answer"] for r in note["results"]]))
+
+
+worker = Agent(
+    "researcher",
+    Role("researcher", (Grant("meet"),)),
+    ScriptedModel([research, report]),
+    (meet,),
+    isolated=True,
+)
+editor = Agent("editor", Role("editor"), ScriptedModel([reduce]))
+topology = Topology("side_by_side", map_reduce("survey", worker, editor, over="items", copies=2))
+task = {"items": ["left", "right"]}
+"""
+
+
+def test_isolated_worker_copies_run_their_items_side_by_side(
+    ray_session: None, sqlite_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "side_by_side.py"
+    path.write_text(FLEET)
+    rendezvous = tmp_path / "rendezvous"
+    rendezvous.mkdir()
+    report = run(load_file(path), context={"rendezvous": str(rendezvous)}, db=sqlite_url)
+    assert report.status == "completed", report.output
+    answers = json.loads(report.output)
+    assert len(answers) == 2 and all('"met": true' in a for a in answers)
+    with Store(sqlite_url) as store:
+        pids = {
+            e.result["pid"]
+            for name in ("researcher-1", "researcher-2")
+            for e in store.read(agent_stream_id(report.episode_id, name))
+            if isinstance(e, ActionExecuted) and e.result
+        }
+    assert len(pids) == 2  # each copy on a host actor of its own
