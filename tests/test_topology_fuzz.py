@@ -26,6 +26,11 @@ from tether.topologies import (
     Stuck,
     Supervisor,
     Topology,
+    critic_loop,
+    map_reduce,
+    pipeline,
+    supervisor_workers,
+    swarm,
 )
 
 from .test_gate import ALL_TOOLS
@@ -82,6 +87,7 @@ agents = st.builds(
     budget=maybe(budgets),
     handoffs=maybe(st.lists(names, max_size=2).map(tuple)),
     peers=maybe(st.lists(names, max_size=2).map(tuple)),
+    workers=maybe(st.lists(names, max_size=2).map(tuple)),
     max_turns=maybe(st.integers(0, 5)),
     context_tokens=maybe(st.one_of(st.none(), st.integers(0, 200))),
     stuck=maybe(st.builds(Stuck, repeats=junk, no_progress_steps=junk, rejected_answers=junk)),
@@ -91,7 +97,9 @@ agents = st.builds(
     isolated=maybe(st.booleans()),
     node=maybe(st.one_of(st.none(), st.text(max_size=3))),
     memory=maybe(st.lists(st.text(max_size=5), max_size=2).map(tuple)),
-    verifiers=maybe(st.lists(st.one_of(st.just(lambda a, t: None), junk), max_size=2).map(tuple)),
+    verifiers=maybe(
+        st.lists(st.one_of(st.just(lambda a, t: None), names, junk), max_size=2).map(tuple)
+    ),
 )
 restarts = st.builds(
     Restarts,
@@ -126,6 +134,35 @@ def test_a_malformed_topology_raises_only_tethers_own_error(
 ) -> None:
     try:
         Topology(name, root, untrusted_input=untrusted if isinstance(untrusted, tuple) else ())
+    except TopologyError as e:
+        assert e.problems and all(isinstance(p, str) and ": " in p for p in e.problems)
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    shape=st.sampled_from(["pipeline", "swarm", "critic_loop", "supervisor_workers", "map_reduce"]),
+    name=names,
+    parts=st.lists(st.one_of(agents, trees, junk), min_size=2, max_size=3),
+    over=maybe(names),
+    copies=junk,
+    rounds=junk,
+)
+def test_a_shape_built_from_junk_raises_only_tethers_own_error(
+    shape: str, name: Any, parts: list[Any], over: Any, copies: Any, rounds: Any
+) -> None:
+    try:
+        if shape == "map_reduce":
+            built = map_reduce(name, *parts[:2], over=over, copies=copies)
+        elif shape == "critic_loop":
+            built = critic_loop(name, *parts[:2], rounds=rounds)
+        else:
+            built = {
+                "pipeline": pipeline,
+                "swarm": swarm,
+                "supervisor_workers": supervisor_workers,
+            }[shape](name, *parts)
+        Topology("t", built)
     except TopologyError as e:
         assert e.problems and all(isinstance(p, str) and ": " in p for p in e.problems)
 

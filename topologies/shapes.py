@@ -20,18 +20,51 @@ validated as a whole when it is built, like any other.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from tether.agents.fanout import FanOut
 from tether.agents.tools import HANDOFF
 from tether.runtime.errors import TopologyError
 
+from .shapecheck import type_problems
 from .spec import Agent, Budget, RateLimit, Role, Stuck, Supervisor
 
 FOREVER_S = 10 * 365 * 24 * 3600.0
 """A rate-limit window longer than any episode: a cap per episode."""
 
+F = TypeVar("F", bound=Callable[..., Supervisor])
 
+
+def _shape(build: F) -> F:
+    """A builder that raises only ``TopologyError``: a part with a field of the wrong
+    kind (which the builder tripped over before validation could name it) is reported
+    with its place and the kind it needs."""
+
+    @functools.wraps(build)
+    def guarded(name: Any, *parts: Any, **kw: Any) -> Supervisor:
+        try:
+            return build(name, *parts, **kw)
+        except TopologyError:
+            raise
+        except Exception as e:
+            label = name if isinstance(name, str) and name else build.__name__
+            found = [
+                problem
+                for i, part in enumerate((*parts, *kw.values()))
+                if isinstance(part, Agent | Supervisor)
+                for problem in type_problems(part, type(part), f"{label}[{i}]")
+            ]
+            raise TopologyError(
+                found
+                or [f"{label}: could not build the {build.__name__} ({type(e).__name__}: {e})"]
+            ) from None
+
+    return cast(F, guarded)
+
+
+@_shape
 def pipeline(name: str, *stages: Agent | Supervisor, **supervisor: Any) -> Supervisor:
     """Stages that hand the work on in order: each may hand off to the next only, and
     is told so; the last one's answer ends the pipeline. The last stage may be a shape
@@ -55,6 +88,7 @@ def pipeline(name: str, *stages: Agent | Supervisor, **supervisor: Any) -> Super
     return Supervisor(name, tuple(wired), entry=stages[0].name, **supervisor)
 
 
+@_shape
 def swarm(name: str, *agents: Agent, entry: str | None = None, **supervisor: Any) -> Supervisor:
     """Agents that may each hand off to any other, with a reason, until one answers;
     ``entry`` (default: the first) takes the work first."""
@@ -72,6 +106,7 @@ def swarm(name: str, *agents: Agent, entry: str | None = None, **supervisor: Any
     return Supervisor(name, wired, entry=entry or (names[0] if names else None), **supervisor)
 
 
+@_shape
 def critic_loop(
     name: str, worker: Agent, reviewer: Agent, *, rounds: int = 3, **supervisor: Any
 ) -> Supervisor:
@@ -102,6 +137,7 @@ def critic_loop(
     return Supervisor(name, (drafts, review), entry=worker.name, **supervisor)
 
 
+@_shape
 def supervisor_workers(
     name: str, manager: Agent, *workers: Agent | Supervisor, **supervisor: Any
 ) -> Supervisor:
@@ -116,12 +152,15 @@ def supervisor_workers(
         manager,
         handoffs=(),
         workers=entries,
-        instructions="Give work to your workers with delegate (" + ", ".join(entries) + "); "
+        instructions="Give work to your workers with delegate ("
+        + ", ".join(map(str, entries))
+        + "); "
         "each answer comes back as that call's result. Answer once you have what you need.",
     )
     return Supervisor(name, (boss, *workers), entry=manager.name, **supervisor)
 
 
+@_shape
 def map_reduce(
     name: str,
     worker: Agent | Supervisor,
