@@ -315,7 +315,7 @@ def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
             if x.request.episode_id == episode_id
         ]
     out.print(f"episode: {t.episode_id}")
-    out.print(f"{t.topology}: {t.status}" + (f" — {t.output}" if t.output else ""))
+    out.print(f"{t.topology}: {t.status}" + (f" — {t.output}" if t.output else ""), markup=False)
     out.print(
         f"actions: {t.count('executed')} allowed, {t.count('denied')} denied, "
         f"{t.count('waiting')} waiting for approval"
@@ -380,7 +380,7 @@ def episodes(
         return
     table = _table("episode", "topology", "started", "status", "detail")
     for e in found:
-        table.add_row(str(e.episode_id), e.topology, e.started_at, e.status, e.detail)
+        table.add_row(str(e.episode_id), e.topology, e.started_at, e.status, _esc(e.detail))
     out.print(table)
 
 

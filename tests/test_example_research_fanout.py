@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from tether.memory import Store
 from tether.memory.events import AgentHandedOff, TaskAssigned, agent_stream_id
 from tether.memory.sources import SequentialIds, StepClock
+from tether.runtime.cli import app
 from tether.runtime.host import Host
 from tether.runtime.reexecute import reexecute
 from tether.runtime.supervisor import LocalHost, RootSupervisor
@@ -56,3 +59,10 @@ def test_the_report_has_every_finding_with_its_source_and_the_open_question(
         result = reexecute(store, report.episode_id, loaded.topology)
         assert result.identical, result.divergence
         assert result.fed_back["model_turns"] >= 8  # the researchers' turns among them
+    # A citation in brackets is shown as written, not taken for terminal markup.
+    for command in (["episodes", "--db", sqlite_url], ["replay", str(report.episode_id)]):
+        if command[0] == "replay":
+            command += ["--db", sqlite_url]
+        shown = CliRunner().invoke(app, command, terminal_width=400)
+        assert shown.exit_code == 0, shown.output
+        assert "[source: infra-map#eu]" in shown.output, command
