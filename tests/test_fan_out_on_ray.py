@@ -90,3 +90,78 @@ def test_isolated_worker_copies_run_their_items_side_by_side(
             if isinstance(e, ActionExecuted) and e.result
         }
     assert len(pids) == 2  # each copy on a host actor of its own
+
+
+CRASHY = """
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tether.agents import ScriptedModel, ToolContext, call, say, tool
+from tether.topologies import Agent, Grant, Restarts, Role, Topology, map_reduce
+
+
+class Item(BaseModel):
+    item: str
+
+
+@tool(idempotent=True)
+def publish(args: Item, ctx: ToolContext) -> dict:
+    '''Publish an item; the host running item "b" dies the first time.'''
+    flag = Path(ctx.context["flag"])
+    if args.item == "b" and not flag.exists():
+        flag.write_text(str(os.getpid()))
+        os._exit(9)
+    return {"published": args.item, "pid": os.getpid()}
+
+
+def work(request):
+    item = json.loads(json.loads(request.messages[1].content)["task"])["item"]
+    return call("publish", item=item)
+
+
+worker = Agent(
+    "worker",
+    Role("worker", (Grant("publish", tier="low"),)),
+    ScriptedModel([work, say("published")]),
+    (publish,),
+    isolated=True,
+)
+editor = Agent("editor", Role("editor"), ScriptedModel([say("all published")]))
+topology = Topology(
+    "crashy_fan_out",
+    map_reduce(
+        "fan", worker, editor, over="items", copies=2, restarts=Restarts(backoff_s=0)
+    ),
+)
+task = {"items": ["a", "b", "c", "d"]}
+"""
+
+
+def test_a_worker_host_that_dies_mid_fan_out_is_replaced_and_its_item_goes_on(
+    ray_session: None, sqlite_url: str, tmp_path: Path
+) -> None:
+    from tether.memory.events import AgentRestarted, EffectApplied, TaskAssigned
+
+    path = tmp_path / "crashy.py"
+    path.write_text(CRASHY)
+    flag = tmp_path / "died"
+    report = run(load_file(path), context={"flag": str(flag)}, db=sqlite_url)
+    assert (report.status, report.output) == ("completed", "all published")
+    with Store(sqlite_url) as store:
+        restarted = [e for e in store.read(report.episode_id) if isinstance(e, AgentRestarted)]
+        effects = [e for _, e in store.of_type(EffectApplied)]
+        given = {
+            name: [
+                json.loads(e.task["task"])["item"]
+                for e in store.read(agent_stream_id(report.episode_id, name))
+                if isinstance(e, TaskAssigned)
+            ]
+            for name in ("worker-1", "worker-2")
+        }
+    assert [(r.agent, r.strategy) for r in restarted] == [("worker-2", "host")]
+    assert given == {"worker-1": ["a", "c"], "worker-2": ["b", "d"]}  # b given once
+    assert sorted(e.result["published"] for e in effects) == ["a", "b", "c", "d"]
+    assert flag.exists()
