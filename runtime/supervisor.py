@@ -349,9 +349,9 @@ class RootSupervisor:
                         task = None  # it has its task on record; the new host reads it there
                     continue  # (answers are taken once: delivering them again is harmless)
             done, outcome, answers = outcome, None, None
+            looked, resumed = resumed, False  # what it delegates from now on is new
             if done.outcome == "delegated":
-                found_answers = self._answer(journal, agent, done.calls, episode_input, resumed)
-                resumed = False  # what it delegates from now on is new
+                found_answers = self._answer(journal, agent, done.calls, episode_input, looked)
                 if isinstance(found_answers, Ended):  # some of the work waits for a person
                     return replace(found_answers, held=found_answers.held | {agent})
                 task, answers = None, found_answers
@@ -359,7 +359,8 @@ class RootSupervisor:
             if done.outcome == "handed_off" and done.handoff_to:
                 handoffs += 1
                 if handoffs > MAX_HANDOFFS:
-                    return Ended("failed", agent, f"more than {MAX_HANDOFFS} handoffs: a loop")
+                    why = f"more than {MAX_HANDOFFS} handoffs: a handoff loop"
+                    return Ended("failed", agent, why)
                 task = {
                     "handoff_from": agent,
                     "reason": done.reason,
