@@ -113,9 +113,13 @@ class Host:
         sleep: Callable[[float], None] = time.sleep,
         carries: frozenset[str] | None = None,
         memory: Memory | None = None,
+        mailboxes: Mailboxes | None = None,
     ) -> None:
         self.memory: Memory = memory or OrgRecall(store)
         """Where agents recall org-memory facts (re-execution feeds back the record)."""
+        self.mailboxes = mailboxes
+        """Where an agent reads its messages, given its journal; None: its mailbox stream
+        (re-execution feeds back what each read took, outsiders' messages included)."""
         self.sleep = sleep
         """How retries wait between attempts (re-execution does not wait)."""
         self.topology = topology
@@ -490,7 +494,9 @@ class Host:
             backoff_s=spec.retries.backoff_s,
             max_backoff_s=spec.retries.max_backoff_s,
             sleep=self.sleep,
-            mailbox=self._mailbox(mailbox_stream_id(episode_id, name)),
+            mailbox=self.mailboxes(episode_id, name, journal)
+            if self.mailboxes is not None
+            else self._mailbox(mailbox_stream_id(episode_id, name)),
         )
         for event in history:
             gate.observe(event)
@@ -511,6 +517,9 @@ class Host:
 
 Memory = Callable[[list[str], str, datetime], list[dict[str, Any]]]
 """Recalls the facts believed about some subjects, for someone, at a recorded time."""
+
+Mailboxes = Callable[[uuid.UUID, str, Journal], Mailbox]
+"""An agent's mailbox in an episode, given the journal of its stream."""
 
 
 class OrgRecall:

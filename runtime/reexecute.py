@@ -1,8 +1,9 @@
 """Deterministic re-execution: run an episode's topology again on its recorded inputs.
 
 Every nondeterministic input an agent consumed is in the store: model turns
-(``ModelResponded``), tool results (``ActionExecuted``), approval decisions, the ids the
-run drew and the times it read. Re-execution builds the same topology with those inputs
+(``ModelResponded``), tool results (``ActionExecuted``), approval decisions, org-memory
+recalls, the messages each agent read (``MessagesRead``: an outsider's are in no
+mailbox of the scratch store), the ids the run drew and the times it read. Re-execution builds the same topology with those inputs
 fed back — a recorded model per agent, a delegate that answers from the record, an inbox
 that reveals each decision when the recorded run had it — runs it in process against a
 scratch store, with **zero** model or tool calls, and compares what it records with what
@@ -28,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tether.agents.loop import recorded_calls
+from tether.agents.loop import Mailbox, recorded_calls
 from tether.agents.model import ModelRequest, ModelTurn, Usage
 from tether.agents.tools import Tool
 from tether.memory.compare import Divergence, first_divergence
@@ -50,6 +51,7 @@ from tether.memory.events import (
     EscalationRequested,
     Event,
     MemoryRecalled,
+    MessagesRead,
     ModelResponded,
     agent_stream_id,
 )
@@ -220,6 +222,35 @@ class RecordedMemory:
         return list(found.pop(0).facts)
 
 
+class RecordedMailboxes:
+    """Answers each agent's mailbox reads with what the run read at the same place in the
+    agent's stream: messages from outside the fleet (``Host.send``) are not in the
+    scratch store, and the agents' own are re-sent by their re-executed calls anyway."""
+
+    def __init__(self) -> None:
+        self.reads: dict[str, dict[int, MessagesRead]] = {}
+        """Per agent: each recorded read, by its position in the agent's stream."""
+
+    def __call__(self, episode_id: uuid.UUID, agent: str, journal: Any) -> Mailbox:
+        reads = self.reads.get(agent, {})
+
+        def read(after: int) -> list[tuple[int, str, str]]:
+            found = reads.get(journal.version + 1)  # the read the run recorded next, here
+            if found is None:
+                return []
+            taken = [
+                (0, str(m.get("from")), str(m.get("body")))
+                if isinstance(m, dict)
+                else (0, "", str(m))  # (redacted since: compared as it is)
+                for m in found.messages
+            ]
+            if taken:
+                taken[-1] = (found.through, *taken[-1][1:])
+            return taken
+
+        return read
+
+
 class RecordedClock:
     """The times the run read, in order; past the record, a microsecond per read."""
 
@@ -287,6 +318,7 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
     turns: dict[str, list[ModelResponded | AgentFailed]] = {name: [] for name in started.agents}
     results: dict[tuple[str, int], ActionExecuted] = {}
     memory = RecordedMemory()
+    mailboxes = RecordedMailboxes()
     for _, e in recorded:
         name = agents.get(e.originator_id)
         if isinstance(e, ModelResponded) and name is not None:
@@ -295,6 +327,8 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
             turns[name].append(e)  # the run's code raised: re-execution raises there too
         elif isinstance(e, MemoryRecalled) and name is not None:
             memory.recalled.setdefault(name, []).append(e)
+        elif isinstance(e, MessagesRead) and name is not None:
+            mailboxes.reads.setdefault(name, {})[e.originator_version] = e
         elif isinstance(e, ActionExecuted) and name is not None:
             results[(name, e.action)] = e
     models = {name: RecordedModel(name, t) for name, t in turns.items()}
@@ -336,6 +370,7 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
                     delegate=delegate,
                     sleep=_no_wait,
                     memory=memory,
+                    mailboxes=mailboxes,
                 )
                 return RootSupervisor(
                     replayed,

@@ -136,6 +136,9 @@ def test_a_message_from_outside_the_fleet_is_untrusted_content(store: Store) -> 
     checked = [e for e in run.events() if isinstance(e, BoundariesChecked) and e.action == 2]
     assert checked[0].decision == "deny"
     assert checked[0].provenance["amount"]["origin"] == "untrusted"
+    # Re-execution reads the outsider's message where the run read it.
+    result = reexecute(store, run.episode, topology)
+    assert result.identical, result.divergence
 
 
 def test_peers_are_validated() -> None:
