@@ -114,7 +114,15 @@ class Host:
         carries: frozenset[str] | None = None,
         memory: Memory | None = None,
         mailboxes: Mailboxes | None = None,
+        clocks: Callable[[uuid.UUID], Clock] | None = None,
+        ids_for: Callable[[str], Ids] | None = None,
     ) -> None:
+        self.clocks = clocks
+        """The clock of each agent stream's journal; None: ``clock`` for all (re-execution
+        gives each stream its recorded times, whatever order agents on several hosts
+        recorded them in)."""
+        self.ids_for = ids_for
+        """The ids each agent's gate draws; None: ``ids`` for all (likewise)."""
         self.memory: Memory = memory or OrgRecall(store)
         """Where agents recall org-memory facts (re-execution feeds back the record)."""
         self.mailboxes = mailboxes
@@ -432,7 +440,8 @@ class Host:
     ) -> AgentRuntime:
         spec = self.topology.agents()[name]
         context = self.contexts[episode_id]
-        journal = Journal.after(self.store, stream, self.clock, history)
+        clock = self.clocks(stream) if self.clocks is not None else self.clock
+        journal = Journal.after(self.store, stream, clock, history)
         journal.subject = self.subjects[episode_id]
         more = self.granted[episode_id].get(name, Extra())
         price = spec.price or getattr(spec.model, "price", None)  # the agent's, or its model's
@@ -464,7 +473,7 @@ class Host:
             governance=Governance(spec, self.topology.policy),
             inbox=self.inbox,
             delegate=self.delegate,
-            ids=self.ids,
+            ids=self.ids_for(name) if self.ids_for is not None else self.ids,
             context=context,
             policy=self.policy,
             untrusted_input=self.topology.untrusted_input,

@@ -3,13 +3,14 @@
 Every nondeterministic input an agent consumed is in the store: model turns
 (``ModelResponded``), tool results (``ActionExecuted``), approval decisions, org-memory
 recalls, the messages each agent read (``MessagesRead``: an outsider's are in no
-mailbox of the scratch store), the ids the run drew and the times it read. Re-execution builds the same topology with those inputs
-fed back — a recorded model per agent, a delegate that answers from the record, an inbox
-that reveals each decision when the recorded run had it — runs it in process against a
-scratch store, with **zero** model or tool calls, and compares what it records with what
-was recorded. Everything the agents' own code decides (rails, grants, verifiers, the
-loop) is computed afresh, so changing that code between run and re-execution is how to
-test a change against real history.
+mailbox of the scratch store), the ids each drawer drew and the times each stream read.
+Re-execution builds the same topology with those inputs fed back — a recorded model per
+agent, a delegate that answers from the record, an inbox that reveals each decision when
+the recorded run had it — runs it in process against a scratch store, with **zero** model
+or tool calls, and compares what it records with what was recorded. Everything the
+agents' own code decides (rails, grants, verifiers, the loop) is computed afresh, so
+changing that code between run and re-execution is how to test a change against real
+history.
 
 The answer is ``identical``, or the first divergence in recorded order: the agent, the
 position in its stream, the event and field, and the recorded and new values. Times are
@@ -264,18 +265,20 @@ class RecordedClock:
 
 
 class RecordedIds:
-    """The ids the run drew, in order; past the record, ids derived from the episode."""
+    """The ids one drawer (an agent's gate, or the supervisor) drew, in order; past the
+    record, ids derived from the episode and the drawer."""
 
-    def __init__(self, ids: list[uuid.UUID], episode_id: uuid.UUID) -> None:
+    def __init__(self, ids: list[uuid.UUID], episode_id: uuid.UUID, drawer: str = "") -> None:
         self.ids: Iterator[uuid.UUID] = iter(ids)
         self.episode_id = episode_id
+        self.drawer = drawer
         self.extra = 0
 
     def new(self) -> uuid.UUID:
         found = next(self.ids, None)
         if found is None:
             self.extra += 1
-            found = uuid.uuid5(self.episode_id, f"reexecution:{self.extra}")
+            found = uuid.uuid5(self.episode_id, f"reexecution:{self.drawer}:{self.extra}")
         return found
 
 
@@ -308,13 +311,22 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
     asked = store.read_streams(escalations)
     requests += [(n, e) for n, e in asked if isinstance(e, EscalationRequested)]
     answers = {e.originator_id: (n, e) for n, e in asked if isinstance(e, EscalationDecided)}
-    # The ids the run drew, in the order it drew them: approval requests and escalations.
-    drawn = [
-        e.approval_id if isinstance(e, ApprovalAwaited) else e.escalation_id
-        for _, e in recorded
-        if isinstance(e, ApprovalAwaited | EpisodeEscalated)
-    ]
-    times = [e.at for _, e in sorted([*recorded, *requests], key=lambda p: p[0])]
+    # What each drawer drew and read, in its own order: an agent's gate its approval ids
+    # and its stream's times; the supervisor its escalation ids and the times of the
+    # episode stream and the requests. (Agents on several hosts record side by side, so
+    # one order over all of them would not be the order a re-execution reads them in.)
+    approval_ids: dict[str, list[uuid.UUID]] = {name: [] for name in started.agents}
+    for _, e in recorded:
+        if isinstance(e, ApprovalAwaited):
+            approval_ids[agents[e.originator_id]].append(e.approval_id)
+    drawn = {name: RecordedIds(i, episode_id, name) for name, i in approval_ids.items()}
+    escalated = [e.escalation_id for _, e in recorded if isinstance(e, EpisodeEscalated)]
+    times = [e.at for _, e in sorted([*own, *requests], key=lambda p: p[0])]
+    stream_times: dict[uuid.UUID, list[datetime]] = {stream: [] for stream in agents}
+    for _, e in recorded:
+        if e.originator_id in stream_times:
+            stream_times[e.originator_id].append(e.at)
+    clocks = {stream: RecordedClock(t) for stream, t in stream_times.items()}
     turns: dict[str, list[ModelResponded | AgentFailed]] = {name: [] for name in started.agents}
     results: dict[tuple[str, int], ActionExecuted] = {}
     memory = RecordedMemory()
@@ -354,7 +366,7 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
     with tempfile.TemporaryDirectory(prefix="tether-reexecute-") as scratch_dir:
         with Store(f"sqlite:///{Path(scratch_dir) / 'scratch.db'}") as scratch:
             clock = RecordedClock(times)
-            ids = RecordedIds([episode_id, *drawn], episode_id)
+            ids = RecordedIds([episode_id, *escalated], episode_id)
             inbox = RecordedInbox(scratch, clock, decisions)
             asking = RecordedEscalations(scratch, clock, answers)
             delegate = RecordedDelegate(scratch, results)
@@ -371,6 +383,8 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
                     sleep=_no_wait,
                     memory=memory,
                     mailboxes=mailboxes,
+                    clocks=clocks.__getitem__,
+                    ids_for=drawn.__getitem__,
                 )
                 return RootSupervisor(
                     replayed,

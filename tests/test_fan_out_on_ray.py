@@ -12,6 +12,7 @@ import pytest
 from tether.memory import Store
 from tether.memory.events import ActionExecuted, agent_stream_id
 from tether.runtime.launch import run
+from tether.runtime.reexecute import reexecute
 from tether.topologies.loader import load_file
 
 pytestmark = pytest.mark.ray
@@ -90,6 +91,11 @@ def test_isolated_worker_copies_run_their_items_side_by_side(
             if isinstance(e, ActionExecuted) and e.result
         }
     assert len(pids) == 2  # each copy on a host actor of its own
+    # The copies recorded side by side; re-execution, in turn, feeds each stream its own
+    # recorded times and ids.
+    with Store(sqlite_url) as store:
+        result = reexecute(store, report.episode_id, load_file(path).topology)
+    assert result.identical, result.divergence
 
 
 CRASHY = """
@@ -165,3 +171,86 @@ def test_a_worker_host_that_dies_mid_fan_out_is_replaced_and_its_item_goes_on(
     assert given == {"worker-1": ["a", "c"], "worker-2": ["b", "d"]}  # b given once
     assert sorted(e.result["published"] for e in effects) == ["a", "b", "c", "d"]
     assert flag.exists()
+
+
+ASKING = """
+import json
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tether.agents import ScriptedModel, ToolContext, call, say, tool
+from tether.topologies import Agent, Grant, Role, Topology, map_reduce
+
+
+class Item(BaseModel):
+    item: str
+
+
+@tool(idempotent=True)
+def publish(args: Item, ctx: ToolContext) -> dict:
+    '''Publish an item (a person signs each off).'''
+    return {"published": args.item}
+
+
+def work(request):
+    item = json.loads(json.loads(request.messages[1].content)["task"])["item"]
+    here = Path(item["dir"])
+    if item["name"] == "a":
+        # The first copy asks second: it waits until the other has asked.
+        for _ in range(600):
+            if (here / "b-asked").exists():
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)
+    else:
+        (here / "b-asked").write_text("")
+    return call("publish", item=item["name"])
+
+
+worker = Agent(
+    "worker",
+    Role("worker", (Grant("publish", tier="high"),)),
+    ScriptedModel([work, say("published")]),
+    (publish,),
+    isolated=True,
+)
+editor = Agent("editor", Role("editor"), ScriptedModel([say("both published")]))
+topology = Topology("asking", map_reduce("fan", worker, editor, over="items", copies=2))
+"""
+
+
+def test_work_recorded_side_by_side_re_executes_in_turn(
+    ray_session: None, sqlite_url: str, tmp_path: Path
+) -> None:
+    from tether.memory import SystemClock
+    from tether.memory.events import ApprovalAwaited
+    from tether.runtime.inbox import Inbox
+    from tether.runtime.launch import resume
+
+    path = tmp_path / "asking.py"
+    path.write_text(ASKING)
+    items = [{"name": n, "dir": str(tmp_path)} for n in ("a", "b")]
+    report = run(load_file(path), {"items": items}, db=sqlite_url)
+    assert report.status == "waiting" and len(report.waiting) == 2
+    with Store(sqlite_url) as store:
+        # The second copy asked first: the run drew its approval id first.
+        asked = sorted(
+            (n, e.originator_id)
+            for name in ("worker-1", "worker-2")
+            for n, e in store.read_streams([agent_stream_id(report.episode_id, name)])
+            if isinstance(e, ApprovalAwaited)
+        )
+        assert [s for _, s in asked] == [
+            agent_stream_id(report.episode_id, "worker-2"),
+            agent_stream_id(report.episode_id, "worker-1"),
+        ]
+        inbox = Inbox(store, SystemClock())
+        for approval in report.waiting:
+            inbox.approve(approval, "alice", "fine")
+    done = resume(report.episode_id, db=sqlite_url)
+    assert (done.status, done.output) == ("completed", "both published")
+    with Store(sqlite_url) as store:
+        result = reexecute(store, report.episode_id, load_file(path).topology)
+    assert result.identical, result.divergence
