@@ -129,12 +129,14 @@ def test_a_verifier_agent_that_fails_rejects_the_answer(store: Store) -> None:
 
 
 def test_verifier_agents_are_checked_like_workers() -> None:
-    clerk = Agent("clerk", Role("clerk"), ScriptedModel([]), verifiers=("nobody", "clerk"))
+    clerk = Agent(
+        "clerk", Role("clerk"), ScriptedModel([]), verifiers=(names_the_order, "nobody", "clerk")
+    )
     loop = Agent("judge", Role("judge"), ScriptedModel([]), verifiers=(names_the_order, "clerk2"))
     clerk2 = Agent("clerk2", Role("clerk2"), ScriptedModel([]), handoffs=("judge",))
     with pytest.raises(TopologyError) as e:
         Topology("t", Supervisor("root", (clerk, loop, clerk2)))
     text = str(e.value)
-    assert "t.root.children[0].verifiers[0]: unknown agent 'nobody'" in text
-    assert "t.root.children[0].verifiers[1]: an agent cannot verify itself" in text
+    assert "t.root.children[0].verifiers[1]: unknown agent 'nobody'" in text
+    assert "t.root.children[0].verifiers[2]: an agent cannot verify itself" in text
     assert "t.root.children[1].verifiers[1]: work delegated to 'clerk2' can come back" in text

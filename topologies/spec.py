@@ -620,17 +620,19 @@ def _problems_of(topology: Topology) -> list[str]:
     out += _supervisor_problems(root, path, None, [], tree)
     known = {a.name for a, _ in tree.agents if isinstance(a.name, str)}
     for agent, p in tree.agents:
-        checkers = tuple(v for v in agent.verifiers if isinstance(v, str))
         for kind, targets in (
             ("handoffs", agent.handoffs),
             ("peers", agent.peers),
             ("workers", agent.workers),
-            ("verifiers", checkers if isinstance(agent.verifiers, tuple) else ()),
+            ("verifiers", agent.verifiers),  # (its functions are checked with the agent)
         ):
             if not isinstance(targets, tuple):
-                out.append(f"{p}.{kind}: must be a tuple of agent names")
+                if kind != "verifiers":
+                    out.append(f"{p}.{kind}: must be a tuple of agent names")
                 continue
             for j, target in enumerate(targets):
+                if kind == "verifiers" and not isinstance(target, str):
+                    continue
                 if target not in known:
                     out.append(
                         f"{p}.{kind}[{j}]: unknown agent {target!r}; choose one of {_some(known)}"
