@@ -29,7 +29,7 @@ from tether.agents.tools import HANDOFF
 from tether.runtime.errors import TopologyError
 
 from .shapecheck import type_problems
-from .spec import Agent, Budget, RateLimit, Role, Stuck, Supervisor
+from .spec import Agent, Budget, RateLimit, Role, Stuck, Supervisor, entry_agent
 
 FOREVER_S = 10 * 365 * 24 * 3600.0
 """A rate-limit window longer than any episode: a cap per episode."""
@@ -77,7 +77,7 @@ def pipeline(name: str, *stages: Agent | Supervisor, **supervisor: Any) -> Super
     for i, stage in enumerate(stages):
         if i + 1 < len(stages):
             assert isinstance(stage, Agent)
-            after = _entry(stages[i + 1])
+            after = entry_agent(stages[i + 1])
             stage = _also(
                 stage,
                 handoffs=(after,),
@@ -147,7 +147,7 @@ def supervisor_workers(
     one turn are all answered before the manager's next turn."""
     _agents(name, "manager", (manager,))
     _children(name, "workers", workers)
-    entries = tuple(_entry(w) for w in workers)
+    entries = tuple(entry_agent(w) for w in workers)
     boss = _also(
         manager,
         handoffs=(),
@@ -207,15 +207,15 @@ def map_reduce(
         )
     else:
         crew = (worker,)
-    entries = tuple(_entry(w) for w in crew)
+    entries = tuple(entry_agent(w) for w in crew)
     split = Agent(
         name=f"{name}.split",
         role=Role(f"{name}.split"),
-        model=FanOut(over, entries, _entry(reducer)),
+        model=FanOut(over, entries, entry_agent(reducer)),
         instructions=f"Give each item of {over!r} to a worker, then every answer to "
-        f"{_entry(reducer)}.",
+        f"{entry_agent(reducer)}.",
         workers=entries,
-        handoffs=(_entry(reducer),),
+        handoffs=(entry_agent(reducer),),
         # Its steps are one per item and a handoff: bound only by the shape's own budget.
         budget=Budget(steps=limits.steps, tokens=limits.tokens, cost=limits.cost)
         if isinstance(limits, Budget)
@@ -225,17 +225,6 @@ def map_reduce(
         restart="temporary",  # it decides nothing a restart could change
     )
     return Supervisor(name, (split, *crew, reducer), entry=split.name, **supervisor)
-
-
-def _entry(child: Agent | Supervisor) -> str:
-    """The agent that receives a child's work: itself, or a shape's entry agent."""
-    if isinstance(child, Agent):
-        return child.name
-    if not isinstance(child.children, tuple) or not child.children:
-        return str(child.name)  # (validation reports it)
-    first = child.entry or child.children[0].name
-    found = next((c for c in child.children if c.name == first), None)
-    return _entry(found) if found is not None else first
 
 
 def _children(name: str, field: str, given: tuple[Any, ...]) -> None:

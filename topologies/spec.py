@@ -484,9 +484,7 @@ class Topology:
     def entry_of(self, supervisor: Supervisor) -> str:
         """The agent that receives a supervisor's work: its entry child, or that child's
         entry when the child is a supervisor."""
-        name = supervisor.entry or supervisor.children[0].name
-        child = self.supervisors().get(name)
-        return self.entry_of(child) if child is not None else name
+        return entry_agent(supervisor)
 
     def agents(self) -> dict[str, Agent]:
         """Every agent of the tree by name, depth first in declaration order (built once:
@@ -589,6 +587,19 @@ class Topology:
             default=str,
         )
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def entry_agent(child: Agent | Supervisor) -> str:
+    """The agent that receives a child's work: an agent itself; a supervisor's entry
+    child (its first when it names none), or that child's entry, down the tree. (Shapes
+    ask before the tree is validated: a malformed supervisor answers its own name.)"""
+    if isinstance(child, Agent):
+        return child.name
+    if not isinstance(child.children, tuple) or not child.children:
+        return str(child.name)
+    first = child.entry or child.children[0].name
+    found = next((c for c in child.children if c.name == first), None)
+    return entry_agent(found) if isinstance(found, Agent | Supervisor) else str(first)
 
 
 def problems_of(topology: Topology) -> list[str]:
