@@ -256,7 +256,8 @@ def fan_out(tmp: Path, items: int = 8, copies: int = 2) -> dict[str, float]:
     second of waiting: copies on host actors of their own (lanes side by side) against
     the same copies sharing one host actor (in turn). Each fleet runs the episode once to
     start its hosts, then once measured."""
-    from tether.runtime.placement import Placement
+    from tether.runtime.launch import on_hosts
+    from tether.runtime.supervisor import EpisodeReport
     from tether.topologies import map_reduce
 
     def fleet(isolated: bool) -> Topology:
@@ -270,25 +271,20 @@ def fan_out(tmp: Path, items: int = 8, copies: int = 2) -> dict[str, float]:
         editor = Agent("editor", Role("editor"), ScriptedModel([say("reduced")]))
         return Topology("fan", map_reduce("fan", worker, editor, over="items", copies=copies))
 
+    def twice(supervisor: RootSupervisor) -> EpisodeReport:
+        task = {"items": list(range(items))}
+        assert supervisor.start(task).status == "completed"  # starts the hosts
+        began = time.perf_counter()
+        report = supervisor.start(task)
+        took[isolated] = time.perf_counter() - began
+        return report
+
     took: dict[bool, float] = {}
     with Store(f"sqlite:///{tmp / 'fanout.db'}") as store:
         for isolated in (False, True):
-            topology = fleet(isolated)
-            loaded = Loaded(topology, {"kind": "python"})
-            hosts = Placement(
-                topology,
-                lambda carries, node, loaded=loaded: spawn_host(loaded, store, carries, node),
-            )
-            try:
-                supervisor = RootSupervisor(topology, store, hosts, SystemClock(), RandomIds())
-                task = {"items": list(range(items))}
-                assert supervisor.start(task).status == "completed"  # starts the hosts
-                began = time.perf_counter()
-                report = supervisor.start(task)
-                took[isolated] = time.perf_counter() - began
-                assert report.status == "completed", report
-            finally:
-                hosts.stop()
+            loaded = Loaded(fleet(isolated), {"kind": "python"})
+            report = on_hosts(loaded, store, None, twice)  # the hosts `tether run` uses
+            assert report.status == "completed", report
     print(
         f"map-reduce of {items} items (0.25 s each) over {copies} copies: "
         f"{took[False]:.2f} s on one shared host actor, {took[True]:.2f} s on host actors "

@@ -226,8 +226,7 @@ class Host:
                 held.append(r.spawns)
         finally:
             for ledger in held:
-                for x in ledger.chain():
-                    x.reserved -= 1
+                ledger.settle(0, 1)  # released: nothing stays held
 
     def _spawn_denied(
         self, episode_id: uuid.UUID, target: str, first: tuple[str, ...] = ()

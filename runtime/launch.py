@@ -49,7 +49,7 @@ def run(
     the_context = context if context is not None else loaded.context
     the_subject = subject if subject is not None else loaded.subject
     with Store(db) as store:
-        return _with_host(
+        return on_hosts(
             loaded,
             store,
             address,
@@ -81,7 +81,7 @@ def resume(
             loaded = Loaded(topology, events[0].source)
         else:
             loaded = load_source(events[0].source)
-        return _with_host(loaded, store, address, lambda sup: sup.resume(episode))
+        return on_hosts(loaded, store, address, lambda sup: sup.resume(episode))
 
 
 def parse_episode_id(value: uuid.UUID | str) -> uuid.UUID:
@@ -94,13 +94,16 @@ def parse_episode_id(value: uuid.UUID | str) -> uuid.UUID:
         raise EpisodeNotFound(value) from None
 
 
-def _with_host(
+def on_hosts(
     loaded: Loaded,
     store: Store,
     address: str | None,
     work: Any,
     on_episode: Callable[[uuid.UUID], None] | None = None,
 ) -> EpisodeReport:
+    """Do ``work`` with a supervisor over the fleet's Ray host actors (placed as its
+    agents ask), and stop the hosts after: what ``run`` and ``resume`` do, for callers
+    that run several episodes on the same hosts (the benchmark)."""
     from .actor import ensure_ray, spawn_host
 
     ensure_ray(address)
