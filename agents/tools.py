@@ -68,6 +68,9 @@ class ToolContext:
 ToolFn = Callable[[Any, ToolContext], BaseModel | dict[str, Any]]
 Verifier = Callable[[Any, dict[str, Any]], str | None]
 """A post-condition: given the arguments and the result, a failure reason or None."""
+Reconciler = Callable[[Any, ToolContext], BaseModel | dict[str, Any] | None]
+"""Asks the outside system whether the effect under ``ctx.idempotency_key`` happened: its
+result if it did, None if it did not."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,14 @@ class Tool:
     destructive: bool = False
     """It may destroy or move something of value (MCP destructiveHint)."""
     idempotent: bool = False
-    """Calling it twice with the same arguments has no extra effect (MCP idempotentHint)."""
+    """Calling it twice with the same arguments has no extra effect (MCP idempotentHint),
+    typically because it passes ``ctx.idempotency_key`` on to the outside system: an
+    attempt a crash cut short is simply run again."""
+    reconcile: Reconciler | None = field(default=None, repr=False)
+    """After a crash cut an attempt short: asks the outside system whether the effect
+    happened (its result is recorded instead of a second run) or not (it runs again). A
+    tool with a side effect that is neither idempotent nor reconciles is not run again
+    without a person."""
     open_world: bool = False
     """It reaches systems outside the fleet's control (MCP openWorldHint)."""
     verify: Verifier | None = field(default=None, repr=False)
@@ -106,6 +116,11 @@ class Tool:
         """Whether a call must go through the effects ledger (anything not read-only)."""
         return not self.read_only
 
+    @property
+    def rerunnable(self) -> bool:
+        """Whether an attempt a crash cut short may simply run again."""
+        return self.read_only or self.idempotent
+
 
 def tool(
     *,
@@ -116,11 +131,14 @@ def tool(
     verify: Verifier | None = None,
     name: str | None = None,
     output: Literal["system", "untrusted"] = "untrusted",
+    reconcile: Reconciler | None = None,
 ) -> Callable[[ToolFn], Tool]:
     """Declare a tool from a function ``fn(args: ArgsModel, ctx: ToolContext)``.
 
     The argument schema is the annotation of the first parameter; the description is the
-    docstring's first line.
+    docstring's first line. A tool runs at least once per action: if a crash cuts an
+    attempt short, ``idempotent=True`` runs it again, ``reconcile=fn`` first asks whether
+    the effect happened, and a tool with neither waits for a person.
     """
 
     def wrap(fn: ToolFn) -> Tool:
@@ -141,6 +159,7 @@ def tool(
             open_world=open_world,
             verify=verify,
             output=output,
+            reconcile=reconcile,
         )
 
     return wrap

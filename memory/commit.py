@@ -8,13 +8,15 @@ transaction holding it committed; if that transaction fails, its appenders are t
 and nothing of theirs was written.
 
 When a grouped transaction fails on a conflict, the leader writes the group's batches one
-by one, so only the conflicting appender gets the conflict.
+by one, so only the conflicting appender gets the conflict. A write may also refuse one
+batch alone (a writer whose episode lease was taken over) and commit the rest: its result
+for that batch is the error its appender gets.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -34,7 +36,9 @@ class GroupCommit(Generic[B, R]):
     """Serializes writes and groups those that queue up behind one another."""
 
     def __init__(
-        self, write: Callable[[list[B]], list[R]], isolate: Callable[[BaseException], bool]
+        self,
+        write: Callable[[list[B]], Sequence[R | BaseException]],
+        isolate: Callable[[BaseException], bool],
     ) -> None:
         self._write = write
         self._isolate = isolate
@@ -103,5 +107,8 @@ class GroupCommit(Generic[B, R]):
                 raise
             return
         for w, r in zip(group, results, strict=True):
-            w.result = r
+            if isinstance(r, BaseException):
+                w.error = r
+            else:
+                w.result = r
             w.done.set()

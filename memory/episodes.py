@@ -31,6 +31,8 @@ from .events import (
     ApprovalSettled,
     BudgetSettled,
     EffectApplied,
+    EffectUncertain,
+    EpisodeCancelled,
     EpisodeCompleted,
     EpisodeEscalated,
     EpisodeFailed,
@@ -40,6 +42,7 @@ from .events import (
     EpisodeStarted,
     EpisodeSuspended,
     Event,
+    ExecutionStarted,
     ModelResponded,
     StageEvent,
     TaskAssigned,
@@ -74,6 +77,11 @@ class ActionRow:
     """executed, denied, failed, waiting, or open (in flight)."""
     effect_key: str | None = None
     approval_id: str | None = None
+    """What it waits for: an approval request, or (``waits_for == "person"``) the
+    escalation about a side effect a crash left uncertain."""
+    waits_for: str = "approval"
+    """``approval`` (a person approves or denies it) or ``person`` (a person finds out
+    whether its side effect happened: ``tether inbox resolve``)."""
     reason: str = ""
     """Why it ended as it did (for a denied or failed action, the deciding stage's words)."""
 
@@ -114,6 +122,15 @@ class Timeline:
         """Actions that ended (or stand) at ``outcome``."""
         return sum(1 for a in self.agents for act in a.actions if act.outcome == outcome)
 
+    def headline(self) -> str:
+        """The episode's status as a person should first read it: a completed episode
+        some of whose actions failed says so, with the first failure's reason."""
+        failed = [act for a in self.agents for act in a.actions if act.outcome == "failed"]
+        if self.status != "completed" or not failed:
+            return self.status
+        n = len(failed)
+        return f"completed, {n} action{'s' if n != 1 else ''} failed ({failed[0].reason})"
+
 
 def episode_status(
     events: list[Event], status: str = "running", detail: str = ""
@@ -130,6 +147,8 @@ def episode_status(
             status, detail = "waiting", f"escalated to a person: {e.reason}"
         elif isinstance(e, EpisodeResumed):
             status, detail = "running", ""
+        elif isinstance(e, EpisodeCancelled):
+            status, detail = "cancelled", f"by {e.by}: {e.reason}"
         elif isinstance(e, EpisodeForgotten):
             status, detail = "forgotten", f"{e.why}: {e.rule}"
     return status, detail
@@ -222,6 +241,7 @@ class TimelineFold:
                             r.effect_key,
                             r.approval_id,
                             r.reason,
+                            r.waits_for,
                         ]
                         for r in a.actions
                     ],
@@ -241,8 +261,11 @@ class TimelineFold:
         fold.agents, fold.rows = {}, {}
         for a in state["agents"]:
             name, actions = a["name"], []
-            for action, tool, arguments, stages, outcome, key, approval, reason in a["actions"]:
+            for action, tool, arguments, stages, outcome, key, approval, reason, *more in a[
+                "actions"
+            ]:
                 row = ActionRow(name, action, tool, arguments, [StageRow(*s) for s in stages])
+                row.waits_for = more[0] if more else "approval"  # (older snapshots: approvals)
                 row.outcome, row.effect_key, row.approval_id, row.reason = (
                     outcome,
                     key,
@@ -288,6 +311,17 @@ def _stage(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> ActionRow:
 def _awaited(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
     row = _stage(fold, agent, name, e)
     row.outcome, row.approval_id = "waiting", str(e.approval_id)
+
+
+def _uncertain(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
+    row = _stage(fold, agent, name, e)
+    row.outcome, row.approval_id, row.waits_for = "waiting", str(e.escalation_id), "person"
+
+
+def _attempt(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
+    row = _stage(fold, agent, name, e)
+    if row.outcome == "waiting":  # a person answered: it runs again
+        row.outcome = "open"
 
 
 def _settled(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
@@ -350,6 +384,8 @@ _FOLDS: dict[type[Any], Callable[[TimelineFold, AgentRow, str, Any], Any]] = {
     StageEvent: _stage,
     ApprovalAwaited: _awaited,
     ApprovalSettled: _settled,
+    ExecutionStarted: _attempt,
+    EffectUncertain: _uncertain,
     ActionExecuted: _executed,
     BudgetSettled: _budget_settled,
     ActionRecorded: _recorded,

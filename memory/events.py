@@ -84,6 +84,51 @@ class EpisodeStarted(Event):
     subject: str | None = None
     """The data subject the episode is about (``customer:ada``): its personal data is
     sealed under that subject's key, and ``tether forget`` erases it."""
+    fingerprint: dict[str, str] | None = None
+    """Hashes of what defines the fleet (``file``: its source file, ``policy``: its
+    grants, rails and rules): a resume under a changed topology is refused unless
+    accepted. None in episodes recorded before tether kept it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpisodeTakenOver(Event):
+    """A runner took the episode over from another that had not let it go (its lease had
+    expired, its process was gone, or an operator forced it): the other's fencing token
+    is refused from now on."""
+
+    token: int
+    """The new runner's fencing token."""
+    owner: str
+    """The new runner (``tether resume by alice``)."""
+    previous: dict[str, Any]
+    """The lease taken over: owner, host, pid, token, expires (seconds since the epoch)."""
+    why: str
+    """Why it could be taken: expired, its process is gone, or forced (``--take-over``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpisodeCancelled(Event):
+    """A person ended the episode (``tether cancel``): nothing more of it runs."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
+
+    by: str
+    """Who cancelled it."""
+    reason: str
+    """Why."""
+    was: str
+    """How it stood then: running, waiting, or stuck (running with no runner)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopologyChangeAccepted(Event):
+    """A person resumed the episode under a topology that changed since it started."""
+
+    by: str
+    changes: list[str]
+    """What changed, in words (``the topology file changed``, ``the policy changed``)."""
+    fingerprint: dict[str, str]
+    """The topology's hashes from now on."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -365,6 +410,35 @@ class ActionExecuted(StageEvent):
     """The idempotency key of the side effect, for tools that have one."""
     effect_replayed: bool = False
     """True when the effect was already in the ledger and its result was fed back."""
+    attempt: int = 1
+    """Which execution attempt this result ends (``ExecutionStarted.attempt``): above 1,
+    earlier attempts were cut short by crashes."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionStarted(StageEvent):
+    """An attempt to run the tool is about to start: written ahead of a side effect, so a
+    crash inside it leaves this attempt on record without its end."""
+
+    stage: ClassVar[str] = "execution"
+    attempt: int
+    """Which attempt at this action: 1, then 2 after one a crash cut short, ..."""
+    effect_key: str | None = None
+    """The idempotency key the tool is given (tools with a side effect)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EffectUncertain(StageEvent):
+    """An attempt at a side effect was cut short by a crash, and the tool can neither be
+    run again safely (it is not idempotent) nor asked whether it happened (no reconcile):
+    a person must find out. The action waits for their answer (an escalation)."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
+
+    stage: ClassVar[str] = "execution"
+    escalation_id: uuid.UUID
+    """The escalation a person answers: retry, or resolve done / not done."""
+    effect_key: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,7 +32,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from eventsourcing.persistence import (
@@ -45,10 +45,13 @@ from eventsourcing.persistence import (
 )
 from sqlalchemy.engine import Engine
 
-from tether.runtime.errors import StoreFormatError
+from tether.runtime.errors import LeaseLost, StoreFormatError
 
 from .audit import AuditKey, AuditTrail
 from .commit import GroupCommit
+
+if TYPE_CHECKING:
+    from .leases import Fence
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _COLUMNS = ("originator_id", "originator_version", "topic", "state", "catalog")
@@ -63,6 +66,12 @@ class _Batch:
     tail: list[_Row]
     audit: list[dict[str, Any]]
     """Audit records of the decisions among these events (``memory/audit.py``)."""
+    fence: Fence | None = None
+    """The episode lease its writer holds: written only if the token is still current."""
+
+    def refused(self) -> LeaseLost:
+        assert self.fence is not None
+        return LeaseLost(self.fence.episode, self.fence.token)
 
 
 def _placed(batches: list[_Batch], max_version: Callable[[str], int | None]) -> list[_Row]:
@@ -100,6 +109,22 @@ def writing(engine: Engine) -> Iterator[sa.Connection]:
 _first = operator.itemgetter(0)
 
 
+def _refused(batches: list[_Batch], token_of: Callable[[str], Any]) -> set[int]:
+    """The batches (by index) whose fence is not their episode's current lease token."""
+    tokens: dict[str, int | None] = {}
+    out: set[int] = set()
+    for i, b in enumerate(batches):
+        if b.fence is None:
+            continue
+        episode = b.fence.episode
+        if episode not in tokens:
+            row = token_of(episode)
+            tokens[episode] = None if row is None else int(row[0])
+        if tokens[episode] != b.fence.token:
+            out.add(i)
+    return out
+
+
 def _originator(value: str) -> uuid.UUID | str:
     try:
         return uuid.UUID(value)
@@ -117,8 +142,11 @@ class SqlRecorder(ApplicationRecorder):
         catalogued_topics: Iterable[str] = (),
         audit: AuditTrail | None = None,
         audit_key: Callable[[], AuditKey] | None = None,
+        leases: str = "tether_leases",
     ) -> None:
         self.engine = engine
+        self.leases = leases
+        """The table of episode leases that fenced appends are checked against."""
         self.audit = audit
         """Where the audit records that come with appends go, in the same transaction."""
         self.audit_key = audit_key
@@ -158,6 +186,24 @@ class SqlRecorder(ApplicationRecorder):
         self._sqlite_max_version = (
             f"SELECT MAX(originator_version) FROM {table_name} WHERE originator_id = ?"
         )
+        self._sqlite_tokens = f"SELECT token FROM {leases} WHERE episode_id = ?"
+        # One statement: the leases the fenced rows name that still hold their tokens, and
+        # the rows inserted because theirs do (or because they carry no fence).
+        self._pg_fenced_insert = (
+            f"WITH ok AS (SELECT l.episode_id, l.token FROM {leases} l "
+            "JOIN unnest(%s::varchar[], %s::bigint[]) AS f(e, t) "
+            "ON l.episode_id = f.e AND l.token = f.t), "
+            f"ins AS (INSERT INTO {table_name} "
+            "(originator_id, originator_version, topic, state, catalog) "
+            "SELECT r.o, r.v, r.t, r.s, r.c FROM unnest("
+            "%s::varchar[], %s::int[], %s::varchar[], %s::bytea[], %s::varchar[], "
+            "%s::varchar[], %s::bigint[]) WITH ORDINALITY AS r(o, v, t, s, c, fe, ft, n) "
+            "WHERE r.fe IS NULL OR EXISTS (SELECT 1 FROM ok "
+            "WHERE ok.episode_id = r.fe AND ok.token = r.ft) "
+            "ORDER BY r.n RETURNING id, originator_id, originator_version) "
+            "SELECT id, originator_id, originator_version FROM ins "
+            "UNION ALL SELECT NULL, episode_id, token FROM ok"
+        )
         self._group: GroupCommit[_Batch, list[int]] = GroupCommit(
             self._write, isolate=lambda e: isinstance(e, IntegrityError)
         )
@@ -188,11 +234,13 @@ class SqlRecorder(ApplicationRecorder):
         """
         tail: Sequence[StoredEvent] = kwargs.get("tail", ())
         audit: list[dict[str, Any]] = list(kwargs.get("audit", ()))
+        fence: Fence | None = kwargs.get("fence")
         if not stored_events and not tail:
             return []
         if audit:
             self._signing_key()  # a key that cannot be loaded fails here, before anything
-        return self._group.submit(_Batch(self._rows(stored_events), self._rows(tail), audit))
+        batch = _Batch(self._rows(stored_events), self._rows(tail), audit, fence)
+        return self._group.submit(batch)
 
     def _signing_key(self) -> AuditKey:
         if self.audit is None or self.audit_key is None:
@@ -223,25 +271,20 @@ class SqlRecorder(ApplicationRecorder):
             )
         return rows
 
-    def _write(self, batches: list[_Batch]) -> list[list[int]]:
-        """Write batches in one transaction; the ids of each batch, in order."""
+    def _write(self, batches: list[_Batch]) -> list[list[int] | BaseException]:
+        """Write batches in one transaction; the ids of each batch, in order, or, for a
+        batch whose writer no longer holds its episode's lease, the refusal (it alone
+        was not written)."""
         try:
             if self._is_postgres:
-                ids = self._write_postgres(batches)
-            else:
-                ids = self._write_sqlite(batches)
+                return self._write_postgres(batches)
+            return self._write_sqlite(batches)
         except (sqlite3.IntegrityError, sa.exc.IntegrityError) as e:
             raise IntegrityError(str(getattr(e, "orig", None) or e)) from e
         except (sqlite3.OperationalError, sa.exc.OperationalError) as e:
             raise OperationalError(str(getattr(e, "orig", None) or e)) from e
-        out, at = [], 0
-        for b in batches:
-            n = len(b.rows) + len(b.tail)
-            out.append(ids[at : at + n])
-            at += n
-        return out
 
-    def _write_sqlite(self, batches: list[_Batch]) -> list[int]:
+    def _write_sqlite(self, batches: list[_Batch]) -> list[list[int] | BaseException]:
         # The hot path of every governed action. Through SQLAlchemy's execute, an append of
         # nine events cost ~480 µs; on the engine's own DBAPI connection, kept open for
         # writing, it costs about what raw sqlite3 does (~90 µs). One executemany; the
@@ -253,22 +296,35 @@ class SqlRecorder(ApplicationRecorder):
             db = self._writer.driver_connection
             db.execute("BEGIN IMMEDIATE")
             try:
-                rows = _placed(
+                # Fences are checked under the write lock, in this process (SQLite has no
+                # round trip to save): a batch whose token is no longer its episode's
+                # current one is refused alone.
+                refused = _refused(
                     batches,
+                    lambda episode: db.execute(self._sqlite_tokens, (episode,)).fetchone(),
+                )
+                accepted = [b for i, b in enumerate(batches) if i not in refused]
+                rows = _placed(
+                    accepted,
                     lambda stream: db.execute(self._sqlite_max_version, (stream,)).fetchone()[0],
                 )
-                db.executemany(self._sqlite_insert, rows)
-                last = int(db.execute(self._sqlite_max).fetchone()[0])
-                self._write_audit(db.cursor(), "?", batches)
+                if rows:
+                    db.executemany(self._sqlite_insert, rows)
+                    last = int(db.execute(self._sqlite_max).fetchone()[0])
+                    self._write_audit(db.cursor(), "?", accepted)
                 self.before_commit()
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-        return list(range(last - len(rows) + 1, last + 1))
+        ids = iter(range(last - len(rows) + 1, last + 1) if rows else ())
+        return [
+            b.refused() if i in refused else [next(ids) for _ in range(len(b.rows) + len(b.tail))]
+            for i, b in enumerate(batches)
+        ]
 
-    def _write_postgres(self, batches: list[_Batch]) -> list[int]:
+    def _write_postgres(self, batches: list[_Batch]) -> list[list[int] | BaseException]:
         t = self.table
         with self.engine.begin() as conn:
             conn.execute(self._lock)  # notification ids commit in the order they are taken
@@ -280,11 +336,52 @@ class SqlRecorder(ApplicationRecorder):
                     )
                 ).scalar(),
             )
-            keyed = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-            ids = [row[0] for row in conn.execute(self._insert, keyed)]
-            self._write_audit(conn.connection.cursor(), "%s", batches)
+            if not any(b.fence for b in batches):
+                keyed = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+                ids = iter([row[0] for row in conn.execute(self._insert, keyed)])
+                self._write_audit(conn.connection.cursor(), "%s", batches)
+                self.before_commit()
+                return [[next(ids) for _ in range(len(b.rows) + len(b.tail))] for b in batches]
+            # Fenced: one statement inserts the rows whose writer's token is still the
+            # episode's current one, so a stale writer costs no extra round trip.
+            fenced = {b.fence for b in batches if b.fence is not None}
+            fences = [b.fence for b in batches for _ in range(len(b.rows) + len(b.tail))]
+            cursor = conn.connection.cursor()
+            cursor.execute(
+                self._pg_fenced_insert,
+                (
+                    [f.episode for f in fenced],
+                    [f.token for f in fenced],
+                    [r[0] for r in rows],
+                    [r[1] for r in rows],
+                    [r[2] for r in rows],
+                    [r[3] for r in rows],
+                    [r[4] for r in rows],
+                    [f.episode if f else None for f in fences],
+                    [f.token if f else None for f in fences],
+                ),
+            )
+            written: dict[tuple[str, int], int] = {}
+            held: set[tuple[str, int]] = set()
+            for i, o, v in cursor.fetchall():
+                if i is None:
+                    held.add((str(o), int(v)))
+                else:
+                    written[(str(o), int(v))] = int(i)
+            out: list[list[int] | BaseException] = []
+            accepted: list[_Batch] = []
+            at = 0
+            for b in batches:
+                mine = rows[at : at + len(b.rows) + len(b.tail)]
+                at += len(mine)
+                if b.fence is not None and (b.fence.episode, b.fence.token) not in held:
+                    out.append(b.refused())
+                    continue
+                accepted.append(b)
+                out.append([written[(r[0], r[1])] for r in mine])
+            self._write_audit(cursor, "%s", accepted)
             self.before_commit()
-        return ids
+        return out
 
     def before_commit(self) -> None:
         """Called inside every write transaction just before it commits (a test seam)."""

@@ -21,7 +21,13 @@ from eventsourcing.persistence import IntegrityError, Notification, OperationalE
 from eventsourcing.utils import get_topic
 from sqlalchemy.engine import Engine, make_url
 
-from tether.runtime.errors import StoreCorrupt, StoreUnavailable, StoreUrlError, StreamConflict
+from tether.runtime.errors import (
+    LeaseLost,
+    StoreCorrupt,
+    StoreUnavailable,
+    StoreUrlError,
+    StreamConflict,
+)
 
 from .audit import AuditKey, AuditTrail, resolve_key_path
 from .codec import bulk, new_mapper
@@ -44,6 +50,7 @@ from .events import (
     SubjectErased,
 )
 from .keys import SubjectKeys
+from .leases import Fence, Leases
 from .recorder import SqlRecorder, writing
 from .snapshots import Snapshots
 from .sources import Clock
@@ -170,11 +177,14 @@ class Store:
         self.keys = SubjectKeys(self.engine)
         self.mapper = new_mapper(self.keys)
         self.snapshots = Snapshots(self.engine, self.mapper.transcoder)
+        self.leases = Leases(self.engine)
+        """Who runs each episode (``memory/leases.py``); fenced appends are checked here."""
         try:
             self.recorder.create_table()
             self.audit.create_table()
             self.snapshots.create_table()
             self.keys.create_table()
+            self.leases.create_table()
         except sa.exc.SQLAlchemyError as e:
             self.engine.dispose()
             raise StoreUnavailable(redact(self.url), _first_line(e)) from e
@@ -213,6 +223,7 @@ class Store:
         tail: Sequence[Event] = (),
         subject: str | None = None,
         audit: Sequence[dict[str, Any]] = (),
+        fence: Fence | None = None,
     ) -> list[int]:
         """Append events (of any streams) atomically; return their notification ids.
 
@@ -224,12 +235,19 @@ class Store:
         only after the transaction holding these events committed. ``subject``: the data
         subject whose key seals the events' personal fields. ``audit``: records of the
         decisions among the events, appended to the audit trail in the same transaction.
+        ``fence``: the episode lease its writer holds; if another runner has taken the
+        episode over since, nothing is written and ``LeaseLost`` is raised.
         """
         to_stored = self.mapper.to_stored_event
         stored = [to_stored(e, subject) for e in events]
         stored_tail = [to_stored(e, subject) for e in tail]
         try:
-            return list(self.recorder.insert_events(stored, tail=stored_tail, audit=audit))
+            return list(
+                self.recorder.insert_events(stored, tail=stored_tail, audit=audit, fence=fence)
+            )
+        except LeaseLost as e:
+            current = self.leases.current(uuid.UUID(e.episode_id))
+            raise LeaseLost(e.episode_id, e.token, current) from None
         except IntegrityError as e:
             streams = sorted({str(e_.originator_id) for e_ in events})
             raise StreamConflict(streams, _first_line(e)) from e
@@ -308,6 +326,9 @@ class Journal:
         self.pending_audit: list[dict[str, Any]] = []
         self.last_at: datetime | None = None
         """The time of the stream's latest event (None: it has none)."""
+        self.fence: Fencing | None = None
+        """The lease of the episode this stream belongs to, as its runner holds it: every
+        flush carries it, so a runner that lost the episode records nothing more."""
 
     @classmethod
     def after(
@@ -345,7 +366,13 @@ class Journal:
         own, audit = self.pending, self.pending_audit
         self.pending, self.pending_audit = [], []
         try:
-            self.store.append([*own, *others], tail=tail, subject=self.subject, audit=audit)
+            self.store.append(
+                [*own, *others],
+                tail=tail,
+                subject=self.subject,
+                audit=audit,
+                fence=self.fence.current if self.fence is not None else None,
+            )
         except BaseException:
             # Nothing was written; keep it all for the caller to retry.
             self.pending, self.pending_audit = own, audit
@@ -364,15 +391,30 @@ def flush_together(journals: Sequence[Journal]) -> None:
     for j in journals:
         j.pending, j.pending_audit = [], []
     try:
+        fence = journals[0].fence
         journals[0].store.append(
             [e for own, _ in held for e in own],
             subject=journals[0].subject,
             audit=[a for _, audit in held for a in audit],
+            fence=fence.current if fence is not None else None,
         )
     except BaseException:
         for j, (own, audit) in zip(journals, held, strict=True):
             j.pending, j.pending_audit = own, audit  # nothing was written: keep it all
         raise
+
+
+class Fencing:
+    """The lease token a runner holds on one episode, shared by the journals of the
+    episode's streams in one process (the runner may tell them a new one)."""
+
+    def __init__(self, episode_id: uuid.UUID, token: int | None = None) -> None:
+        self.episode = str(episode_id)
+        self.token = token
+
+    @property
+    def current(self) -> Fence | None:
+        return None if self.token is None else Fence(self.episode, self.token)
 
 
 def new_event(cls: type[E], stream_id: uuid.UUID, version: int, at: datetime, **fields: Any) -> E:

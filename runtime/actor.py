@@ -56,8 +56,9 @@ class HostActor:
         task: dict[str, Any] | None,
         by: str,
         answers: list[dict[str, Any]] | None = None,
+        fence: int | None = None,
     ) -> AgentOutcome:
-        return self.host.run(episode_id, agent, task, by, answers)
+        return self.host.run(episode_id, agent, task, by, answers, fence)
 
     def start(
         self, episode_id: uuid.UUID, tasks: dict[str, dict[str, Any]], by: str = "operator"

@@ -312,10 +312,12 @@ def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
         escalated = [
             x
             for x in Escalations(store, SystemClock()).items()
-            if x.request.episode_id == episode_id
+            if x.request.episode_id == episode_id and "accept" in x.request.options
         ]
     out.print(f"episode: {t.episode_id}")
-    out.print(f"{t.topology}: {t.status}" + (f" — {t.output}" if t.output else ""), markup=False)
+    out.print(
+        f"{t.topology}: {t.headline()}" + (f" — {t.output}" if t.output else ""), markup=False
+    )
     out.print(
         f"actions: {t.count('executed')} allowed, {t.count('denied')} denied, "
         f"{t.count('waiting')} waiting for approval"
@@ -330,7 +332,23 @@ def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
                 )
     for a in t.agents:
         for act in a.actions:
-            if act.outcome == "waiting":
+            if act.outcome == "waiting" and act.waits_for == "person":
+                args = json.dumps(act.arguments, sort_keys=True, ensure_ascii=False)
+                out.print(
+                    f"  uncertain {a.name} #{act.action} {act.tool} {args}: a crash cut its "
+                    "attempt short; find out whether it happened, then",
+                    markup=False,
+                )
+                out.print(
+                    f"    run it again: {_prog()} inbox retry {act.approval_id}{_db_flag(db)}",
+                    markup=False,
+                )
+                out.print(
+                    f"    or say:       {_prog()} inbox resolve {act.approval_id} "
+                    f"--done|--not-done{_db_flag(db)}",
+                    markup=False,
+                )
+            elif act.outcome == "waiting":
                 args = json.dumps(act.arguments, sort_keys=True)
                 out.print(f"  waiting {a.name} #{act.action} {act.tool} {args}", markup=False)
                 out.print(
@@ -796,7 +814,7 @@ def render(t: Timeline) -> Tree:
     colors = {"executed": "green", "denied": "red", "failed": "red", "waiting": "yellow"}
     root = Tree(
         f"[bold]episode {t.episode_id}[/] · {t.topology} · "
-        f"[{'green' if t.status == 'completed' else 'yellow'}]{t.status}[/] · "
+        f"[{'green' if t.headline() == 'completed' else 'yellow'}]{_esc(t.headline())}[/] · "
         f"started {t.started_at}"
     )
     for a in t.agents:
@@ -905,16 +923,27 @@ def inbox_escalations(
     if not found:
         out.print("no escalation waits for a person")
         return
-    table = _table("id", "status", "episode", "agent", "why", "partial results")
+    table = _table("id", "status", "episode", "agent", "why", "partial results", "answers")
     for x in found:
         r = x.request
-        partial = json.dumps(r.partial, sort_keys=True, default=str)
-        table.add_row(str(x.id), x.status, str(r.episode_id), r.agent, r.reason, partial)
+        partial = json.dumps(r.partial, sort_keys=True, default=str, ensure_ascii=False)
+        answers = (
+            "retry | resolve --done | resolve --not-done"
+            if "done" in r.options
+            else (" | ".join(r.options))
+        )
+        table.add_row(str(x.id), x.status, str(r.episode_id), r.agent, r.reason, partial, answers)
     out.print(table)
     out.print(
         f"decide: {_prog()} inbox retry|accept|abort ID --as NAME --reason WHY{_db_flag(db)}",
         markup=False,
     )
+    if any("done" in x.request.options for x in found):
+        out.print(
+            f"a side effect a crash left uncertain: {_prog()} inbox retry ID, or "
+            f"{_prog()} inbox resolve ID --done|--not-done --as NAME --reason WHY{_db_flag(db)}",
+            markup=False,
+        )
 
 
 def _escalation(
@@ -993,6 +1022,29 @@ def inbox_abort(
 ) -> None:
     """Answer an escalation: the episode fails, with your reason."""
     _escalation(escalation, "abort", db, approver, reason)
+
+
+@inbox_app.command("resolve")
+@handled
+def inbox_resolve(
+    escalation: Escalation,
+    done: Annotated[
+        bool | None,
+        typer.Option(
+            "--done/--not-done",
+            help="What you found: the side effect happened (its action is recorded as done, "
+            "not run again), or it did not (the action fails; the agent is told).",
+        ),
+    ] = None,
+    db: Db = None,
+    approver: Approver = None,
+    reason: Reason = "",
+) -> None:
+    """Answer an escalation about a side effect a crash left uncertain: say whether it
+    happened. (To run it again instead: `tether inbox retry ID`.)"""
+    if done is None:
+        raise ConfigError("say what you found: --done (it happened) or --not-done (it did not)")
+    _escalation(escalation, "done" if done else "not-done", db, approver, reason)
 
 
 def _inbox_table(items: list[Any]) -> None:

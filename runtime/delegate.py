@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import tenacity
@@ -115,13 +116,7 @@ class Delegate:
             attempts += 1
             facts.clear()
             out = tool.fn(reveal(args, self.secrets), ctx)  # handles resolved here only
-            if isinstance(out, BaseModel):
-                return dict(self.scrub(out.model_dump(mode="json")))
-            if isinstance(out, dict):
-                return dict(self.scrub(out))
-            raise ToolError(
-                tool.name, f"returned {type(out).__name__}; return a dict or a pydantic model"
-            )
+            return self._recordable(tool.name, out, "returned")
 
         try:
             try:
@@ -141,31 +136,98 @@ class Delegate:
                 result = retrying(once)
         except Exception as e:  # a tool's failure is an outcome of the action, not a crash
             return Execution(None, self.scrub.text(f"{type(e).__name__}: {e}"), attempts, key)
-        events: list[Event] = []
-        if key is not None:
-            events.append(
-                new_event(
-                    EffectApplied,
-                    effect_stream_id(key),
-                    1,
-                    self.clock.now(),
-                    key=key,
-                    episode_id=episode_id,
-                    agent=agent,
-                    action=action,
-                    tool=tool.name,
-                    arguments=args.model_dump(mode="json"),
-                    result=result,
-                )
-            )
         return Execution(
             result,
             None,
             attempts,
             key,
-            events=tuple(events),
+            events=self.effect(key, tool, args, result, episode_id, agent, action),
             tail=self._facts(facts, episode_id, agent, action, source_event),
         )
+
+    def effect(
+        self,
+        key: str | None,
+        tool: Tool,
+        args: BaseModel,
+        result: dict[str, Any],
+        episode_id: uuid.UUID,
+        agent: str,
+        action: int,
+    ) -> tuple[Event, ...]:
+        """The effects-ledger entry of a side effect that happened (none without a key)."""
+        if key is None:
+            return ()
+        return (
+            new_event(
+                EffectApplied,
+                effect_stream_id(key),
+                1,
+                self.clock.now(),
+                key=key,
+                episode_id=episode_id,
+                agent=agent,
+                action=action,
+                tool=tool.name,
+                arguments=args.model_dump(mode="json"),
+                result=result,
+            ),
+        )
+
+    def reconcile(
+        self,
+        tool: Tool,
+        args: BaseModel,
+        *,
+        episode_id: uuid.UUID,
+        agent: str,
+        action: int,
+        context: dict[str, Any],
+    ) -> Execution | None:
+        """Ask the outside system, through the tool's ``reconcile``, whether the effect of
+        an attempt a crash cut short happened: its result (with its ledger entry) if it
+        did, None if it did not; an ``error`` if the question itself failed."""
+        assert tool.reconcile is not None
+        key = idempotency_key(episode_id, agent, action)
+        ctx = ToolContext(
+            episode_id=episode_id,
+            agent=agent,
+            action=action,
+            idempotency_key=key,
+            context=context,
+            record_fact=lambda *a, **k: None,  # facts come from a run, not a question
+        )
+        try:
+            out = tool.reconcile(reveal(args, self.secrets), ctx)
+            if out is None:
+                return None
+            result = self._recordable(tool.name, out, "reconcile returned")
+        except Exception as e:
+            return Execution(None, self.scrub.text(f"{type(e).__name__}: {e}"), 0, key)
+        return Execution(
+            result,
+            None,
+            0,
+            key,
+            events=self.effect(key, tool, args, result, episode_id, agent, action),
+        )
+
+    def _recordable(self, tool: str, out: object, said: str) -> dict[str, Any]:
+        """A tool's result as it is recorded (secrets scrubbed); ``ToolError`` for one the
+        store cannot encode, naming the value's type and where it is."""
+        if isinstance(out, BaseModel):
+            out = out.model_dump(mode="json")
+        if not isinstance(out, dict):
+            raise ToolError(tool, f"{said} {type(out).__name__}; return a dict or a pydantic model")
+        found = _unencodable(out, "result")
+        if found is not None:
+            raise ToolError(
+                tool,
+                f"{said} a {found[1]} at {found[0]}, which cannot be recorded; return JSON "
+                "values (strings, numbers, booleans, None, lists, dicts with string keys), "
+                "UUIDs, Decimals or datetimes",
+            )
+        return dict(self.scrub(out))
 
     def _facts(
         self,
@@ -202,6 +264,31 @@ class Delegate:
                 valid_to=f.valid_to,
             )
         )
+
+
+_LEAVES = (str, int, float, bool, type(None), uuid.UUID, Decimal, datetime)
+"""Values the store's transcoder records as they are."""
+
+
+def _unencodable(value: object, where: str) -> tuple[str, str] | None:
+    """Where in ``value`` something the store cannot record is, and its type's name."""
+    if isinstance(value, _LEAVES):
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"{where} (key {k!r})", f"{type(k).__name__} key"
+            found = _unencodable(v, f"{where}[{k!r}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = _unencodable(v, f"{where}[{i}]")
+            if found is not None:
+                return found
+        return None
+    return where, type(value).__name__
 
 
 @dataclass(frozen=True)

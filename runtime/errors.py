@@ -16,11 +16,15 @@ out inside the gate) are values or events, never these exceptions.
     │   ├── StreamConflict          another writer appended to the same stream first
     │   ├── StoreCorrupt            a stored record cannot be decoded (names stream and position)
     │   ├── StoreFormatError        the database was written by an incompatible tether
+    │   ├── LeaseLost               a runner whose episode lease was taken over: refused
     │   └── AuditTampered           the audit trail's last record was not written by tether
     ├── NotFound                    a named thing does not exist
     │   ├── EpisodeNotFound
     │   └── ApprovalNotFound
     ├── EpisodeErased               an erased episode can be replayed, not run again
+    ├── EpisodeLeased               another runner holds the episode's lease: nothing ran
+    ├── EpisodeEnded                the episode was completed, failed or cancelled: it cannot run
+    ├── TopologyChanged             the topology changed since the episode started
     ├── ApprovalError               an approval cannot be decided as asked (already decided)
     ├── EvidenceError               an evidence bundle that does not verify
     ├── ModelError                  a model could not produce a turn
@@ -35,6 +39,7 @@ out inside the gate) are values or events, never these exceptions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class TetherError(Exception):
@@ -182,6 +187,56 @@ class EpisodeErased(TetherError):
         super().__init__(
             f"episode {episode_id} was about {subject!r}, whose data was erased; it can be "
             "replayed (`tether replay`), not run again"
+        )
+
+
+class EpisodeLeased(TetherError):
+    """Another runner holds the episode's lease; nothing was run or recorded."""
+
+    def __init__(self, lease: Any) -> None:
+        self.lease = lease
+        """The lease as it stands (``tether.memory.leases.Lease``)."""
+        super().__init__(
+            f"episode {lease.episode_id} is being run by {lease.holder()} "
+            f"(lease until {lease.expires_at()}); wait, or 'tether resume --take-over'"
+        )
+
+
+class LeaseLost(StoreError):
+    """This runner's lease on an episode was taken over (or its fencing token is stale):
+    the store refused what it tried to record, and it must stop."""
+
+    def __init__(self, episode_id: str, token: int, current: Any = None) -> None:
+        self.episode_id = episode_id
+        self.token = token
+        self.current = current
+        """The lease as it stands now, if known."""
+        who = f": {current.owner} ({current.holder()}) runs it now" if current else ""
+        super().__init__(
+            f"episode {episode_id}: this runner's lease (token {token}) was taken over{who}; "
+            "nothing more was recorded by this runner"
+        )
+
+
+class EpisodeEnded(TetherError):
+    """The episode already ended (completed, failed or cancelled); it cannot run again."""
+
+    def __init__(self, episode_id: str, how: str) -> None:
+        self.episode_id = episode_id
+        self.how = how
+        super().__init__(f"episode {episode_id} {how}; it cannot run again")
+
+
+class TopologyChanged(TetherError):
+    """The episode's topology (its file or its policy) changed since the episode started."""
+
+    def __init__(self, episode_id: str, changes: Sequence[str]) -> None:
+        self.episode_id = episode_id
+        self.changes = tuple(changes)
+        super().__init__(
+            f"episode {episode_id}: {'; '.join(self.changes)} since it started; "
+            "resume it under the changed topology with --accept-changed (recorded), or see "
+            "what the change does with 'tether replay --reexecute'"
         )
 
 

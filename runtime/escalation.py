@@ -30,6 +30,10 @@ from tether.memory.store import Store, new_event
 from tether.runtime.errors import ApprovalError, ApprovalNotFound, ConfigError, StreamConflict
 
 OPTIONS = ("retry", "accept", "abort")
+"""The answers to a supervisor that gave up."""
+UNCERTAIN = ("retry", "done", "not-done")
+"""The answers about a side effect a crash left uncertain: run it again, or it did (not)
+happen (``tether inbox resolve ID --done|--not-done``)."""
 
 
 @dataclass(frozen=True)
@@ -103,10 +107,17 @@ class Escalations:
         self.store = store
         self.clock = clock
 
-    def request(self, escalation_id: uuid.UUID, **fields: Any) -> EscalationRequested:
+    def request(
+        self, escalation_id: uuid.UUID, *, options: list[str] | None = None, **fields: Any
+    ) -> EscalationRequested:
         """The event that opens an escalation; the caller appends it with its own."""
         return new_event(
-            EscalationRequested, escalation_id, 1, self.clock.now(), options=list(OPTIONS), **fields
+            EscalationRequested,
+            escalation_id,
+            1,
+            self.clock.now(),
+            options=list(OPTIONS) if options is None else options,
+            **fields,
         )
 
     def get(self, escalation_id: uuid.UUID | str) -> Escalation:
@@ -140,16 +151,31 @@ class Escalations:
         cost: Decimal = Decimal(0),
         seconds: float = 0.0,
     ) -> Escalation:
-        """Choose retry (with ``steps``, ``tokens``, ``cost`` dollars and ``seconds`` of
-        time to live more), accept or abort."""
-        if option not in OPTIONS:
-            raise ConfigError(f"{option!r} is not an option; choose one of {', '.join(OPTIONS)}")
+        """Choose one of the escalation's options: for a supervisor that gave up, retry
+        (with ``steps``, ``tokens``, ``cost`` dollars and ``seconds`` of time to live
+        more), accept or abort; for an uncertain side effect, retry, done or not-done."""
+        item = self.get(escalation_id)
+        options = item.request.options
+        if option not in options:
+            how = {
+                "retry": "`tether inbox retry`",
+                "accept": "`tether inbox accept`",
+                "abort": "`tether inbox abort`",
+                "done": "`tether inbox resolve --done`",
+                "not-done": "`tether inbox resolve --not-done`",
+            }
+            raise ConfigError(
+                f"{option!r} is not an option for escalation {item.id}; answer with "
+                + " or ".join(how.get(o, o) for o in options)
+            )
         amounts = (steps, tokens, cost, seconds)
         if not cost.is_finite() or seconds != seconds or any(a < 0 for a in amounts):
             raise ConfigError("--steps, --tokens, --cost and --seconds: amounts of 0 or more")
-        if option != "retry" and any(amounts):
-            raise ConfigError("--steps, --tokens, --cost and --seconds go with a retry only")
-        item = self.get(escalation_id)
+        if any(amounts) and (option != "retry" or "accept" not in options):
+            raise ConfigError(
+                "--steps, --tokens, --cost and --seconds go with the retry of an agent a "
+                "supervisor gave up on, not with this answer"
+            )
         if item.decision is not None:
             raise ApprovalError(
                 str(item.id), f"already decided: {item.status} by {item.decision.approver}"

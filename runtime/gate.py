@@ -35,7 +35,9 @@ from tether.memory.events import (
     BoundariesChecked,
     BudgetReserved,
     BudgetSettled,
+    EffectUncertain,
     Event,
+    ExecutionStarted,
     GovernanceDecided,
     MemoryRecalled,
     MessageSent,
@@ -51,7 +53,8 @@ from tether.topologies.spec import Approvals
 
 from .boundaries import Boundaries
 from .budget import Deadline, Ledger
-from .delegate import Delegate
+from .delegate import Delegate, Execution, idempotency_key
+from .escalation import UNCERTAIN, Escalations
 from .governance import Governance
 from .inbox import Inbox
 from .provenance import Sources
@@ -66,6 +69,7 @@ _AUDITED = frozenset(
         GovernanceDecided,
         ApprovalSettled,
         ActionExecuted,
+        EffectUncertain,
         ActionVerified,
     }
 )
@@ -87,6 +91,13 @@ class _Open:
     executed: bool = False
     arguments_hash: str | None = None
     """The salted hash its audit records carry instead of the arguments."""
+    attempts: int = 0
+    """Execution attempts started (``ExecutionStarted``): one more than finished means a
+    crash cut the last one short."""
+    started_at: str = ""
+    """When the last attempt started (ISO 8601), for a person who must check on it."""
+    uncertain: uuid.UUID | None = None
+    """The escalation a person answers about an attempt whose effect is uncertain."""
 
 
 class Gate:
@@ -110,7 +121,10 @@ class Gate:
         approvals: Approvals | None = None,
         agents: frozenset[str] = frozenset(),
         spawn_check: Callable[[str, tuple[str, ...]], str | None] | None = None,
+        escalations: Escalations | None = None,
     ) -> None:
+        self.escalations = escalations or Escalations(journal.store, inbox.clock)
+        """Where a person is asked about a side effect a crash left uncertain."""
         self.spawn_check = spawn_check
         """Why handing work to an agent would start one too many (spawn budgets), given
         the agents it delegated to that have not answered (they start first)."""
@@ -170,6 +184,12 @@ class Gate:
             self.open[event.action].approval_id = event.approval_id
         elif isinstance(event, ApprovalSettled):
             self.open[event.action].cleared = event.decision in ("auto", "granted")
+        elif isinstance(event, ExecutionStarted):
+            opened = self.open[event.action]
+            opened.attempts, opened.started_at = event.attempt, event.at.isoformat()
+            opened.uncertain = None
+        elif isinstance(event, EffectUncertain):
+            self.open[event.action].uncertain = event.escalation_id
         elif isinstance(event, ActionExecuted):
             opened = self.open[event.action]
             opened.executed = True  # the tool ran (or its effect was fed back): a step used
@@ -406,10 +426,139 @@ class Gate:
             return self._end(
                 action, "denied", "boundaries", f"denied by boundaries: {check.reason}"
             )
+        if opened.uncertain is not None:
+            return self._answered(action, check.tool, check.args, opened.uncertain)
+        if opened.attempts > 0:  # an attempt was under way when the run stopped
+            return self._cut_short(action, check.tool, check.args)
         return self._execute(action, check.tool, check.args)
 
-    def _execute(self, n: int, tool: Tool, args: BaseModel) -> ActionResult:
-        # 5. execution
+    # --- a side effect a crash cut short ------------------------------------------------
+
+    def _cut_short(self, n: int, tool: Tool, args: BaseModel) -> ActionResult:
+        """An attempt at the tool was under way when the run crashed: its effect may or
+        may not have happened. A tool whose repeat is harmless runs again; one that can
+        reconcile asks the outside system; any other waits for a person."""
+        if tool.rerunnable:
+            return self._execute(n, tool, args, "the tool is idempotent: run again")
+        if tool.reconcile is not None:
+            found = self.delegate.reconcile(
+                tool,
+                args,
+                episode_id=self.episode_id,
+                agent=self.agent,
+                action=n,
+                context=self.context,
+            )
+            if found is None:
+                return self._execute(n, tool, args, "reconciled: it had not happened; run again")
+            if found.error is None:
+                return self._finish(n, tool, args, found, "reconciled: it had happened")
+            why = f"reconcile failed ({found.error})"
+        else:
+            why = "the tool is not idempotent and cannot reconcile"
+        opened = self.open[n]
+        escalation_id = self.ids.new()
+        call = f"{tool.name} {json.dumps(opened.arguments, sort_keys=True, default=str)}"
+        reason = (
+            f"{call} may or may not have happened: attempt {opened.attempts} (started "
+            f"{opened.started_at}, idempotency key {self._key(n)}) was cut short by a crash, "
+            f"and {why}; check, then `tether inbox retry {escalation_id}` to run it again or "
+            f"`tether inbox resolve {escalation_id} --done|--not-done`"
+        )
+        self._record(
+            EffectUncertain,
+            action=n,
+            decision="uncertain",
+            reason=reason,
+            escalation_id=escalation_id,
+            effect_key=self._key(n),
+        )
+        request = self.escalations.request(
+            escalation_id,
+            options=list(UNCERTAIN),
+            episode_id=self.episode_id,
+            agent=self.agent,
+            reason=reason,
+            partial={
+                "tool": tool.name,
+                "arguments": opened.arguments,
+                "action": n,
+                "attempts": opened.attempts,
+                "idempotency_key": self._key(n),
+            },
+            subject=self.journal.subject,
+        )
+        self.journal.flush(request)
+        return ActionResult(
+            n,
+            tool.name,
+            "waiting",
+            f"waiting for a person: {reason}",
+            approval_id=str(escalation_id),
+        )
+
+    def _answered(
+        self, n: int, tool: Tool, args: BaseModel, escalation_id: uuid.UUID
+    ) -> ActionResult:
+        """Carry out a person's answer about an uncertain side effect (or keep waiting)."""
+        item = self.escalations.get(escalation_id)
+        d = item.decision
+        if d is None:
+            return ActionResult(
+                n,
+                tool.name,
+                "waiting",
+                f"waiting for a person: {item.request.reason}",
+                approval_id=str(escalation_id),
+            )
+        said = f"{d.approver}: {d.reason or 'no reason given'}"
+        if d.option == "retry":
+            return self._execute(n, tool, args, f"run again by {said}")
+        key = self._key(n)
+        if d.option == "done":
+            result = {"resolved": "done", "by": d.approver, "reason": d.reason}
+            done = Execution(
+                result,
+                None,
+                0,
+                key,
+                events=self.delegate.effect(
+                    key, tool, args, result, self.episode_id, self.agent, n
+                ),
+            )
+            return self._finish(n, tool, args, done, f"resolved by {said}: it had happened")
+        self._record(
+            ActionExecuted,
+            action=n,
+            decision="error",
+            reason=f"resolved by {said}: it had not happened; not run again",
+            result=None,
+            attempts=0,
+            effect_key=key,
+            attempt=self.open[n].attempts,
+        )
+        return self._end(
+            n, "failed", "execution", f"not done: {d.approver} found it had not happened"
+        )
+
+    def _key(self, n: int) -> str:
+        return idempotency_key(self.episode_id, self.agent, n)
+
+    # --- execution, verification, record ---------------------------------------------
+
+    def _execute(self, n: int, tool: Tool, args: BaseModel, why: str = "") -> ActionResult:
+        # 5. execution: the attempt is on record before the tool runs (for a tool with a
+        # side effect, durably: the write-ahead), so a crash inside it is never hidden.
+        opened = self.open[n]
+        attempt = opened.attempts + 1
+        self._record(
+            ExecutionStarted,
+            action=n,
+            decision="started",
+            reason=f"attempt {attempt}" + (f": {why}" if why else ""),
+            attempt=attempt,
+            effect_key=self._key(n) if tool.has_effect else None,
+        )
         if tool.has_effect:
             self.journal.flush()  # write-ahead: the decision is durable before the effect
         done = self.delegate.execute(
@@ -419,7 +568,7 @@ class Gate:
             agent=self.agent,
             action=n,
             context=self.context,
-            source_event=self.open[n].proposed,
+            source_event=opened.proposed,
             page=self._page,
         )
         if done.error is not None:
@@ -431,13 +580,17 @@ class Gate:
                 result=None,
                 attempts=done.attempts,
                 effect_key=done.effect_key,
+                attempt=attempt,
             )
             return self._end(n, "failed", "execution", f"the tool failed: {done.error}")
-        how = (
-            "fed back from the effects ledger"
-            if done.replayed
-            else (f"ran in {done.attempts} attempt{'s' if done.attempts != 1 else ''}")
-        )
+        return self._finish(n, tool, args, done, _ran(done.attempts, attempt))
+
+    def _finish(
+        self, n: int, tool: Tool, args: BaseModel, done: Execution, how: str
+    ) -> ActionResult:
+        """Record a result (run, fed back, reconciled or resolved), verify it, record it."""
+        if done.replayed:
+            how = "fed back from the effects ledger"
         executed = self._record(
             ActionExecuted,
             action=n,
@@ -447,9 +600,26 @@ class Gate:
             attempts=done.attempts,
             effect_key=done.effect_key,
             effect_replayed=done.replayed,
+            attempt=self.open[n].attempts,
         )
         # 6. verification
         assert done.result is not None
+        if done.attempts == 0 and not done.replayed:
+            # Reconciled or resolved by a person: not the tool's own result to check.
+            self._record(
+                ActionVerified,
+                action=n,
+                decision="skipped",
+                reason=f"not checked: {how}",
+            )
+            return self._end(
+                n,
+                "executed",
+                "record",
+                json.dumps(done.result, sort_keys=True),
+                done.events,
+                result=done.result,
+            )
         failure = tool.verify(args, done.result) if tool.verify else None
         if failure is not None:
             self._record(ActionVerified, action=n, decision="fail", reason=failure)
@@ -556,3 +726,17 @@ class Gate:
 
     def _record(self, cls: type[E], **fields: Any) -> E:
         return self.journal.record(cls, **fields)
+
+
+def _ran(calls: int, attempt: int) -> str:
+    """How an execution went, in words: its attempts, and calls retried in the last."""
+    if attempt == 1:
+        return f"ran in {calls} attempt{'s' if calls != 1 else ''}"
+    cut = attempt - 1
+    how = (
+        "the first was cut short by a crash"
+        if cut == 1
+        else f"the first {cut} were cut short by crashes"
+    )
+    retried = f" (its last called the tool {calls} times)" if calls != 1 else ""
+    return f"ran in {attempt} attempts; {how}{retried}"

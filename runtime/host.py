@@ -35,7 +35,7 @@ from tether.memory.events import (
 from tether.memory.forgetting import redacted, redactions
 from tether.memory.org import OrgMemory
 from tether.memory.sources import Clock, Ids
-from tether.memory.store import Journal, Store, flush_together, new_event
+from tether.memory.store import Fencing, Journal, Store, flush_together, new_event
 from tether.runtime.errors import BudgetExhausted, ConfigError, EpisodeNotFound, StoreError
 from tether.topologies.spec import Agent, Topology
 
@@ -158,6 +158,9 @@ class Host:
         """Per episode: what all its agents spent, per (tool, argument), for fleet caps."""
         self.redactions: dict[uuid.UUID, dict[tuple[str, int], list[str]]] = {}
         """Redacted fields of each episode, read once with the episode's own stream."""
+        self.fences: dict[uuid.UUID, Fencing] = {}
+        """Per episode: the lease token its runner holds, carried by every append of its
+        agents (None until a runner says: ``Host.start`` and ``send`` run no episode)."""
 
     def run(
         self,
@@ -166,11 +169,14 @@ class Host:
         task: dict[str, Any] | None = None,
         by: str = "operator",
         answers: list[dict[str, Any]] | None = None,
+        fence: int | None = None,
     ) -> AgentOutcome:
         """Run an agent until it finishes, hands off, waits, delegates, fails, or its time
         to live runs out; assign ``task`` first, or first feed it ``answers`` to the work
-        it delegated."""
+        it delegated. ``fence``: the runner's lease token, which every append carries."""
         runtime = self.agent(episode_id, agent)
+        if fence is not None:
+            self.fences[episode_id].token = fence
         outside = self.outside.get(episode_id)
         if outside is not None:
             outside.refresh()  # what agents on other hosts spent since this one last ran
@@ -362,6 +368,7 @@ class Host:
             raise EpisodeNotFound(str(episode_id))
         self.contexts[episode_id] = events[0].context
         self.subjects[episode_id] = events[0].subject
+        self.fences[episode_id] = Fencing(episode_id)
         self.redactions[episode_id] = redactions(events)
         # What people granted on escalations raises the agent's limits and those of every
         # supervisor above it.
@@ -442,6 +449,7 @@ class Host:
         clock = self.clocks(stream) if self.clocks is not None else self.clock
         journal = Journal.after(self.store, stream, clock, history)
         journal.subject = self.subjects[episode_id]
+        journal.fence = self.fences[episode_id]
         more = self.granted[episode_id].get(name, Extra())
         price = spec.price or getattr(spec.model, "price", None)  # the agent's, or its model's
         above = self.ledgers[episode_id][self.topology.chain(name)[0].name]

@@ -2,26 +2,35 @@
 
 Both start Ray if it is not running (``ray.init`` locally, or join ``address``), place
 the fleet's agents on host actors (``runtime/placement.py``: one shared, and one for each
-isolated agent), and stop them when the supervisor is done.
+isolated agent), and stop them when the supervisor is done. Each takes the episode's lease
+first (``memory/leases.py``): a second runner of the same episode runs nothing.
 """
 
 from __future__ import annotations
 
+import getpass
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from tether.memory.episodes import runnable
-from tether.memory.events import EpisodeStarted
+from tether.memory.events import EpisodeEscalated, EpisodeStarted, EpisodeSuspended, Event
+from tether.memory.leases import pid_alive, this_host
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Store
-from tether.runtime.errors import EpisodeNotFound
+from tether.runtime.errors import (
+    ApprovalNotFound,
+    EpisodeLeased,
+    EpisodeNotFound,
+    TopologyChanged,
+)
 from tether.topologies.loader import Loaded, load_source
 from tether.topologies.spec import Topology
 
+from .escalation import Escalations
 from .inbox import Inbox
 from .placement import Placement
-from .supervisor import EpisodeReport, RootSupervisor
+from .supervisor import EpisodeReport, RootSupervisor, ended_report, topology_changes
 
 
 def run(
@@ -33,12 +42,14 @@ def run(
     db: str | None = None,
     address: str | None = None,
     on_episode: Callable[[uuid.UUID], None] | None = None,
+    owner: str | None = None,
 ) -> EpisodeReport:
     """Run one episode of ``topology`` on Ray until it completes, fails, or waits for a person.
 
     ``subject`` names the data subject the episode is about (``customer:ada``): its personal
     data is written sealed under that subject's key, so ``tether forget`` can erase it.
     ``on_episode`` is told the episode's id once it is recorded (a progress display).
+    ``owner`` names the runner in the episode's lease (default: ``tether run by USER``).
     """
     loaded = (
         topology
@@ -55,6 +66,7 @@ def run(
             address,
             lambda sup: sup.start(the_task, the_context, loaded.source, the_subject),
             on_episode,
+            owner=owner or _owner("tether run"),
         )
 
 
@@ -65,8 +77,16 @@ def resume(
     db: str | None = None,
     address: str | None = None,
     on_episode: Callable[[uuid.UUID], None] | None = None,
+    take_over: bool = False,
+    accept_changed: bool = False,
+    owner: str | None = None,
 ) -> EpisodeReport:
-    """Continue an episode from the store; its topology is loaded from where it came from."""
+    """Continue an episode from the store; its topology is loaded from where it came from.
+
+    An episode that ended, or that still waits for a person who has not decided, is
+    answered from the store without starting Ray. ``take_over`` takes the episode from a
+    runner that still holds its lease; ``accept_changed`` resumes it under a topology
+    that changed since it started (both are recorded)."""
     episode = parse_episode_id(episode_id)
     if on_episode is not None:
         on_episode(episode)
@@ -77,11 +97,72 @@ def resume(
         runnable(events[0])
         # Requests past their deadline are denied as timed out before anyone goes on.
         Inbox(store, SystemClock()).expire()
+        ended = ended_report(events)
+        if ended is not None:
+            return ended
+        waiting = still_waiting(store, events)
+        if waiting is not None:
+            return waiting
+        if not take_over:
+            _free_or_raise(store, episode)
         if topology is not None:
             loaded = Loaded(topology, events[0].source)
         else:
             loaded = load_source(events[0].source)
-        return on_hosts(loaded, store, address, lambda sup: sup.resume(episode))
+        changes = topology_changes(events, loaded.fingerprint())
+        if changes and not accept_changed:
+            raise TopologyChanged(str(episode), changes)
+        return on_hosts(
+            loaded,
+            store,
+            address,
+            lambda sup: sup.resume(episode, take_over=take_over, accept_changed=accept_changed),
+            owner=owner or _owner("tether resume"),
+        )
+
+
+def still_waiting(store: Store, events: list[Event]) -> EpisodeReport | None:
+    """The episode's report if it is suspended and nobody has answered any of what it
+    waits for (approvals, escalations) yet: resuming it would change nothing."""
+    last = events[-1]
+    if isinstance(last, EpisodeSuspended):
+        ids, agent, output = last.waiting, last.agent, ""
+    elif isinstance(last, EpisodeEscalated):
+        ids, agent, output = [str(last.escalation_id)], last.agent, last.reason
+    else:
+        return None
+    inbox, asking = Inbox(store, SystemClock()), Escalations(store, SystemClock())
+    for i in ids:
+        try:
+            if inbox.get(i).status != "pending":
+                return None
+            continue
+        except ApprovalNotFound:
+            pass
+        try:
+            if asking.get(i).decision is not None:
+                return None
+        except ApprovalNotFound:
+            return None  # neither: let the supervisor sort it out
+    return EpisodeReport(last.originator_id, "waiting", agent, output, tuple(ids))
+
+
+def _free_or_raise(store: Store, episode: uuid.UUID) -> None:
+    """``EpisodeLeased`` if another live runner holds the episode (checked before Ray
+    starts; the supervisor takes the lease for real)."""
+    held = store.leases.current(episode)
+    if held is None or held.released or held.expires <= store.leases.now():
+        return
+    if held.host == this_host() and not pid_alive(held.pid):
+        return
+    raise EpisodeLeased(held)
+
+
+def _owner(program: str) -> str:
+    try:
+        return f"{program} by {getpass.getuser()}"
+    except (KeyError, OSError):
+        return program
 
 
 def parse_episode_id(value: uuid.UUID | str) -> uuid.UUID:
@@ -100,6 +181,8 @@ def on_hosts(
     address: str | None,
     work: Any,
     on_episode: Callable[[uuid.UUID], None] | None = None,
+    *,
+    owner: str = "tether",
 ) -> EpisodeReport:
     """Do ``work`` with a supervisor over the fleet's Ray host actors (placed as its
     agents ask), and stop the hosts after: what ``run`` and ``resume`` do, for callers
@@ -111,7 +194,15 @@ def on_hosts(
         loaded.topology, lambda carries, node: spawn_host(loaded, store, carries, node)
     )
     try:
-        supervisor = RootSupervisor(loaded.topology, store, hosts, SystemClock(), RandomIds())
+        supervisor = RootSupervisor(
+            loaded.topology,
+            store,
+            hosts,
+            SystemClock(),
+            RandomIds(),
+            owner=owner,
+            fingerprint=loaded.fingerprint(),
+        )
         supervisor.on_episode = on_episode
         report: EpisodeReport = work(supervisor)
         return report

@@ -81,8 +81,9 @@ class Placement:
         task: dict[str, Any] | None,
         by: str,
         answers: list[dict[str, Any]] | None = None,
+        fence: int | None = None,
     ) -> AgentOutcome:
-        return self.host(agent).run(episode_id, agent, task, by, answers)
+        return self.host(agent).run(episode_id, agent, task, by, answers, fence)
 
     def replace(self, agent: str | None = None) -> None:
         """Replace the host of ``agent`` (every host when None)."""

@@ -8,12 +8,13 @@ keep their state in the store, and ``resume`` continues it from there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -27,22 +28,27 @@ from tether.memory.events import (
     AgentHandedOff,
     AgentRestarted,
     BudgetGranted,
+    EpisodeCancelled,
     EpisodeCompleted,
     EpisodeEscalated,
     EpisodeFailed,
     EpisodeResumed,
     EpisodeStarted,
     EpisodeSuspended,
+    EpisodeTakenOver,
     TaskAssigned,
+    TopologyChangeAccepted,
     agent_stream_id,
 )
+from tether.memory.leases import DEFAULT_TTL_S
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store
-from tether.runtime.errors import EpisodeNotFound, HostError
+from tether.runtime.errors import EpisodeNotFound, HostError, LeaseLost, TopologyChanged
 from tether.topologies.spec import Supervisor, Topology
 
 from .escalation import Escalations, partial_results
 from .host import Host
+from .lease import Held
 
 MAX_HANDOFFS = 50
 """Handoffs one piece of work (the episode's, or a delegated task) may make before the
@@ -59,9 +65,11 @@ class AgentHost(Protocol):
         task: dict[str, Any] | None,
         by: str,
         answers: list[dict[str, Any]] | None = None,
+        fence: int | None = None,
     ) -> AgentOutcome:
         """Run ``agent`` (given ``task``, or the ``answers`` to the work it delegated)
-        until it finishes, hands off, waits, delegates or fails."""
+        until it finishes, hands off, waits, delegates or fails; every append it makes
+        carries ``fence``, the runner's lease token on the episode."""
         ...
 
     def replace(self, agent: str) -> None:
@@ -88,8 +96,9 @@ class LocalHost:
         task: dict[str, Any] | None,
         by: str,
         answers: list[dict[str, Any]] | None = None,
+        fence: int | None = None,
     ) -> AgentOutcome:
-        return self.host.run(episode_id, agent, task, by, answers)
+        return self.host.run(episode_id, agent, task, by, answers, fence)
 
     def replace(self, agent: str | None = None) -> None:
         """An in-process host does not die without its driver."""
@@ -124,14 +133,19 @@ class RayHost:
         task: dict[str, Any] | None,
         by: str,
         answers: list[dict[str, Any]] | None = None,
+        fence: int | None = None,
     ) -> AgentOutcome:
         import ray
 
         try:
-            call = self.actor.run.remote(episode_id, agent, task, by, answers)
+            call = self.actor.run.remote(episode_id, agent, task, by, answers, fence)
             outcome: AgentOutcome = ray.get(call)
         except ray.exceptions.RayActorError as e:
             raise HostError("host actor", f"died while running {agent!r}: {e}") from e
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, LeaseLost):
+                raise e.cause from None  # the store refused it: this runner must stop
+            raise
         return outcome
 
 
@@ -141,8 +155,8 @@ class EpisodeReport:
 
     episode_id: uuid.UUID
     """The episode."""
-    status: Literal["completed", "waiting", "failed"]
-    """completed, waiting (for a person), or failed."""
+    status: Literal["completed", "waiting", "failed", "cancelled"]
+    """completed, waiting (for a person), failed, or cancelled."""
     agent: str
     """The agent that finished, waits, or failed."""
     output: str = ""
@@ -172,6 +186,36 @@ Recorded = dict[str, tuple[str, AgentOutcome | None]]
 task ended if it went on to other work since (None: it is still its task)."""
 
 
+def ended_report(events: list[Any]) -> EpisodeReport | None:
+    """How an episode ended, from its own stream; None while it has not."""
+    episode_id, last = events[0].originator_id, events[-1]
+    if isinstance(last, EpisodeCompleted):
+        return EpisodeReport(episode_id, "completed", last.agent, last.output)
+    if isinstance(last, EpisodeFailed):
+        return EpisodeReport(episode_id, "failed", last.agent, last.reason)
+    if isinstance(last, EpisodeCancelled):
+        return EpisodeReport(episode_id, "cancelled", "", f"cancelled by {last.by}: {last.reason}")
+    return None
+
+
+def topology_changes(events: list[Any], now: dict[str, str] | None) -> list[str]:
+    """What changed in an episode's topology since it started (or since a person last
+    accepted a change), in words, given its fingerprint ``now``; empty when nothing did,
+    or when it cannot be told (an episode recorded before tether kept fingerprints)."""
+    recorded = events[0].fingerprint
+    for e in events:
+        if isinstance(e, TopologyChangeAccepted):
+            recorded = e.fingerprint
+    if not recorded or not now:
+        return []
+    names = {"file": "the topology file", "policy": "its policy (grants, rails, tools)"}
+    return [
+        f"{names.get(k, k)} changed (sha256 {recorded[k][:8]}… → {now[k][:8]}…)"
+        for k in sorted(recorded.keys() & now.keys())
+        if recorded[k] != now[k]
+    ]
+
+
 class RootSupervisor:
     """Runs episodes of one topology."""
 
@@ -185,7 +229,19 @@ class RootSupervisor:
         *,
         sleep: Callable[[float], None] = time.sleep,
         escalations: Escalations | None = None,
+        owner: str = "tether",
+        fingerprint: dict[str, str] | None = None,
+        lease_ttl_s: float = DEFAULT_TTL_S,
     ) -> None:
+        self.owner = owner
+        """Who runs episodes through this supervisor (``tether resume by alice``): their
+        leases name it."""
+        self.fingerprint = fingerprint
+        """Hashes of the topology as loaded now (``Loaded.fingerprint``): recorded when an
+        episode starts, compared when one resumes. None: not compared."""
+        self.lease_ttl_s = lease_ttl_s
+        self.held: Held | None = None
+        """The lease of the episode being run, while it runs."""
         self.topology = topology
         self.store = store
         self.host = host
@@ -210,9 +266,30 @@ class RootSupervisor:
         subject: str | None = None,
     ) -> EpisodeReport:
         """Start an episode: the entry agent gets ``task``; ``context`` is trusted data;
-        ``subject`` is the data subject it is about (its personal data is sealed)."""
-        journal = self._open(task, context, source, subject)
-        return self._drive(journal, self.topology.entry, task, "operator", task)
+        ``subject`` is the data subject it is about (its personal data is sealed). Its
+        lease is taken first, and held until the supervisor stops working on it."""
+        episode_id = self.ids.new()
+        with self._hold(episode_id, take_over=False):
+            journal = self._open(task, context, source, subject, episode_id)
+            return self._drive(journal, self.topology.entry, task, "operator", task)
+
+    @contextlib.contextmanager
+    def _hold(self, episode_id: uuid.UUID, *, take_over: bool) -> Iterator[Held]:
+        """Hold the episode's lease while the body runs (``EpisodeLeased`` if another
+        runner holds it): renewed meanwhile, released after."""
+        lease, taken = self.store.leases.take(
+            episode_id, self.owner, ttl_s=self.lease_ttl_s, take_over=take_over
+        )
+        with Held(self.store.leases, lease, taken, self.lease_ttl_s) as held:
+            self.held = held
+            try:
+                yield held
+            finally:
+                self.held = None
+
+    @property
+    def _fence(self) -> int | None:
+        return self.held.token if self.held is not None else None
 
     def open(
         self,
@@ -223,7 +300,7 @@ class RootSupervisor:
     ) -> uuid.UUID:
         """Record an episode's start without running any agent: its agents are then
         started, messaged and run through their host (``Host.start``, ``send``, ``run``)."""
-        return self._open(task, context, source, subject).stream_id
+        return self._open(task, context, source, subject, self.ids.new()).stream_id
 
     def _open(
         self,
@@ -231,9 +308,12 @@ class RootSupervisor:
         context: dict[str, Any] | None,
         source: dict[str, Any] | None,
         subject: str | None,
+        episode_id: uuid.UUID,
     ) -> Journal:
-        journal = Journal(self.store, self.ids.new(), self.clock)
+        journal = Journal(self.store, episode_id, self.clock)
         journal.subject = subject
+        if self.held is not None and self.held.episode_id == episode_id:
+            journal.fence = self.held.fencing
         journal.record(
             EpisodeStarted,
             topology=self.topology.name,
@@ -243,31 +323,95 @@ class RootSupervisor:
             input=task,
             context=context or {},
             subject=subject,
+            fingerprint=self.fingerprint,
         )
         journal.flush()
         if self.on_episode is not None:
             self.on_episode(journal.stream_id)
         return journal
 
-    def resume(self, episode_id: uuid.UUID) -> EpisodeReport:
-        """Continue an episode from its events: a suspended one, or one a crash cut short."""
+    def resume(
+        self,
+        episode_id: uuid.UUID,
+        *,
+        take_over: bool = False,
+        accept_changed: bool = False,
+    ) -> EpisodeReport:
+        """Continue an episode from its events: a suspended one, or one a crash cut short.
+
+        Its lease is taken first: ``EpisodeLeased`` if another runner holds it (unless
+        ``take_over``; an expired lease, or one whose process is gone from this host, is
+        taken over anyway, and the take-over recorded). A topology that changed since the
+        episode started is refused with ``TopologyChanged`` unless ``accept_changed``."""
         events = self.store.read(episode_id)
         if not events or not isinstance(events[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
-        runnable(events[0])
-        last = events[-1]
-        if isinstance(last, EpisodeCompleted):
-            return EpisodeReport(episode_id, "completed", last.agent, last.output)
-        if isinstance(last, EpisodeFailed):
-            return EpisodeReport(episode_id, "failed", last.agent, last.reason)
-        journal = Journal.after(self.store, episode_id, self.clock, events)
-        journal.subject = events[0].subject
-        if isinstance(last, EpisodeEscalated):
-            return self._decided(journal, last, events[0].input)
-        agent = self._active_agent(episode_id)
-        journal.record(EpisodeResumed, agent=agent)
+        started = runnable(events[0])
+        ended = ended_report(events)
+        if ended is not None:
+            return ended
+        changes = topology_changes(events, self.fingerprint)
+        if changes and not accept_changed:
+            raise TopologyChanged(str(episode_id), changes)
+        with self._hold(episode_id, take_over=take_over) as held:
+            events = self.store.read(episode_id)  # as it stands now that nobody else runs it
+            ended = ended_report(events)
+            if ended is not None:
+                return ended
+            last = events[-1]
+            journal = Journal.after(self.store, episode_id, self.clock, events)
+            journal.subject = started.subject
+            journal.fence = held.fencing
+            if held.previous is not None:
+                self._took_over(journal, held)
+            if changes:
+                assert self.fingerprint is not None
+                journal.record(
+                    TopologyChangeAccepted,
+                    by=self.owner,
+                    changes=changes,
+                    fingerprint=self.fingerprint,
+                )
+                journal.flush()
+            if isinstance(last, EpisodeEscalated):
+                return self._decided(journal, last, started.input)
+            agent = self._active_agent(episode_id)
+            journal.record(EpisodeResumed, agent=agent)
+            journal.flush()
+            return self._drive(journal, agent, None, "operator", started.input, resumed=True)
+
+    def _took_over(self, journal: Journal, held: Held) -> None:
+        """Record (and audit) that this runner took the episode from one that had not let
+        it go: the other's appends are refused from now on."""
+        assert held.previous is not None
+        was, why = held.previous
+        event = journal.record(
+            EpisodeTakenOver,
+            token=held.token,
+            owner=self.owner,
+            previous={
+                "owner": was.owner,
+                "host": was.host,
+                "pid": was.pid,
+                "token": was.token,
+                "expires": was.expires,
+            },
+            why=why,
+        )
+        journal.pending_audit.append(
+            {
+                "kind": "lease",
+                "at": event.at.isoformat(),
+                "episode": str(journal.stream_id),
+                "agent": None,
+                "stage": "lease",
+                "decision": "taken_over",
+                "rules": [],
+                "approver": self.owner,
+                "event": f"{journal.stream_id}/{event.originator_version}",
+            }
+        )
         journal.flush()
-        return self._drive(journal, agent, None, "operator", events[0].input, resumed=True)
 
     def _active_agent(self, episode_id: uuid.UUID) -> str:
         """The agent given the episode's own work last (delegated tasks aside: the
@@ -327,10 +471,8 @@ class RootSupervisor:
         while True:
             if outcome is None:
                 try:
-                    outcome = (
-                        self.host.run(episode_id, agent, task, by, answers)
-                        if answers
-                        else self.host.run(episode_id, agent, task, by)
+                    outcome = self.host.run(
+                        episode_id, agent, task, by, answers or None, fence=self._fence
                     )
                 except HostError as e:
                     # Ray's worker died under the agent: a new host rebuilds it from the

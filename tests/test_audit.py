@@ -58,7 +58,7 @@ def test_every_decision_is_audited_and_the_trail_verifies(store_url: str) -> Non
             for _, e in episode_events(store, episode)
             if isinstance(e, StageEvent)
             and e.stage != "record"
-            and type(e).__name__ not in ("ApprovalAwaited", "BudgetSettled")
+            and type(e).__name__ not in ("ApprovalAwaited", "BudgetSettled", "ExecutionStarted")
         ]
         bodies = [r.fields for r in records]
         # One record per decision the gate recorded, and one for the person's approval.

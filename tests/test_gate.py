@@ -181,7 +181,8 @@ FULL = (
     "budget",
     "governance",
     "approval",
-    "execution",
+    "execution",  # the attempt starts (written ahead of a side effect)
+    "execution",  # and ends
     "verification",
     "budget",
     "record",
@@ -504,9 +505,9 @@ class Crash(BaseException):
 crash_next: list[bool] = []
 
 
-@tool(destructive=True)
+@tool(destructive=True, idempotent=True)
 def transfer(args: Pay, ctx: ToolContext) -> dict[str, Any]:
-    """Move money; the first call dies halfway."""
+    """Move money (the bank dedupes by the idempotency key); the first call dies halfway."""
     calls_made.append({"to": args.to, "amount": str(args.amount), "key": ctx.idempotency_key})
     if crash_next:
         crash_next.pop()
@@ -546,6 +547,10 @@ def test_an_action_cut_short_by_a_crash_runs_again_under_the_same_key(store: Sto
     assert len(store.read(effect_stream_id(f"{episode}/clerk/1"))) == 1
     events = store.read(agent_stream_id(episode, "clerk"))
     assert sum(isinstance(e, ActionRecorded) for e in events) == 1
+    # The record says so: two attempts, the first cut short.
+    [executed] = [e for e in events if isinstance(e, ActionExecuted)]
+    assert executed.attempt == 2
+    assert executed.reason == "ran in 2 attempts; the first was cut short by a crash"
 
 
 def test_an_agent_that_crashes_fails_the_episode_with_the_error(store: Store) -> None:

@@ -36,6 +36,22 @@ class Loaded:
     subject: str | None = None
     """The file's ``subject``: the data subject its episodes are about, if any."""
 
+    def fingerprint(self) -> dict[str, str]:
+        """Hashes of what defines the fleet: ``policy`` (its grants, rails and rules:
+        ``Topology.policy_hash``) and, when it came from a file or a module, ``file``
+        (the SHA-256 of that file's bytes). Recorded when an episode starts; a resume
+        under a different one is refused unless accepted."""
+        found = {"policy": self.topology.policy_hash()}
+        path: str | None = None
+        if self.source.get("kind") == "file":
+            path = str(self.source["path"])
+        elif self.source.get("kind") == "module":
+            spec = importlib.util.find_spec(str(self.source["module"]))
+            path = spec.origin if spec is not None else None
+        if path is not None and Path(path).is_file():
+            found["file"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return found
+
 
 def load_file(path: str | Path, attr: str | None = None) -> Loaded:
     """Import a topology file and find its topology."""
