@@ -156,7 +156,9 @@ class Nothing(BaseModel):
 MARKS = Path(os.environ.get("TETHER_BENCH_MARKS", "/tmp/tether-bench-marks"))
 
 
-@tool()
+# Idempotent (it does nothing the second time), so a restart runs it again: restart_ms
+# measures the way back to work, not a wait for a person.
+@tool(idempotent=True)
 def crash(args: Nothing, ctx: ToolContext) -> dict[str, Any]:
     """Kill this worker process the first time (its time on record), as a crash would."""
     flag = MARKS / f"{ctx.episode_id}.crashed"

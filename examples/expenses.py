@@ -44,7 +44,13 @@ class Reimbursement(BaseModel):
     claim: str
 
 
-@tool(destructive=True, verify=lambda args, r: None if r.get("status") == "paid" else "unpaid")
+# Idempotent: payroll takes the action's idempotency key as the payment's reference and
+# pays once per reference, so a payment a crash cut short is simply run again.
+@tool(
+    destructive=True,
+    idempotent=True,
+    verify=lambda args, r: None if r.get("status") == "paid" else "unpaid",
+)
 def reimburse(args: Reimbursement, ctx: ToolContext) -> dict[str, Any]:
     """Pay an employee back for a claim."""
     return {
@@ -53,6 +59,7 @@ def reimburse(args: Reimbursement, ctx: ToolContext) -> dict[str, Any]:
         "claim": args.claim,
         "status": "paid",
         "payment": f"pay-{ctx.action}",
+        "reference": ctx.idempotency_key,
     }
 
 

@@ -83,7 +83,9 @@ class Deploy(BaseModel):
     incidents: int
 
 
-@tool(destructive=True, open_world=True)
+# Idempotent: deploying a release that is already live changes nothing, and the deploy
+# system is given the action's idempotency key.
+@tool(destructive=True, open_world=True, idempotent=True)
 def deploy(args: Deploy, ctx: ToolContext) -> dict[str, Any]:
     """Deploy the release to production."""
     return {"deployed": args.release, "key": ctx.idempotency_key}

@@ -217,13 +217,61 @@ def resume(
     episode: Annotated[str, typer.Argument(help="The episode id.")],
     db: Db = None,
     address: Address = None,
+    take_over: Annotated[
+        bool,
+        typer.Option(
+            "--take-over",
+            help="Take the episode from the runner that holds its lease (recorded and "
+            "audited); that runner records nothing more.",
+        ),
+    ] = False,
+    accept_changed: Annotated[
+        bool,
+        typer.Option(
+            "--accept-changed",
+            help="Resume under a topology (file or policy) that changed since the episode "
+            "started (recorded).",
+        ),
+    ] = False,
 ) -> None:
     """Continue an episode: after approvals were decided, or after a crash."""
     from tether.runtime.launch import resume as resume_episode
 
     with Progress("resuming on Ray", db) as progress:
-        report = resume_episode(episode, db=db, address=address, on_episode=progress.follow)
+        report = resume_episode(
+            episode,
+            db=db,
+            address=address,
+            on_episode=progress.follow,
+            take_over=take_over,
+            accept_changed=accept_changed,
+        )
     _summarize(report.episode_id, db)
+
+
+@app.command()
+@handled
+def cancel(
+    episode: Annotated[str, typer.Argument(help="The episode id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "",
+    db: Db = None,
+    approver: Approver = None,
+) -> None:
+    """End an episode that is running, waiting or stuck: recorded and audited; its runner
+    (if any) records nothing more; its pending approvals are denied."""
+    from tether.runtime.launch import cancel as cancel_episode
+
+    who = approver or _current_user()
+    done = cancel_episode(episode, by=who, reason=reason, db=db)
+    out.print(f"cancelled: {done.episode_id} (it was {done.was}) by {who}", markup=False)
+    if done.denied:
+        n = len(done.denied)
+        out.print(
+            f"denied {n} pending approval{'s' if n != 1 else ''}: {', '.join(done.denied)}",
+            markup=False,
+        )
+    if done.aborted:
+        out.print(f"aborted escalation(s): {', '.join(done.aborted)}", markup=False)
 
 
 @app.command()

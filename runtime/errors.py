@@ -211,7 +211,7 @@ class LeaseLost(StoreError):
         self.token = token
         self.current = current
         """The lease as it stands now, if known."""
-        who = f": {current.owner} ({current.holder()}) runs it now" if current else ""
+        who = f" by {current.owner} ({current.holder()})" if current else ""
         super().__init__(
             f"episode {episode_id}: this runner's lease (token {token}) was taken over{who}; "
             "nothing more was recorded by this runner"

@@ -11,15 +11,24 @@ from __future__ import annotations
 import getpass
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tether.memory.episodes import runnable
-from tether.memory.events import EpisodeEscalated, EpisodeStarted, EpisodeSuspended, Event
-from tether.memory.leases import pid_alive, this_host
+from tether.memory.events import (
+    EpisodeCancelled,
+    EpisodeEscalated,
+    EpisodeStarted,
+    EpisodeSuspended,
+    Event,
+)
+from tether.memory.leases import Lease, pid_alive, this_host
 from tether.memory.sources import RandomIds, SystemClock
-from tether.memory.store import Store
+from tether.memory.store import Fencing, Journal, Store
 from tether.runtime.errors import (
     ApprovalNotFound,
+    ConfigError,
+    EpisodeEnded,
     EpisodeLeased,
     EpisodeNotFound,
     TopologyChanged,
@@ -147,15 +156,102 @@ def still_waiting(store: Store, events: list[Event]) -> EpisodeReport | None:
     return EpisodeReport(last.originator_id, "waiting", agent, output, tuple(ids))
 
 
+@dataclass(frozen=True)
+class Cancelled:
+    """What ``cancel`` did."""
+
+    episode_id: uuid.UUID
+    was: str
+    """How the episode stood: running (a live runner held it), waiting (for a person), or
+    stuck (it had not ended, and no one ran it)."""
+    denied: tuple[str, ...]
+    """Approval requests of the episode it denied."""
+    aborted: tuple[str, ...]
+    """Escalations of the episode it answered with abort."""
+
+
+def cancel(
+    episode_id: uuid.UUID | str, *, by: str, reason: str, db: str | None = None
+) -> Cancelled:
+    """End an episode that is running, waiting or stuck: recorded (``EpisodeCancelled``,
+    in the audit trail too), its lease taken from any runner (whose appends are refused
+    from then on) and released, its pending approvals denied and its escalations aborted.
+    Escalations about a side effect a crash left uncertain stay open: cancelling does not
+    tell anyone whether the effect happened."""
+    episode = parse_episode_id(episode_id)
+    if not reason.strip():
+        raise ConfigError("--reason: say why the episode is cancelled (it is recorded)")
+    if not by.strip():
+        raise ConfigError("--as: the identity of who cancels is required")
+    with Store(db) as store:
+        events = store.read(episode)
+        if not events or not isinstance(events[0], EpisodeStarted):
+            raise EpisodeNotFound(str(episode_id))
+        ended = ended_report(events)
+        if ended is not None:
+            raise EpisodeEnded(str(episode), f"already {ended.status}")
+        held = store.leases.current(episode)
+        if _live(store, held):
+            was = "running"
+        elif isinstance(events[-1], EpisodeSuspended | EpisodeEscalated):
+            was = "waiting"
+        else:
+            was = "stuck"
+        lease, _ = store.leases.take(episode, f"tether cancel by {by}", take_over=True)
+        try:
+            events = store.read(episode)
+            ended = ended_report(events)
+            if ended is not None:  # it ended while we looked
+                raise EpisodeEnded(str(episode), f"already {ended.status}")
+            journal = Journal.after(store, episode, SystemClock(), events)
+            journal.subject = events[0].subject if isinstance(events[0], EpisodeStarted) else None
+            journal.fence = Fencing(episode, lease.token)
+            event = journal.record(EpisodeCancelled, by=by, reason=reason, was=was)
+            journal.pending_audit.append(
+                {
+                    "kind": "cancel",
+                    "at": event.at.isoformat(),
+                    "episode": str(episode),
+                    "agent": None,
+                    "stage": "episode",
+                    "decision": "cancelled",
+                    "rules": [],
+                    "approver": by,
+                    "event": f"{episode}/{event.originator_version}",
+                }
+            )
+            journal.flush()
+        finally:
+            store.leases.release(lease)
+        why = f"the episode was cancelled: {reason}"
+        inbox, asking = Inbox(store, SystemClock()), Escalations(store, SystemClock())
+        denied = tuple(
+            str(inbox.deny(i.id, by, why).id)
+            for i in inbox.items("pending")
+            if i.request.episode_id == episode
+        )
+        aborted = tuple(
+            str(asking.decide(x.id, "abort", by, why).id)
+            for x in asking.items()
+            if x.request.episode_id == episode and "abort" in x.request.options
+        )
+    return Cancelled(episode, was, denied, aborted)
+
+
+def _live(store: Store, held: Lease | None) -> bool:
+    """Whether a runner holds this lease now (not released, not expired, and not a
+    process of this host that is gone)."""
+    if held is None or held.released or held.expires <= store.leases.now():
+        return False
+    return held.host != this_host() or pid_alive(held.pid)
+
+
 def _free_or_raise(store: Store, episode: uuid.UUID) -> None:
     """``EpisodeLeased`` if another live runner holds the episode (checked before Ray
     starts; the supervisor takes the lease for real)."""
     held = store.leases.current(episode)
-    if held is None or held.released or held.expires <= store.leases.now():
-        return
-    if held.host == this_host() and not pid_alive(held.pid):
-        return
-    raise EpisodeLeased(held)
+    if held is not None and _live(store, held):
+        raise EpisodeLeased(held)
 
 
 def _owner(program: str) -> str:

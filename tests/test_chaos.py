@@ -1,28 +1,36 @@
 """Chaos: a multi-agent episode whose host actor, or whose driver, is killed with -9 at a
-random action. After recovery (the supervisor replacing the host, or `tether resume`)
-every episode ends completed, its streams have no gap or duplicate, and the effects ledger
-and the world show each idempotency key once.
+random tool call, before or after its effect. Its three agents call an idempotent tool,
+a tool that can reconcile, and one that can do neither. After recovery (the supervisor
+replacing the host, or `tether resume`, and a person answering what a crash left
+uncertain) every episode ends completed, its streams have no gap or duplicate, no effect
+happened twice in the world, and every attempt the world saw is on record.
 
 20 trials here; `make chaos` runs 100 (TETHER_CHAOS_TRIALS).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from tether.memory import Store, list_episodes
-from tether.memory.events import AgentRestarted, EffectApplied, agent_stream_id
+from tether.memory import Store, SystemClock, list_episodes
+from tether.memory.events import (
+    AgentRestarted,
+    EffectApplied,
+    ExecutionStarted,
+    agent_stream_id,
+)
 from tether.runtime.cli import app
+from tether.runtime.escalation import Escalations
 
 TRIALS = int(os.environ.get("TETHER_CHAOS_TRIALS", "20"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,33 +50,73 @@ class Entry(BaseModel):
     line: str
 
 
-@tool(idempotent=True)
-def write_ledger(args: Entry, ctx: ToolContext) -> dict:
-    '''Write a line to the world, once per idempotency key; die where the trial says.'''
+def world_lines(ctx):
     world = Path(ctx.context["world"])
-    lines = world.read_text().splitlines() if world.exists() else []
-    if ctx.idempotency_key not in lines:
-        with world.open("a") as f:
-            f.write(ctx.idempotency_key + "\\n")
+    return world.read_text().splitlines() if world.exists() else []
+
+
+def note(ctx, line):
+    with Path(ctx.context["world"]).open("a") as f:
+        f.write(line + "\\n")
+
+
+def die(ctx):
+    if ctx.context["mode"] == "host":
+        os._exit(9)  # the host actor dies in the middle of the action
+    Path(ctx.context["signal"]).write_text("kill the driver now")
+    time.sleep(120)  # the driver is killed meanwhile
+
+
+def attempt(name, ctx, once):
+    # Every call is an attempt in the world; the trial's crash comes before or after the
+    # effect of its n-th call.
+    note(ctx, f"attempt {name} {ctx.idempotency_key}")
     count = Path(ctx.context["count"])
     n = int(count.read_text()) + 1 if count.exists() else 1
     count.write_text(str(n))
-    if n == ctx.context["crash_at"]:
-        if ctx.context["mode"] == "host":
-            os._exit(9)  # the host actor dies in the middle of the action
-        Path(ctx.context["signal"]).write_text("kill the driver now")
-        time.sleep(120)  # the driver is killed meanwhile
-    return {"written": args.line}
+    crash = n == ctx.context["crash_at"]
+    if crash and ctx.context["before"]:
+        die(ctx)
+    if not once or f"effect {name} {ctx.idempotency_key}" not in world_lines(ctx):
+        note(ctx, f"effect {name} {ctx.idempotency_key}")
+    if crash:
+        die(ctx)
+    return {"done": name}
 
 
-def worker(name, lines, handoff=None):
-    script = [call("write_ledger", line=f"{name} {i}") for i in range(lines)]
+@tool(idempotent=True)
+def write_ledger(args: Entry, ctx: ToolContext) -> dict:
+    '''Write a line to the world, once per idempotency key (it dedupes by the key).'''
+    return attempt("write_ledger", ctx, once=True)
+
+
+def paid(args: Entry, ctx: ToolContext):
+    '''Ask the world whether the payment under this key happened.'''
+    if f"effect pay {ctx.idempotency_key}" in world_lines(ctx):
+        return {"done": "pay"}
+    return None
+
+
+@tool(destructive=True, reconcile=paid)
+def pay(args: Entry, ctx: ToolContext) -> dict:
+    '''Pay: not idempotent, but the bank can be asked whether a key was paid.'''
+    return attempt("pay", ctx, once=False)
+
+
+@tool(destructive=True)
+def notify(args: Entry, ctx: ToolContext) -> dict:
+    '''Notify someone: not idempotent, and nobody can be asked.'''
+    return attempt("notify", ctx, once=False)
+
+
+def worker(name, tool_fn, handoff=None):
+    script = [call(tool_fn.name, line=f"{name} {i}") for i in range(2)]
     script.append(call("handoff", to=handoff, reason="next") if handoff else say("done"))
     return Agent(
         name,
-        Role(name, (Grant("write_ledger", tier="low"),)),
+        Role(name, (Grant(tool_fn.name, tier="low"),)),
         ScriptedModel(script),
-        (write_ledger,),
+        (tool_fn,),
         handoffs=(handoff,) if handoff else (),
         budget=Budget(steps=10),
     )
@@ -78,12 +126,16 @@ topology = Topology(
     "chaos",
     Supervisor(
         "root",
-        (worker("first", 3, "second"), worker("second", 3)),
+        (
+            worker("first", write_ledger, "second"),
+            worker("second", pay, "third"),
+            worker("third", notify),
+        ),
         budget=Budget(steps=30),
         restarts=Restarts(backoff_s=0, max_restarts=5),
     ),
 )
-task = {"work": "six lines"}
+task = {"work": "six calls"}
 """
 
 
@@ -95,6 +147,9 @@ def tether(*args: str) -> str:
 
 def check(db: str, world: Path, mode: str) -> None:
     """The invariants every trial must end with."""
+    lines = [line.split() for line in world.read_text().splitlines()]
+    attempts = Counter(key for kind, _, key in lines if kind == "attempt")
+    effects = Counter(key for kind, _, key in lines if kind == "effect")
     with Store(db) as store:
         [summary] = list_episodes(store)
         assert summary.status == "completed", summary
@@ -102,13 +157,48 @@ def check(db: str, world: Path, mode: str) -> None:
         if mode == "host":  # the supervisor replaced the dead host, counting a restart
             [restart] = restarts
             assert restart.strategy == "host" and "died while running" in restart.reason
-        for name in ("first", "second"):
+        started: Counter[str] = Counter()
+        for name in ("first", "second", "third"):
             stream = store.read(agent_stream_id(summary.episode_id, name))
             versions = [e.originator_version for e in stream]
             assert versions == list(range(1, len(versions) + 1))  # no gap, no duplicate
-        keys = [e.key for _, e in store.of_type(EffectApplied)]
-    assert len(keys) == len(set(keys)) == 6  # the ledger holds each key once
-    assert sorted(world.read_text().splitlines()) == sorted(keys)  # and so does the world
+            started.update(
+                e.effect_key for e in stream if isinstance(e, ExecutionStarted) and e.effect_key
+            )
+        ledger = [e.key for _, e in store.of_type(EffectApplied)]
+    # No effect happened twice, whatever the tool; every run of a tool is on record as an
+    # attempt (an idempotent tool's re-runs included), and nothing ran that is not.
+    assert all(n == 1 for n in effects.values()), effects
+    assert attempts == started, (attempts, started)
+    # The ledger holds each effect that happened once, and only those.
+    assert len(ledger) == len(set(ledger))
+    assert sorted(ledger) == sorted(effects)
+
+
+def decide_as_a_person(db: str, world: Path) -> None:
+    """Answer every question about a side effect a crash left uncertain, as a person
+    would: by looking in the world for it."""
+    with Store(db) as store:
+        asked = Escalations(store, SystemClock()).items()
+    effects = {
+        line.split()[2] for line in world.read_text().splitlines() if line.startswith("effect")
+    }
+    for x in asked:
+        assert "done" in x.request.options, x.request.reason  # only what a crash left uncertain
+        key = str(x.request.partial["idempotency_key"])
+        found = "--done" if key in effects else "--not-done"
+        tether("inbox", "resolve", str(x.id), found, "--as", "chaos", "--db", db)
+
+
+def finish(db: str, world: Path, address: str) -> None:
+    """Resume the episode until it completes, answering what it asks a person meanwhile."""
+    for _ in range(3):
+        with Store(db) as store:
+            [summary] = list_episodes(store)
+        if summary.status == "completed":
+            return
+        decide_as_a_person(db, world)
+        tether("resume", str(summary.episode_id), "--db", db, "--address", address)
 
 
 @pytest.mark.parametrize("trial", range(TRIALS))
@@ -129,15 +219,16 @@ def test_an_episode_survives_a_kill_at_a_random_action(
         "count": str(tmp_path / "count"),
         "signal": str(tmp_path / "signal"),
         "crash_at": crash_at,
+        "before": chance.random() < 0.5,  # the crash comes before the effect, or after it
         "mode": mode,
     }
-    fleet.write_text(FLEET + f"\ncontext = {json.dumps(context)}\n")
+    fleet.write_text(FLEET + f"\ncontext = {context!r}\n")
     db = f"sqlite:///{tmp_path / 'chaos.db'}"
+    address = ray.get_runtime_context().gcs_address
     if mode == "host":
         report = run(load_file(fleet), db=db)
-        assert report.status == "completed", report
+        assert report.status in ("completed", "waiting"), report
     else:
-        address = ray.get_runtime_context().gcs_address
         driver = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "tether"),
@@ -162,7 +253,5 @@ def test_an_episode_survives_a_kill_at_a_random_action(
         finally:
             if driver.poll() is None:
                 driver.kill()
-        with Store(db) as store:
-            [summary] = list_episodes(store)
-        tether("resume", str(summary.episode_id), "--db", db, "--address", address)
+    finish(db, world, address)
     check(db, world, mode)

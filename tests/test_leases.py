@@ -26,6 +26,7 @@ from tether.memory import SequentialIds, StepClock, Store
 from tether.memory.events import (
     ActionExecuted,
     EffectUncertain,
+    EpisodeCancelled,
     EpisodeResumed,
     EpisodeStarted,
     EpisodeTakenOver,
@@ -284,6 +285,38 @@ def test_a_forced_take_over_fences_the_first_runner_out(store_url: str, world: N
             r.fields.get("kind") == "lease" and r.fields.get("decision") == "taken_over"
             for r in store.audit.records()
         )
+
+
+def test_cancel_ends_a_running_episode_and_its_runner_records_nothing_more(
+    store_url: str, world: None
+) -> None:
+    from tether.runtime.launch import cancel
+
+    with Store(store_url) as store:
+        outcome: dict[str, Any] = {}
+
+        def first() -> None:
+            try:
+                outcome["first"] = supervisor(store).start({"ticket": "refund 1042"})
+            except LeaseLost as e:
+                outcome["first"] = e
+
+        runner = threading.Thread(target=first)
+        runner.start()
+        assert paying.wait(60)
+        done = cancel(EPISODE, by="alice", reason="wrong customer", db=store_url)
+        assert done.was == "running"
+        go_on.set()
+        runner.join()
+        assert isinstance(outcome["first"], LeaseLost)
+        assert "tether cancel by alice" in str(outcome["first"])
+        assert paid == [f"{EPISODE}/clerk/1"]
+        events = store.read(EPISODE)
+        assert isinstance(events[-1], EpisodeCancelled) and events[-1].reason == "wrong customer"
+        # Nobody holds it now, and nothing can run it again.
+        lease = store.leases.current(EPISODE)
+        assert lease is not None and lease.released
+        assert supervisor(store, 100).resume(EPISODE).status == "cancelled"
 
 
 # --- the reproduction, from the command line -------------------------------------------

@@ -100,7 +100,9 @@ def _refunded(args: Refund, result: dict[str, Any]) -> str | None:
     return None
 
 
-@tool(destructive=True, open_world=True, verify=_refunded)
+# Idempotent: the payment system is given the action's idempotency key (the refund id is
+# made from it) and refunds once per key, so a refund a crash cut short is simply run again.
+@tool(destructive=True, open_world=True, idempotent=True, verify=_refunded)
 def issue_refund(args: Refund, ctx: ToolContext) -> dict[str, Any]:
     """Refund money to a customer's account."""
     refund_id = "rf_" + hashlib.sha256(ctx.idempotency_key.encode()).hexdigest()[:10]
@@ -123,7 +125,8 @@ def _delivered(args: Email, result: dict[str, Any]) -> str | None:
     return None if result.get("to") == args.to and result.get("message_id") else "not sent"
 
 
-@tool(open_world=True, verify=_delivered)
+# Idempotent: the mail system keys each message by the action's idempotency key.
+@tool(open_world=True, idempotent=True, verify=_delivered)
 def send_email(args: Email, ctx: ToolContext) -> dict[str, Any]:
     """Send an email."""
     message_id = "msg_" + hashlib.sha256(ctx.idempotency_key.encode()).hexdigest()[:10]
