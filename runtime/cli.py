@@ -139,6 +139,43 @@ def _db_flag(db: str | None) -> str:
     return f" --db {shlex.quote(db)}"
 
 
+def _ids_of(db: str | None, *types: type[Event]) -> Callable[[], list[uuid.UUID]]:
+    """The ids of the streams that start with one of ``types``, read when asked."""
+
+    def known() -> list[uuid.UUID]:
+        with Store(db) as store:
+            return [e.originator_id for _, e in store.of_type(*types)]
+
+    return known
+
+
+def _episode_id(given: str, db: str | None) -> uuid.UUID:
+    """The episode a person named: its whole id, or a unique prefix of it."""
+    from tether.memory.events import EpisodeStarted
+    from tether.runtime.errors import EpisodeNotFound
+    from tether.runtime.prefixes import resolve
+
+    return resolve(given, "episode", _ids_of(db, EpisodeStarted), EpisodeNotFound)
+
+
+def _approval_id(given: str, db: str | None) -> uuid.UUID:
+    """The approval request a person named: its whole id, or a unique prefix of it."""
+    from tether.memory.events import ApprovalRequested
+    from tether.runtime.errors import ApprovalNotFound
+    from tether.runtime.prefixes import resolve
+
+    return resolve(given, "approval request", _ids_of(db, ApprovalRequested), ApprovalNotFound)
+
+
+def _escalation_id(given: str, db: str | None) -> uuid.UUID:
+    """The escalation a person named: its whole id, or a unique prefix of it."""
+    from tether.memory.events import EscalationRequested
+    from tether.runtime.errors import ApprovalNotFound
+    from tether.runtime.prefixes import resolve
+
+    return resolve(given, "escalation", _ids_of(db, EscalationRequested), ApprovalNotFound)
+
+
 # --- running ------------------------------------------------------------------------
 
 
@@ -222,7 +259,9 @@ def resume(
     from tether.runtime.launch import resume as resume_episode
 
     with Progress("resuming on Ray", db) as progress:
-        report = resume_episode(episode, db=db, address=address, on_episode=progress.follow)
+        report = resume_episode(
+            _episode_id(episode, db), db=db, address=address, on_episode=progress.follow
+        )
     _summarize(report.episode_id, db)
 
 
@@ -236,10 +275,9 @@ def fork(
 ) -> None:
     """Start a new episode sharing the first N steps of another, and continue it live."""
     from tether.memory.episodes import fork_episode
-    from tether.runtime.launch import parse_episode_id
     from tether.runtime.launch import resume as resume_episode
 
-    source = parse_episode_id(episode)
+    source = _episode_id(episode, db)
     with Store(db) as store:
         forked = fork_episode(store, source, at, RandomIds().new(), SystemClock().now())
     out.print(f"forked {source} at step {at} as {forked}", markup=False)
@@ -428,9 +466,7 @@ def replay(
     ] = None,
 ) -> None:
     """Show an episode: agent → action → each gate stage's decision and reason."""
-    from tether.runtime.launch import parse_episode_id
-
-    episode_id = parse_episode_id(episode)
+    episode_id = _episode_id(episode, db)
     if context is not None:
         _context(episode_id, context, db, as_json)
         return
@@ -555,10 +591,10 @@ def diff(
 ) -> None:
     """Show where two episodes part ways, agent by agent (ids and times aside)."""
     from tether.memory.compare import diff_episodes
-    from tether.runtime.launch import parse_episode_id
 
+    first, second = _episode_id(a, db), _episode_id(b, db)
     with Store(db) as store:
-        found = diff_episodes(store, parse_episode_id(a), parse_episode_id(b))
+        found = diff_episodes(store, first, second)
     for d in found:
         if d.divergence is None:
             out.print(f"{d.agent}: the same ({d.same} events)", markup=False)
@@ -700,13 +736,13 @@ def redact(
 ) -> None:
     """Redact one field of one recorded event; the redaction is itself recorded."""
     from tether.memory.forgetting import redact_field
-    from tether.runtime.launch import parse_episode_id
 
     who = approver or _current_user()
+    episode_id = _episode_id(episode, db)
     with Store(db) as store:
         done = redact_field(
             store,
-            parse_episode_id(episode),
+            episode_id,
             agent,
             step,
             field,
@@ -962,9 +998,10 @@ def _escalation(
         dollars = Decimal(cost)
     except ArithmeticError:
         raise ConfigError(f"--cost: {cost!r} is not an amount of dollars; give e.g. 2.50") from None
+    escalation_id = _escalation_id(escalation, db)
     with Store(db) as store:
         item = Escalations(store, SystemClock()).decide(
-            escalation,
+            escalation_id,
             option,
             who,
             reason,
@@ -1075,10 +1112,11 @@ def inbox_show(
     """Show one request: what, who asked, why, the rules, its deadline and outcome."""
     from tether.runtime.inbox import Inbox
 
+    approval_id = _approval_id(approval, db)
     with Store(db) as store:
         inbox = Inbox(store, SystemClock())
         inbox.expire()
-        item = inbox.get(approval)
+        item = inbox.get(approval_id)
     data = item.as_dict()
     if as_json:
         out.print_json(data=data)
@@ -1114,13 +1152,14 @@ def inbox_digest(
 
     if approve and deny:
         raise ConfigError("--approve and --deny: give one of them")
+    left_pending = [str(_approval_id(i, db)) for i in skip or ()]
     with Store(db) as store:
         inbox = Inbox(store, SystemClock())
         inbox.expire()
         if approve or deny:
             who = approver or _current_user()
             decided = inbox.decide_digest(
-                str(approve or deny), bool(approve), who, reason, skip=skip or ()
+                str(approve or deny), bool(approve), who, reason, skip=left_pending
             )
             for item in decided:
                 out.print(f"{item.status}: {item.id} ({item.request.tool} by {item.request.agent})")
@@ -1191,9 +1230,10 @@ def _decide(
     from tether.runtime.inbox import Inbox
 
     who = approver or _current_user()
+    approval_id = _approval_id(approval, db)
     with Store(db) as store:
         inbox = Inbox(store, SystemClock())
-        item = (inbox.approve if grant else inbox.deny)(approval, who, reason)
+        item = (inbox.approve if grant else inbox.deny)(approval_id, who, reason)
     if as_json:
         out.print_json(data=item.as_dict())
         return
@@ -1384,9 +1424,8 @@ def audit_export(
     """Print an episode's evidence bundle (a signed DSSE envelope) as JSON."""
     from tether.memory.audit import AuditKey, resolve_key_path
     from tether.runtime.evidence import export_bundle
-    from tether.runtime.launch import parse_episode_id
 
-    episode_id = parse_episode_id(episode)
+    episode_id = _episode_id(episode, db)
     key = AuditKey.load(resolve_key_path(None))
     with Store(db) as store:
         load_timeline(store, episode_id)  # EpisodeNotFound for an unknown id
