@@ -203,6 +203,13 @@ def run_file(
             "--task", help="The entry agent's input as JSON (default: the file's `task`)."
         ),
     ] = None,
+    task_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--task-file",
+            help="A JSON file holding the entry agent's input, for one too big for a command line.",
+        ),
+    ] = None,
     attr: Annotated[
         str | None,
         typer.Option("--attr", help="Name of the Topology in the file (default: `topology`)."),
@@ -213,6 +220,8 @@ def run_file(
     from tether.runtime.launch import run
     from tether.topologies.loader import load_file
 
+    if task is not None and task_file is not None:
+        raise ConfigError("--task and --task-file: give one of them")
     loaded = load_file(file, attr)
     given = None
     if task is not None:
@@ -222,9 +231,31 @@ def run_file(
             raise ConfigError(f"--task: not valid JSON ({e.msg} at column {e.colno})") from e
         if not isinstance(given, dict):
             raise ConfigError('--task: must be a JSON object, e.g. \'{"question": "..."}\'')
+    if task_file is not None:
+        given = _task_from(task_file)
     with Progress(f"running {loaded.topology.name} on Ray", db) as progress:
         report = run(loaded, given, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
+
+
+def _task_from(path: Path) -> dict[str, Any]:
+    """The task in a JSON file, or one line naming the file and what is wrong with it."""
+    where = f"--task-file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {e.start})") from None
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+        ) from None
+    if not isinstance(given, dict):
+        raise ConfigError(f'{where}: must be a JSON object, e.g. {{"question": "..."}}')
+    return given
 
 
 @app.command()
@@ -371,7 +402,7 @@ def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
     for a in t.agents:
         for act in a.actions:
             if act.outcome == "waiting" and act.waits_for == "person":
-                args = json.dumps(act.arguments, sort_keys=True, ensure_ascii=False)
+                args = _json(act.arguments)
                 out.print(
                     f"  uncertain {a.name} #{act.action} {act.tool} {args}: a crash cut its "
                     "attempt short; find out whether it happened, then",
@@ -387,7 +418,7 @@ def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
                     markup=False,
                 )
             elif act.outcome == "waiting":
-                args = json.dumps(act.arguments, sort_keys=True)
+                args = _json(act.arguments)
                 out.print(f"  waiting {a.name} #{act.action} {act.tool} {args}", markup=False)
                 out.print(
                     f"    approve: {_prog()} inbox approve {act.approval_id}{_db_flag(db)}",
@@ -480,7 +511,10 @@ def replay(
             t = load_timeline(store, episode_id)
     if as_json:
         sys.stdout.write(
-            json.dumps([event_json(i, e) for i, e in events], indent=1, default=str) + "\n"
+            json.dumps(
+                [event_json(i, e) for i, e in events], indent=1, default=str, ensure_ascii=False
+            )
+            + "\n"
         )
         return
     out.print(render(t))
@@ -548,9 +582,7 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
         markup=False,
     )
     for m in messages:
-        calls_text = "".join(
-            f" → {c.name}({json.dumps(c.arguments, sort_keys=True)})" for c in m.tool_calls
-        )
+        calls_text = "".join(f" → {c.name}({_json(c.arguments)})" for c in m.tool_calls)
         out.print(f"[{m.event:>4}] {m.role:<9} {m.content}{calls_text}", markup=False)
 
 
@@ -684,9 +716,9 @@ def facts(
         recorded = f"{f.recorded_at:%Y-%m-%d %H:%M}" + (
             f" (superseded {f.superseded_at:%Y-%m-%d %H:%M})" if f.superseded_at else ""
         )
-        table.add_row(
-            f.subject, f.key, f.statement, valid, recorded, f"{f.agent} · {f.source_event}"
-        )
+        # Recorded text is shown as written: an erased statement reads "[erased]", not markup.
+        cells = (f.subject, f.key, f.statement, valid, recorded, f"{f.agent} · {f.source_event}")
+        table.add_row(*map(_esc, cells))
     out.print(table)
     if not found:
         out.print("no facts match", markup=False)
@@ -861,7 +893,7 @@ def render(t: Timeline) -> Tree:
         )
         for act in a.actions:
             color = colors.get(act.outcome, "white")
-            args = _esc(json.dumps(act.arguments, sort_keys=True))
+            args = _esc(_json(act.arguments))
             node = branch.add(
                 f"#{act.action} [bold]{act.tool}[/] {args} → [{color}]{act.outcome}[/]"
             )
@@ -874,7 +906,7 @@ def render(t: Timeline) -> Tree:
     if t.effects:
         effects = root.add("[bold]effects[/] (the ledger: each key once)")
         for e in t.effects:
-            effects.add(f"{e.key} · {e.tool} · {_esc(json.dumps(e.result, sort_keys=True))}")
+            effects.add(f"{e.key} · {e.tool} · {_esc(_json(e.result))}")
     return root
 
 
@@ -907,6 +939,11 @@ def _stage_color(decision: str) -> str:
 
 def _esc(text: str) -> str:
     return escape(text)
+
+
+def _json(value: Any) -> str:
+    """A value as JSON for people to read: its text in its own characters, not escapes."""
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
 
 
 # --- the inbox ------------------------------------------------------------------------
@@ -962,13 +999,14 @@ def inbox_escalations(
     table = _table("id", "status", "episode", "agent", "why", "partial results", "answers")
     for x in found:
         r = x.request
-        partial = json.dumps(r.partial, sort_keys=True, default=str, ensure_ascii=False)
+        partial = _json(r.partial)
         answers = (
             "retry | resolve --done | resolve --not-done"
             if "done" in r.options
             else (" | ".join(r.options))
         )
-        table.add_row(str(x.id), x.status, str(r.episode_id), r.agent, r.reason, partial, answers)
+        cells = (str(x.id), x.status, str(r.episode_id), r.agent, r.reason, partial, answers)
+        table.add_row(*map(_esc, cells))
     out.print(table)
     out.print(
         f"decide: {_prog()} inbox retry|accept|abort ID --as NAME --reason WHY{_db_flag(db)}",
@@ -1088,16 +1126,17 @@ def _inbox_table(items: list[Any]) -> None:
     table = _table("id", "status", "tier", "agent", "tool", "arguments", "why", "deadline")
     for i in items:
         r = i.request
-        table.add_row(
+        cells = (
             str(i.id),
             i.status,
             r.tier + (" (now)" if r.tier == "high" and i.status == "pending" else ""),
             r.agent,
             r.tool,
-            json.dumps(r.arguments, sort_keys=True),
+            _json(r.arguments),
             r.reason,
             r.deadline.isoformat(timespec="seconds") if r.deadline else "none",
         )
+        table.add_row(*map(_esc, cells))
     if items:
         out.print(table)
 
@@ -1122,7 +1161,7 @@ def inbox_show(
         out.print_json(data=data)
         return
     for key, value in data.items():
-        shown = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+        shown = _json(value) if isinstance(value, dict | list) else value
         out.print(f"{key + ':':16} {shown}", markup=False)
 
 
