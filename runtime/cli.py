@@ -273,8 +273,8 @@ def validate(
 
     topology = load_file(file, attr).topology
     out.print(
-        f"{file}: {topology.name} is valid: {len(topology.agents())} agents under "
-        f"{len(topology.supervisors())} supervisors; entry {topology.entry}",
+        f"{file}: {topology.name} is valid: {_count(len(topology.agents()), 'agent')} under "
+        f"{_count(len(topology.supervisors()), 'supervisor')}; entry {topology.entry}",
         markup=False,
     )
 
@@ -341,8 +341,8 @@ class Progress:
         turns = sum(a.turns for a in t.agents)
         return (
             f"{self.label}: {t.topology} · {who} · {t.count('executed')} allowed, "
-            f"{t.count('denied')} denied, {t.count('waiting')} waiting · {turns} model turns "
-            f"· {elapsed}"
+            f"{t.count('denied')} denied, {t.count('waiting')} waiting · "
+            f"{_count(turns, 'model turn')} · {elapsed}"
         )
 
     def _watch(self, status: Any) -> None:
@@ -546,7 +546,7 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
     call = int(number)
     if call >= len(calls):
         raise ConfigError(
-            f"--context {spec!r}: {agent} made {len(calls)} model calls; "
+            f"--context {spec!r}: {agent} made {_count(len(calls), 'model call')}; "
             f"choose 0 to {len(calls) - 1}"
         )
     messages = context_at(events, call)
@@ -578,7 +578,8 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
         )
         return
     out.print(
-        f"{agent} model call {call}: {len(messages)} messages, ~{total(messages)} tokens; {check}",
+        f"{agent} model call {call}: {_count(len(messages), 'message')}, "
+        f"~{_count(total(messages), 'token')}; {check}",
         markup=False,
     )
     for m in messages:
@@ -601,13 +602,14 @@ def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:
         result = reexecute(store, episode_id, topology)
     fed = result.fed_back
     inputs = (
-        f"{fed['model_turns']} model turns, {fed['tool_results']} tool results and "
-        f"{fed['approval_decisions']} approval decisions fed back; no model or tool "
+        f"{_count(fed['model_turns'], 'model turn')}, {_count(fed['tool_results'], 'tool result')}"
+        f" and {_count(fed['approval_decisions'], 'approval decision')} fed back; no model or tool "
         "was called"
     )
     if result.identical:
         out.print(
-            f"identical: {result.events_compared} events re-executed ({inputs})", markup=False
+            f"identical: {_count(result.events_compared, 'event')} re-executed ({inputs})",
+            markup=False,
         )
         return
     out.print(f"diverged at {result.divergence} ({inputs})", markup=False)
@@ -629,11 +631,11 @@ def diff(
         found = diff_episodes(store, first, second)
     for d in found:
         if d.divergence is None:
-            out.print(f"{d.agent}: the same ({d.same} events)", markup=False)
+            out.print(f"{d.agent}: the same ({_count(d.same, 'event')})", markup=False)
             continue
         v = d.divergence
         out.print(
-            f"{d.agent}: the same for {d.same} events, then part ways at step {v.step} "
+            f"{d.agent}: the same for {_count(d.same, 'event')}, then part ways at step {v.step} "
             f"({v.event}.{v.field}): a {v.recorded!r}, b {v.new!r}",
             markup=False,
         )
@@ -674,7 +676,8 @@ def facts(
     with Store(db) as store:
         org = OrgMemory(store)
         if rebuild:
-            out.print(f"rebuilt the facts read model from {org.rebuild()} events", markup=False)
+            folded = _count(org.rebuild(), "event")
+            out.print(f"rebuilt the facts read model from {folded}", markup=False)
             if subject is None and search is None:
                 return
         if search is not None:
@@ -742,8 +745,8 @@ def forget(
     with Store(db) as store:
         done = erase_subject(store, subject, requested_by=who, reason=reason, clock=SystemClock())
     out.print(
-        f"erased {subject}: key destroyed; {done.sealed_events} events now read their "
-        f"personal fields as erased; {done.facts} facts erased",
+        f"erased {subject}: key destroyed; {_count(done.sealed_events, 'event')} now read "
+        f"their personal fields as erased; {_count(done.facts, 'fact')} erased",
         markup=False,
     )
     for item in done.rebuilt:
@@ -841,7 +844,8 @@ def retain(
         )
     for e in facts_gone:
         out.print(
-            f"forgot {len(e.facts)} fact(s) about {e.subject}: {e.why} ({e.rule})", markup=False
+            f"forgot {_count(len(e.facts), 'fact')} about {e.subject}: {e.why} ({e.rule})",
+            markup=False,
         )
     for g in episodes_gone:
         out.print(f"forgot episode {g.originator_id}: {g.why} ({g.rule})", markup=False)
@@ -888,8 +892,9 @@ def render(t: Timeline) -> Tree:
     for a in t.agents:
         by = ", ".join(a.assigned_by) or "nobody"
         branch = root.add(
-            f"[bold cyan]{a.name}[/] (task from {by}) · {a.turns} model turns · "
-            f"{a.steps_used} steps used · {a.status}" + (f": {_esc(a.detail)}" if a.detail else "")
+            f"[bold cyan]{a.name}[/] (task from {by}) · {_count(a.turns, 'model turn')} · "
+            f"{_count(a.steps_used, 'step')} used · {a.status}"
+            + (f": {_esc(a.detail)}" if a.detail else "")
         )
         for act in a.actions:
             color = colors.get(act.outcome, "white")
@@ -941,6 +946,11 @@ def _esc(text: str) -> str:
     return escape(text)
 
 
+def _count(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 agent``, ``2 agents``: a count and its noun, agreeing."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
+
+
 def _json(value: Any) -> str:
     """A value as JSON for people to read: its text in its own characters, not escapes."""
     return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
@@ -972,8 +982,9 @@ def inbox_list(
     _inbox_table(items)
     if escalated:
         out.print(
-            f"{len(escalated)} escalation(s) wait for a person: {_prog()} inbox escalations"
-            f"{_db_flag(db)}",
+            f"{_count(len(escalated), 'escalation')} "
+            f"{'waits' if len(escalated) == 1 else 'wait'} for a person: "
+            f"{_prog()} inbox escalations{_db_flag(db)}",
             markup=False,
         )
     elif not items:
@@ -1219,7 +1230,7 @@ def inbox_digest(
         return
     _inbox_table(list(digest.items))
     out.print(
-        f"digest {digest.id}: {len(digest.items)} requests. decide them all: "
+        f"digest {digest.id}: {_count(len(digest.items), 'request')}. decide them all: "
         f"{_prog()} inbox digest --approve {digest.id} [--except ID ...] --reason WHY"
         f"{_db_flag(db)}",
         markup=False,
@@ -1396,7 +1407,7 @@ def policy_check(
     policy = Policy.load(file)
     effects = sorted({r.effect for r in policy.rules})
     out.print(
-        f"{file}: {len(policy.rules)} rules ({', '.join(effects) or 'none'}), valid",
+        f"{file}: {_count(len(policy.rules), 'rule')} ({', '.join(effects) or 'none'}), valid",
         markup=False,
     )
 
@@ -1442,13 +1453,14 @@ def audit_verify(db: Db = None, key: PublicKeys = None, as_json: Json = False) -
         out.print_json(data=asdict(verdict) | {"intact": verdict.intact})
     elif verdict.intact:
         out.print(
-            f"audit trail intact: {verdict.records} records, {verdict.signatures} "
-            f"signatures, key {', '.join(keys)}"
+            f"audit trail intact: {_count(verdict.records, 'record')}, "
+            f"{_count(verdict.signatures, 'signature')}, key {', '.join(keys)}"
         )
     else:
         err.print(
             f"[bold red]audit trail broken at record {verdict.bad}:[/] "
-            f"{_esc(verdict.problem)} ({verdict.records} records before it are intact)",
+            f"{_esc(verdict.problem)} ({_count(verdict.records, 'record')} before it "
+            f"{'is' if verdict.records == 1 else 'are'} intact)",
             markup=True,
         )
     if not verdict.intact:
@@ -1491,7 +1503,7 @@ def audit_verify_bundle(
         raise EvidenceError(f"{bundle}: not JSON ({e})") from e
     checked = verify_bundle(data, public)
     out.print(
-        f"evidence intact: episode {checked.episode}, {checked.records} records, "
+        f"evidence intact: episode {checked.episode}, {_count(checked.records, 'record')}, "
         f"signed by key {checked.key}"
     )
 

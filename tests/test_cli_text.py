@@ -1,5 +1,5 @@
 """What the CLI reads from people and prints for them: a task from a file, text in any
-language as its characters, erased facts as erased."""
+language as its characters, erased facts as erased, counts with the right noun."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tether.memory import RandomIds, Store, SystemClock
+from tether.memory import RandomIds, SequentialIds, StepClock, Store, SystemClock
 from tether.runtime import launch
 from tether.runtime.cli import app
 from tether.runtime.host import Host
 from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
+from tether.topologies import demo
 from tether.topologies.loader import Loaded
 
+from .conftest import ONE_AGENT_FILE
 from .test_forgetting import refund_desk
 
 NOTE_FILE = '''
@@ -142,3 +144,28 @@ def test_facts_about_an_erased_subject_read_erased(sqlite_url: str) -> None:
         "refund:1042",
         "[erased]",
     ]
+
+
+def test_counts_agree_with_their_nouns(tmp_path: Path, sqlite_url: str) -> None:
+    # One agent under one supervisor: both in the singular.
+    fleet = tmp_path / "one.py"
+    fleet.write_text(ONE_AGENT_FILE)
+    code, shown = cli("validate", str(fleet))
+    assert code == 0, shown
+    assert "one is valid: 1 agent under 1 supervisor; entry a" in shown
+    # Erasing a subject with one fact erases one fact.
+    with Store(sqlite_url) as store:
+        refund_desk(store)
+    code, shown = cli("forget", "customer:ada", "--db", sqlite_url)
+    assert code == 0, shown
+    assert "; 1 fact erased" in shown
+    # An episode waiting for one approval says so in the singular.
+    with Store(sqlite_url) as store:
+        clock, ids = StepClock(), SequentialIds(1000)
+        host = Host(demo.topology, store, clock, ids)
+        RootSupervisor(demo.topology, store, LocalHost(host), clock, ids).start(
+            demo.task, demo.context
+        )
+    code, shown = cli("episodes", "--db", sqlite_url)
+    assert code == 0, shown
+    assert "refunds waits for 1 approval " in shown.replace("│", " ")
