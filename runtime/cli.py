@@ -289,10 +289,9 @@ def resume(
     """Continue an episode: after approvals were decided, or after a crash."""
     from tether.runtime.launch import resume as resume_episode
 
+    episode_id = _episode_id(episode, db)
     with Progress("resuming on Ray", db) as progress:
-        report = resume_episode(
-            _episode_id(episode, db), db=db, address=address, on_episode=progress.follow
-        )
+        report = resume_episode(episode_id, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
 
 
