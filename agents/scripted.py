@@ -8,7 +8,7 @@ continues where the recorded history stopped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -24,9 +24,19 @@ def say(text: str) -> ModelTurn:
     return ModelTurn(text=text, usage=Usage(input_tokens=0, output_tokens=len(text.split())))
 
 
-def call(name: str, /, text: str = "", **arguments: Any) -> ModelTurn:
-    """A turn that calls one tool with ``arguments``."""
-    return calls(ToolCall(name=name, arguments=arguments), text=text)
+def call(
+    name: str,
+    arguments: Mapping[str, Any] | None = None,
+    /,
+    *,
+    _text: str = "",
+    **keywords: Any,
+) -> ModelTurn:
+    """A turn that calls one tool with ``arguments`` and ``keywords``, whatever their names:
+    ``call("pay", to="acme@example.com")``, ``call("post", {"text": "hi"})``. What the model
+    says alongside the call is ``_text``, a name no tool argument can have (pydantic fields
+    never start with an underscore)."""
+    return calls(ToolCall(name=name, arguments={**(arguments or {}), **keywords}), text=_text)
 
 
 def calls(*tool_calls: ToolCall, text: str = "") -> ModelTurn:

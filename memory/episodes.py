@@ -142,7 +142,8 @@ def episode_status(
         elif isinstance(e, EpisodeFailed):
             status, detail = "failed", e.reason
         elif isinstance(e, EpisodeSuspended):
-            status, detail = "waiting", f"{e.agent} waits for {len(e.waiting)} approval(s)"
+            n = len(e.waiting)
+            status, detail = "waiting", f"{e.agent} waits for {n} approval{'s' * (n != 1)}"
         elif isinstance(e, EpisodeEscalated):
             status, detail = "waiting", f"escalated to a person: {e.reason}"
         elif isinstance(e, EpisodeResumed):
@@ -358,11 +359,13 @@ def _handed_off(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
 def _delegated(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
     workers = sorted({str(c.get("to")) for c in e.calls if isinstance(c, dict)})
     agent.status = "delegating"
-    agent.detail = f"waits for {len(e.calls)} answer(s) from {', '.join(workers)}"
+    n = len(e.calls)
+    agent.detail = f"waits for {n} answer{'s' * (n != 1)} from {', '.join(workers)}"
 
 
 def _answered(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
-    agent.status, agent.detail = "working", f"{len(e.answers)} answer(s) back"
+    n = len(e.answers)
+    agent.status, agent.detail = "working", f"{n} answer{'s' * (n != 1)} back"
 
 
 def _waiting(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> None:
@@ -510,7 +513,8 @@ def fork_episode(
     turns = [n for n, e in events if isinstance(e, ModelResponded)]
     if steps > len(turns):
         raise ConfigError(
-            f"--at {steps}: episode {episode_id} has only {len(turns)} steps; "
+            f"--at {steps}: episode {episode_id} has only {len(turns)} "
+            f"step{'s' * (len(turns) != 1)}; "
             f"choose 0 to {len(turns)}"
         )
     cut = turns[steps] if steps < len(turns) else None

@@ -69,8 +69,9 @@ def erase_subject(
             "events; `tether facts --search WORD` finds subjects"
         )
     store.keys.destroy(subject)
+    folded = org.rebuild()
     rebuilt = [
-        f"org facts read model ({org.rebuild()} events folded again)",
+        f"org facts read model ({folded} event{'s' * (folded != 1)} folded again)",
         f"timeline snapshots ({store.snapshots.drop()} dropped; rebuilt on next load)",
     ]
     receipt_events = store.read(erasure_stream_id(subject))

@@ -139,6 +139,43 @@ def _db_flag(db: str | None) -> str:
     return f" --db {shlex.quote(db)}"
 
 
+def _ids_of(db: str | None, *types: type[Event]) -> Callable[[], list[uuid.UUID]]:
+    """The ids of the streams that start with one of ``types``, read when asked."""
+
+    def known() -> list[uuid.UUID]:
+        with Store(db) as store:
+            return [e.originator_id for _, e in store.of_type(*types)]
+
+    return known
+
+
+def _episode_id(given: str, db: str | None) -> uuid.UUID:
+    """The episode a person named: its whole id, or a unique prefix of it."""
+    from tether.memory.events import EpisodeStarted
+    from tether.runtime.errors import EpisodeNotFound
+    from tether.runtime.prefixes import resolve
+
+    return resolve(given, "episode", _ids_of(db, EpisodeStarted), EpisodeNotFound)
+
+
+def _approval_id(given: str, db: str | None) -> uuid.UUID:
+    """The approval request a person named: its whole id, or a unique prefix of it."""
+    from tether.memory.events import ApprovalRequested
+    from tether.runtime.errors import ApprovalNotFound
+    from tether.runtime.prefixes import resolve
+
+    return resolve(given, "approval request", _ids_of(db, ApprovalRequested), ApprovalNotFound)
+
+
+def _escalation_id(given: str, db: str | None) -> uuid.UUID:
+    """The escalation a person named: its whole id, or a unique prefix of it."""
+    from tether.memory.events import EscalationRequested
+    from tether.runtime.errors import ApprovalNotFound
+    from tether.runtime.prefixes import resolve
+
+    return resolve(given, "escalation", _ids_of(db, EscalationRequested), ApprovalNotFound)
+
+
 # --- running ------------------------------------------------------------------------
 
 
@@ -166,6 +203,13 @@ def run_file(
             "--task", help="The entry agent's input as JSON (default: the file's `task`)."
         ),
     ] = None,
+    task_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--task-file",
+            help="A JSON file holding the entry agent's input, for one too big for a command line.",
+        ),
+    ] = None,
     attr: Annotated[
         str | None,
         typer.Option("--attr", help="Name of the Topology in the file (default: `topology`)."),
@@ -176,6 +220,8 @@ def run_file(
     from tether.runtime.launch import run
     from tether.topologies.loader import load_file
 
+    if task is not None and task_file is not None:
+        raise ConfigError("--task and --task-file: give one of them")
     loaded = load_file(file, attr)
     given = None
     if task is not None:
@@ -185,9 +231,31 @@ def run_file(
             raise ConfigError(f"--task: not valid JSON ({e.msg} at column {e.colno})") from e
         if not isinstance(given, dict):
             raise ConfigError('--task: must be a JSON object, e.g. \'{"question": "..."}\'')
+    if task_file is not None:
+        given = _task_from(task_file)
     with Progress(f"running {loaded.topology.name} on Ray", db) as progress:
         report = run(loaded, given, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
+
+
+def _task_from(path: Path) -> dict[str, Any]:
+    """The task in a JSON file, or one line naming the file and what is wrong with it."""
+    where = f"--task-file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {e.start})") from None
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+        ) from None
+    if not isinstance(given, dict):
+        raise ConfigError(f'{where}: must be a JSON object, e.g. {{"question": "..."}}')
+    return given
 
 
 @app.command()
@@ -205,8 +273,8 @@ def validate(
 
     topology = load_file(file, attr).topology
     out.print(
-        f"{file}: {topology.name} is valid: {len(topology.agents())} agents under "
-        f"{len(topology.supervisors())} supervisors; entry {topology.entry}",
+        f"{file}: {topology.name} is valid: {_count(len(topology.agents()), 'agent')} under "
+        f"{_count(len(topology.supervisors()), 'supervisor')}; entry {topology.entry}",
         markup=False,
     )
 
@@ -237,9 +305,10 @@ def resume(
     """Continue an episode: after approvals were decided, or after a crash."""
     from tether.runtime.launch import resume as resume_episode
 
+    episode_id = _episode_id(episode, db)
     with Progress("resuming on Ray", db) as progress:
         report = resume_episode(
-            episode,
+            episode_id,
             db=db,
             address=address,
             on_episode=progress.follow,
@@ -262,7 +331,7 @@ def cancel(
     from tether.runtime.launch import cancel as cancel_episode
 
     who = approver or _current_user()
-    done = cancel_episode(episode, by=who, reason=reason, db=db)
+    done = cancel_episode(_episode_id(episode, db), by=who, reason=reason, db=db)
     out.print(f"cancelled: {done.episode_id} (it was {done.was}) by {who}", markup=False)
     if done.denied:
         n = len(done.denied)
@@ -284,10 +353,9 @@ def fork(
 ) -> None:
     """Start a new episode sharing the first N steps of another, and continue it live."""
     from tether.memory.episodes import fork_episode
-    from tether.runtime.launch import parse_episode_id
     from tether.runtime.launch import resume as resume_episode
 
-    source = parse_episode_id(episode)
+    source = _episode_id(episode, db)
     with Store(db) as store:
         forked = fork_episode(store, source, at, RandomIds().new(), SystemClock().now())
     out.print(f"forked {source} at step {at} as {forked}", markup=False)
@@ -320,8 +388,8 @@ class Progress:
         turns = sum(a.turns for a in t.agents)
         return (
             f"{self.label}: {t.topology} · {who} · {t.count('executed')} allowed, "
-            f"{t.count('denied')} denied, {t.count('waiting')} waiting · {turns} model turns "
-            f"· {elapsed}"
+            f"{t.count('denied')} denied, {t.count('waiting')} waiting · "
+            f"{_count(turns, 'model turn')} · {elapsed}"
         )
 
     def _watch(self, status: Any) -> None:
@@ -381,7 +449,7 @@ def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
     for a in t.agents:
         for act in a.actions:
             if act.outcome == "waiting" and act.waits_for == "person":
-                args = json.dumps(act.arguments, sort_keys=True, ensure_ascii=False)
+                args = _json(act.arguments)
                 out.print(
                     f"  uncertain {a.name} #{act.action} {act.tool} {args}: a crash cut its "
                     "attempt short; find out whether it happened, then",
@@ -397,7 +465,7 @@ def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
                     markup=False,
                 )
             elif act.outcome == "waiting":
-                args = json.dumps(act.arguments, sort_keys=True)
+                args = _json(act.arguments)
                 out.print(f"  waiting {a.name} #{act.action} {act.tool} {args}", markup=False)
                 out.print(
                     f"    approve: {_prog()} inbox approve {act.approval_id}{_db_flag(db)}",
@@ -476,9 +544,7 @@ def replay(
     ] = None,
 ) -> None:
     """Show an episode: agent → action → each gate stage's decision and reason."""
-    from tether.runtime.launch import parse_episode_id
-
-    episode_id = parse_episode_id(episode)
+    episode_id = _episode_id(episode, db)
     if context is not None:
         _context(episode_id, context, db, as_json)
         return
@@ -492,7 +558,10 @@ def replay(
             t = load_timeline(store, episode_id)
     if as_json:
         sys.stdout.write(
-            json.dumps([event_json(i, e) for i, e in events], indent=1, default=str) + "\n"
+            json.dumps(
+                [event_json(i, e) for i, e in events], indent=1, default=str, ensure_ascii=False
+            )
+            + "\n"
         )
         return
     out.print(render(t))
@@ -524,7 +593,7 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
     call = int(number)
     if call >= len(calls):
         raise ConfigError(
-            f"--context {spec!r}: {agent} made {len(calls)} model calls; "
+            f"--context {spec!r}: {agent} made {_count(len(calls), 'model call')}; "
             f"choose 0 to {len(calls) - 1}"
         )
     messages = context_at(events, call)
@@ -556,13 +625,12 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
         )
         return
     out.print(
-        f"{agent} model call {call}: {len(messages)} messages, ~{total(messages)} tokens; {check}",
+        f"{agent} model call {call}: {_count(len(messages), 'message')}, "
+        f"~{_count(total(messages), 'token')}; {check}",
         markup=False,
     )
     for m in messages:
-        calls_text = "".join(
-            f" → {c.name}({json.dumps(c.arguments, sort_keys=True)})" for c in m.tool_calls
-        )
+        calls_text = "".join(f" → {c.name}({_json(c.arguments)})" for c in m.tool_calls)
         out.print(f"[{m.event:>4}] {m.role:<9} {m.content}{calls_text}", markup=False)
 
 
@@ -581,13 +649,14 @@ def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:
         result = reexecute(store, episode_id, topology)
     fed = result.fed_back
     inputs = (
-        f"{fed['model_turns']} model turns, {fed['tool_results']} tool results and "
-        f"{fed['approval_decisions']} approval decisions fed back; no model or tool "
+        f"{_count(fed['model_turns'], 'model turn')}, {_count(fed['tool_results'], 'tool result')}"
+        f" and {_count(fed['approval_decisions'], 'approval decision')} fed back; no model or tool "
         "was called"
     )
     if result.identical:
         out.print(
-            f"identical: {result.events_compared} events re-executed ({inputs})", markup=False
+            f"identical: {_count(result.events_compared, 'event')} re-executed ({inputs})",
+            markup=False,
         )
         return
     out.print(f"diverged at {result.divergence} ({inputs})", markup=False)
@@ -603,17 +672,17 @@ def diff(
 ) -> None:
     """Show where two episodes part ways, agent by agent (ids and times aside)."""
     from tether.memory.compare import diff_episodes
-    from tether.runtime.launch import parse_episode_id
 
+    first, second = _episode_id(a, db), _episode_id(b, db)
     with Store(db) as store:
-        found = diff_episodes(store, parse_episode_id(a), parse_episode_id(b))
+        found = diff_episodes(store, first, second)
     for d in found:
         if d.divergence is None:
-            out.print(f"{d.agent}: the same ({d.same} events)", markup=False)
+            out.print(f"{d.agent}: the same ({_count(d.same, 'event')})", markup=False)
             continue
         v = d.divergence
         out.print(
-            f"{d.agent}: the same for {d.same} events, then part ways at step {v.step} "
+            f"{d.agent}: the same for {_count(d.same, 'event')}, then part ways at step {v.step} "
             f"({v.event}.{v.field}): a {v.recorded!r}, b {v.new!r}",
             markup=False,
         )
@@ -654,7 +723,8 @@ def facts(
     with Store(db) as store:
         org = OrgMemory(store)
         if rebuild:
-            out.print(f"rebuilt the facts read model from {org.rebuild()} events", markup=False)
+            folded = _count(org.rebuild(), "event")
+            out.print(f"rebuilt the facts read model from {folded}", markup=False)
             if subject is None and search is None:
                 return
         if search is not None:
@@ -696,9 +766,9 @@ def facts(
         recorded = f"{f.recorded_at:%Y-%m-%d %H:%M}" + (
             f" (superseded {f.superseded_at:%Y-%m-%d %H:%M})" if f.superseded_at else ""
         )
-        table.add_row(
-            f.subject, f.key, f.statement, valid, recorded, f"{f.agent} · {f.source_event}"
-        )
+        # Recorded text is shown as written: an erased statement reads "[erased]", not markup.
+        cells = (f.subject, f.key, f.statement, valid, recorded, f"{f.agent} · {f.source_event}")
+        table.add_row(*map(_esc, cells))
     out.print(table)
     if not found:
         out.print("no facts match", markup=False)
@@ -722,8 +792,8 @@ def forget(
     with Store(db) as store:
         done = erase_subject(store, subject, requested_by=who, reason=reason, clock=SystemClock())
     out.print(
-        f"erased {subject}: key destroyed; {done.sealed_events} events now read their "
-        f"personal fields as erased; {done.facts} facts erased",
+        f"erased {subject}: key destroyed; {_count(done.sealed_events, 'event')} now read "
+        f"their personal fields as erased; {_count(done.facts, 'fact')} erased",
         markup=False,
     )
     for item in done.rebuilt:
@@ -748,13 +818,13 @@ def redact(
 ) -> None:
     """Redact one field of one recorded event; the redaction is itself recorded."""
     from tether.memory.forgetting import redact_field
-    from tether.runtime.launch import parse_episode_id
 
     who = approver or _current_user()
+    episode_id = _episode_id(episode, db)
     with Store(db) as store:
         done = redact_field(
             store,
-            parse_episode_id(episode),
+            episode_id,
             agent,
             step,
             field,
@@ -821,7 +891,8 @@ def retain(
         )
     for e in facts_gone:
         out.print(
-            f"forgot {len(e.facts)} fact(s) about {e.subject}: {e.why} ({e.rule})", markup=False
+            f"forgot {_count(len(e.facts), 'fact')} about {e.subject}: {e.why} ({e.rule})",
+            markup=False,
         )
     for g in episodes_gone:
         out.print(f"forgot episode {g.originator_id}: {g.why} ({g.rule})", markup=False)
@@ -868,12 +939,13 @@ def render(t: Timeline) -> Tree:
     for a in t.agents:
         by = ", ".join(a.assigned_by) or "nobody"
         branch = root.add(
-            f"[bold cyan]{a.name}[/] (task from {by}) · {a.turns} model turns · "
-            f"{a.steps_used} steps used · {a.status}" + (f": {_esc(a.detail)}" if a.detail else "")
+            f"[bold cyan]{a.name}[/] (task from {by}) · {_count(a.turns, 'model turn')} · "
+            f"{_count(a.steps_used, 'step')} used · {a.status}"
+            + (f": {_esc(a.detail)}" if a.detail else "")
         )
         for act in a.actions:
             color = colors.get(act.outcome, "white")
-            args = _esc(json.dumps(act.arguments, sort_keys=True))
+            args = _esc(_json(act.arguments))
             node = branch.add(
                 f"#{act.action} [bold]{act.tool}[/] {args} → [{color}]{act.outcome}[/]"
             )
@@ -886,7 +958,7 @@ def render(t: Timeline) -> Tree:
     if t.effects:
         effects = root.add("[bold]effects[/] (the ledger: each key once)")
         for e in t.effects:
-            effects.add(f"{e.key} · {e.tool} · {_esc(json.dumps(e.result, sort_keys=True))}")
+            effects.add(f"{e.key} · {e.tool} · {_esc(_json(e.result))}")
     return root
 
 
@@ -921,6 +993,16 @@ def _esc(text: str) -> str:
     return escape(text)
 
 
+def _count(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 agent``, ``2 agents``: a count and its noun, agreeing."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
+
+
+def _json(value: Any) -> str:
+    """A value as JSON for people to read: its text in its own characters, not escapes."""
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
 # --- the inbox ------------------------------------------------------------------------
 
 
@@ -947,8 +1029,9 @@ def inbox_list(
     _inbox_table(items)
     if escalated:
         out.print(
-            f"{len(escalated)} escalation(s) wait for a person: {_prog()} inbox escalations"
-            f"{_db_flag(db)}",
+            f"{_count(len(escalated), 'escalation')} "
+            f"{'waits' if len(escalated) == 1 else 'wait'} for a person: "
+            f"{_prog()} inbox escalations{_db_flag(db)}",
             markup=False,
         )
     elif not items:
@@ -974,13 +1057,14 @@ def inbox_escalations(
     table = _table("id", "status", "episode", "agent", "why", "partial results", "answers")
     for x in found:
         r = x.request
-        partial = json.dumps(r.partial, sort_keys=True, default=str, ensure_ascii=False)
+        partial = _json(r.partial)
         answers = (
             "retry | resolve --done | resolve --not-done"
             if "done" in r.options
             else (" | ".join(r.options))
         )
-        table.add_row(str(x.id), x.status, str(r.episode_id), r.agent, r.reason, partial, answers)
+        cells = (str(x.id), x.status, str(r.episode_id), r.agent, r.reason, partial, answers)
+        table.add_row(*map(_esc, cells))
     out.print(table)
     out.print(
         f"decide: {_prog()} inbox retry|accept|abort ID --as NAME --reason WHY{_db_flag(db)}",
@@ -1010,9 +1094,10 @@ def _escalation(
         dollars = Decimal(cost)
     except ArithmeticError:
         raise ConfigError(f"--cost: {cost!r} is not an amount of dollars; give e.g. 2.50") from None
+    escalation_id = _escalation_id(escalation, db)
     with Store(db) as store:
         item = Escalations(store, SystemClock()).decide(
-            escalation,
+            escalation_id,
             option,
             who,
             reason,
@@ -1099,16 +1184,17 @@ def _inbox_table(items: list[Any]) -> None:
     table = _table("id", "status", "tier", "agent", "tool", "arguments", "why", "deadline")
     for i in items:
         r = i.request
-        table.add_row(
+        cells = (
             str(i.id),
             i.status,
             r.tier + (" (now)" if r.tier == "high" and i.status == "pending" else ""),
             r.agent,
             r.tool,
-            json.dumps(r.arguments, sort_keys=True),
+            _json(r.arguments),
             r.reason,
             r.deadline.isoformat(timespec="seconds") if r.deadline else "none",
         )
+        table.add_row(*map(_esc, cells))
     if items:
         out.print(table)
 
@@ -1123,16 +1209,17 @@ def inbox_show(
     """Show one request: what, who asked, why, the rules, its deadline and outcome."""
     from tether.runtime.inbox import Inbox
 
+    approval_id = _approval_id(approval, db)
     with Store(db) as store:
         inbox = Inbox(store, SystemClock())
         inbox.expire()
-        item = inbox.get(approval)
+        item = inbox.get(approval_id)
     data = item.as_dict()
     if as_json:
         out.print_json(data=data)
         return
     for key, value in data.items():
-        shown = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+        shown = _json(value) if isinstance(value, dict | list) else value
         out.print(f"{key + ':':16} {shown}", markup=False)
 
 
@@ -1162,13 +1249,14 @@ def inbox_digest(
 
     if approve and deny:
         raise ConfigError("--approve and --deny: give one of them")
+    left_pending = [str(_approval_id(i, db)) for i in skip or ()]
     with Store(db) as store:
         inbox = Inbox(store, SystemClock())
         inbox.expire()
         if approve or deny:
             who = approver or _current_user()
             decided = inbox.decide_digest(
-                str(approve or deny), bool(approve), who, reason, skip=skip or ()
+                str(approve or deny), bool(approve), who, reason, skip=left_pending
             )
             for item in decided:
                 out.print(f"{item.status}: {item.id} ({item.request.tool} by {item.request.agent})")
@@ -1189,7 +1277,7 @@ def inbox_digest(
         return
     _inbox_table(list(digest.items))
     out.print(
-        f"digest {digest.id}: {len(digest.items)} requests. decide them all: "
+        f"digest {digest.id}: {_count(len(digest.items), 'request')}. decide them all: "
         f"{_prog()} inbox digest --approve {digest.id} [--except ID ...] --reason WHY"
         f"{_db_flag(db)}",
         markup=False,
@@ -1239,9 +1327,10 @@ def _decide(
     from tether.runtime.inbox import Inbox
 
     who = approver or _current_user()
+    approval_id = _approval_id(approval, db)
     with Store(db) as store:
         inbox = Inbox(store, SystemClock())
-        item = (inbox.approve if grant else inbox.deny)(approval, who, reason)
+        item = (inbox.approve if grant else inbox.deny)(approval_id, who, reason)
     if as_json:
         out.print_json(data=item.as_dict())
         return
@@ -1365,7 +1454,7 @@ def policy_check(
     policy = Policy.load(file)
     effects = sorted({r.effect for r in policy.rules})
     out.print(
-        f"{file}: {len(policy.rules)} rules ({', '.join(effects) or 'none'}), valid",
+        f"{file}: {_count(len(policy.rules), 'rule')} ({', '.join(effects) or 'none'}), valid",
         markup=False,
     )
 
@@ -1411,13 +1500,14 @@ def audit_verify(db: Db = None, key: PublicKeys = None, as_json: Json = False) -
         out.print_json(data=asdict(verdict) | {"intact": verdict.intact})
     elif verdict.intact:
         out.print(
-            f"audit trail intact: {verdict.records} records, {verdict.signatures} "
-            f"signatures, key {', '.join(keys)}"
+            f"audit trail intact: {_count(verdict.records, 'record')}, "
+            f"{_count(verdict.signatures, 'signature')}, key {', '.join(keys)}"
         )
     else:
         err.print(
             f"[bold red]audit trail broken at record {verdict.bad}:[/] "
-            f"{_esc(verdict.problem)} ({verdict.records} records before it are intact)",
+            f"{_esc(verdict.problem)} ({_count(verdict.records, 'record')} before it "
+            f"{'is' if verdict.records == 1 else 'are'} intact)",
             markup=True,
         )
     if not verdict.intact:
@@ -1432,9 +1522,8 @@ def audit_export(
     """Print an episode's evidence bundle (a signed DSSE envelope) as JSON."""
     from tether.memory.audit import AuditKey, resolve_key_path
     from tether.runtime.evidence import export_bundle
-    from tether.runtime.launch import parse_episode_id
 
-    episode_id = parse_episode_id(episode)
+    episode_id = _episode_id(episode, db)
     key = AuditKey.load(resolve_key_path(None))
     with Store(db) as store:
         load_timeline(store, episode_id)  # EpisodeNotFound for an unknown id
@@ -1461,7 +1550,7 @@ def audit_verify_bundle(
         raise EvidenceError(f"{bundle}: not JSON ({e})") from e
     checked = verify_bundle(data, public)
     out.print(
-        f"evidence intact: episode {checked.episode}, {checked.records} records, "
+        f"evidence intact: episode {checked.episode}, {_count(checked.records, 'record')}, "
         f"signed by key {checked.key}"
     )
 

@@ -10,7 +10,8 @@ out inside the gate) are values or events, never these exceptions.
     │   ├── StoreUrlError           a --db / TETHER_DB value that is not a usable URL
     │   ├── TopologyLoadError       a topology file that cannot be imported or has no fleet
     │   ├── AuditKeyError           an audit signing or public key file that cannot be used
-    │   └── PolicyError             a policy (Python, TOML or YAML) with problems, with paths
+    │   ├── PolicyError             a policy (Python, TOML or YAML) with problems, with paths
+    │   └── AmbiguousId             an id prefix that starts more than one id
     ├── StoreError                  the event store
     │   ├── StoreUnavailable        the database cannot be reached or opened
     │   ├── StreamConflict          another writer appended to the same stream first
@@ -99,6 +100,20 @@ class PolicyError(ConfigError):
         count = len(self.problems)
         head = f"{source}: policy has {count} problem{'s' if count != 1 else ''}"
         super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class AmbiguousId(ConfigError):
+    """A prefix a person typed for an id starts more than one of them."""
+
+    def __init__(self, prefix: str, kind: str, matches: Sequence[str], shown: str) -> None:
+        self.prefix = prefix
+        self.kind = kind
+        self.matches = tuple(matches)
+        """Every id it starts, whole."""
+        super().__init__(
+            f"ambiguous: {prefix!r} matches {len(self.matches)} {kind}s ({shown}); "
+            "give more of the id"
+        )
 
 
 class StoreError(TetherError):

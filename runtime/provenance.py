@@ -121,9 +121,9 @@ class Sources:
         if known is None or _RANK[origin.kind] < _RANK[known.kind]:
             index[key] = origin
 
-    def _inside(self, key: str) -> Origin | None:
-        """The most trusted text that contains ``key``."""
-        for kind in ORIGINS:
+    def _inside(self, key: str, above: int) -> Origin | None:
+        """The most trusted text that contains ``key``, of an origin ranked before ``above``."""
+        for kind in ORIGINS[:above]:
             texts = self._texts[kind]
             if not texts:
                 continue
@@ -135,18 +135,27 @@ class Sources:
         return None
 
     def origin_of(self, value: Any) -> Origin:
-        """Where one argument came from (for a list or an object: its least trusted part)."""
+        """Where one argument came from (for a list or an object: its least trusted part).
+
+        The most trusted origin that holds the value wins, exactly or inside a text: a result
+        that also holds what the operator typed does not make it untrusted. Between the two
+        of one origin, the exact field is the more precise source."""
         if isinstance(value, dict | list | tuple):
             found = [self.origin_of(leaf) for _, leaf in _leaves(value, "")]
             return max(found, key=lambda o: _RANK[o.kind], default=MADE_UP)
         number = _number(value)
         if number is not None:
-            return self._numbers.get(number) or self._tokens.get(number) or MADE_UP
+            exact, token = self._numbers.get(number), self._tokens.get(number)
+            if exact is None or (token is not None and _RANK[token.kind] < _RANK[exact.kind]):
+                return token or MADE_UP
+            return exact
         if isinstance(value, str) and value.strip():
             key = value.strip().casefold()
             known = self._exact.get(key)
-            if known is not None:
-                return known
             # Too short a value is inside too many texts to be traced through any of them.
-            return (self._inside(key) if len(key) >= 4 else None) or MADE_UP
+            if len(key) >= 4:
+                inside = self._inside(key, _RANK[known.kind] if known else len(ORIGINS))
+                if inside is not None:
+                    return inside
+            return known or MADE_UP
         return MADE_UP  # None, True, False: chosen, not quoted

@@ -163,7 +163,7 @@ def test_a_cap_keeps_the_newest_facts(store: Store) -> None:
     assert (event.why, event.rule) == ("cap", "at most 2 facts per subject")
     assert [f.key for f in org.about("customer:bob")] == ["b", "c"]
     out = CliRunner().invoke(app, ["retain", "--ttl-days", "1", "--db", store.url])
-    assert out.exit_code == 0 and "forgot 2 fact(s) about customer:bob: ttl" in out.output
+    assert out.exit_code == 0 and "forgot 2 facts about customer:bob: ttl" in out.output
     none = CliRunner().invoke(app, ["retain", "--db", store.url])
     assert none.exit_code == 1 and "give at least one rule" in none.output
 

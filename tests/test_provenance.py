@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tether.agents import ScriptedModel, ToolCall, call, calls, say
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
@@ -16,6 +18,7 @@ from tether.runtime.host import Host
 from tether.runtime.provenance import Origin, Sources
 from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import Provenance, Topology, demo
+from tether.topologies.policy import ORIGINS
 
 
 def test_a_value_is_traced_to_the_most_trusted_record_that_holds_it() -> None:
@@ -146,3 +149,59 @@ def test_a_value_inside_texts_is_traced_to_the_most_trusted_one() -> None:
     sources.add({"request": "Pay INV-9 and confirm to ops@example.com."}, "task", "operator")
     assert sources.origin_of("OPS@example.com") == Origin("operator", "task.request")
     assert sources.origin_of("ops") == Origin("model", "")  # too short to trace in text
+
+
+def test_the_operator_is_not_demoted_by_a_result_that_holds_the_same_value() -> None:
+    # The operator typed the address inside the task's text; the inbox a tool read also has
+    # it as an exact field. The operator named it: the operator's word wins.
+    sources = Sources()
+    sources.add({"prompt": "email the report to bob.smith@corp.com"}, "task", "operator")
+    sources.add(
+        {"emails": [{"sender": "bob.smith@corp.com"}]}, "get_received_emails#1", "untrusted"
+    )
+    assert sources.origin_of("bob.smith@corp.com") == Origin("operator", "task.prompt")
+    # The same for a number: an amount the operator wrote beats the one a web page holds.
+    sources.add({"price": 250}, "fetch#1", "untrusted")
+    sources.add({"prompt": "pay 250 to the supplier"}, "task2", "operator")
+    assert sources.origin_of(250) == Origin("operator", "task2.prompt")
+    # Among equally trusted holders, the exact field is the more precise source.
+    sources.add({"to": "bob.smith@corp.com"}, "task3", "operator")
+    assert sources.origin_of("bob.smith@corp.com") == Origin("operator", "task3.to")
+
+
+# One value, shown to the agent in several forms: as a field holding exactly it (a string
+# or a number), or inside a sentence.
+_FORMS = ("exact", "number", "inside")
+_VALUE = "ops-desk@corp.example"
+_AMOUNT = 4217
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    shown=st.lists(
+        st.tuples(st.sampled_from(ORIGINS[:-1]), st.sampled_from(_FORMS)), min_size=1, max_size=8
+    )
+)
+def test_the_most_trusted_origin_that_holds_a_value_wins_in_any_order(
+    shown: list[tuple[str, str]],
+) -> None:
+    # The same address and amount reach the agent from random origins in a random order;
+    # after each, the lookup names the most trusted origin seen so far, whatever came first.
+    sources = Sources()
+    for i, (kind, form) in enumerate(shown):
+        value: Any = {
+            "exact": {"field": _VALUE, "amount": str(_AMOUNT)},
+            "number": {"amount": _AMOUNT, "note": f"write to {_VALUE.upper()}"},
+            "inside": {"text": f"Send {_AMOUNT} and write to {_VALUE} today."},
+        }[form]
+        sources.add(value, f"{kind}#{i}", kind)
+        best = min((k for k, _ in shown[: i + 1]), key=ORIGINS.index)
+        for looked_up in (_VALUE, _AMOUNT, str(_AMOUNT), Decimal(_AMOUNT)):
+            origin = sources.origin_of(looked_up)
+            assert origin.kind == best, (looked_up, origin, shown[: i + 1])
+            # The source named is one of the places of that origin that holds the value.
+            assert any(
+                origin.source.startswith(f"{k}#{j}.")
+                for j, (k, _) in enumerate(shown[: i + 1])
+                if k == best
+            ), (looked_up, origin)

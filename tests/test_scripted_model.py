@@ -49,3 +49,16 @@ def test_assert_complete_names_unused_turns() -> None:
 
 def test_a_turn_is_a_plain_value() -> None:
     assert say("hi") == ModelTurn(text="hi", usage=say("hi").usage)
+
+
+def test_a_tool_argument_may_have_any_name() -> None:
+    # A tool that posts a note takes arguments named text and name: they reach the call,
+    # they are not taken for the model's own message or the tool's name.
+    turn = call("post_note", text="ship it", name="release")
+    assert turn.tool_calls == (ToolCall("post_note", {"text": "ship it", "name": "release"}),)
+    assert turn.text == ""
+    # Arguments can also be given as a dict, and what the model says alongside the call
+    # goes in _text, a name no tool argument can have (pydantic fields never start with _).
+    turn = call("post_note", {"text": "ship it"}, _text="Posting the note.")
+    assert turn.tool_calls == (ToolCall("post_note", {"text": "ship it"}),)
+    assert turn.text == "Posting the note."

@@ -132,7 +132,7 @@ def test_tether_validate_lists_every_problem_or_says_valid(tmp_path: Path) -> No
     )
     result = CliRunner().invoke(app, ["validate", str(good)])
     assert result.exit_code == 0, result.output
-    assert "two is valid: 2 agents under 1 supervisors; entry a" in result.output
+    assert "two is valid: 2 agents under 1 supervisor; entry a" in result.output
     bad = tmp_path / "bad.py"
     bad.write_text(
         "from tether.agents import ScriptedModel, say\n"

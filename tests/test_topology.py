@@ -108,6 +108,20 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
         ({"max_turns": 0}, "max_turns: must be a positive integer"),
         ({"budget": Budget(steps=-1)}, "budget.steps: must be a non-negative integer"),
         ({"handoffs": ("a",)}, "cannot hand off to itself"),
+        # Granting a built-in tool the agent was not given names the field that gives it.
+        (
+            {"role": Role("a", grants=(Grant("handoff"),))},
+            "grants[0].tool: unknown tool 'handoff'; it is built in: give the agent "
+            "Agent(handoffs=(...)) naming the agents it may hand off to",
+        ),
+        (
+            {"role": Role("a", grants=(Grant("delegate"),))},
+            "unknown tool 'delegate'; it is built in: give the agent Agent(workers=(...))",
+        ),
+        (
+            {"rails": (SpendCap(tool="send_message", field="body", per_call=Decimal(1)),)},
+            "unknown tool 'send_message'; it is built in: give the agent Agent(peers=(...))",
+        ),
     ],
 )
 def test_each_kind_of_mistake_names_its_field(kw: dict[str, object], words: str) -> None:

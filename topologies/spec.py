@@ -873,7 +873,7 @@ def _agent_problems(
             continue
         granted.add(g.tool)
         if g.tool not in tools:
-            out.append(f"{gp}.tool: unknown tool {g.tool!r}; the agent's tools are {sorted(tools)}")
+            out.append(f"{gp}.tool: {_unknown_tool(g.tool, tools)}")
         if g.tier is not None and g.tier not in TIERS:
             out.append(f"{gp}.tier: {g.tier!r} is not a tier; use low, medium or high")
         if g.approval is not None:
@@ -894,9 +894,7 @@ def _agent_problems(
             out.append(f"{rp}: must be a rail: {names}")
             continue
         if rail.tool not in tools:
-            out.append(
-                f"{rp}.tool: unknown tool {rail.tool!r}; the agent's tools are {sorted(tools)}"
-            )
+            out.append(f"{rp}.tool: {_unknown_tool(rail.tool, tools)}")
         elif isinstance(rail, RateLimit):
             if not isinstance(rail.calls, int) or rail.calls < 1 or not rail.per_s > 0:
                 out.append(f"{rp}: give calls >= 1 and per_s > 0")
@@ -930,6 +928,24 @@ def _agent_problems(
                     f"{rp}.origins: {list(rail.origins)} must name one or more of {list(ORIGINS)}"
                 )
     return out
+
+
+_BUILT_IN = {
+    HANDOFF: "Agent(handoffs=(...)) naming the agents it may hand off to",
+    SEND: "Agent(peers=(...)) naming the agents it may message",
+    DELEGATE: "Agent(workers=(...)) naming the agents it may give work to",
+    PAGE_BACK: "Agent(context_tokens=...) bounding its working memory",
+    PROGRESS: "Agent(stuck=Stuck(no_progress_steps=...))",
+}
+"""The field of ``Agent`` that gives it each built-in tool."""
+
+
+def _unknown_tool(name: str, tools: dict[str, Tool]) -> str:
+    """Why ``name`` is not one of the agent's tools, and how to make it one."""
+    fix = _BUILT_IN.get(name)
+    if fix is not None:
+        return f"unknown tool {name!r}; it is built in: give the agent {fix}"
+    return f"unknown tool {name!r}; the agent's tools are {sorted(tools)}"
 
 
 def _narrowing_problems(agent: Agent, bound: Role, p: str) -> list[str]:
