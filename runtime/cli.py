@@ -94,6 +94,14 @@ Db = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Init = Annotated[
+    bool,
+    typer.Option(
+        "--init",
+        help="Add tether's tables to a database that holds other tables (a new file or an "
+        "empty database needs no --init).",
+    ),
+]
 Address = Annotated[
     str | None,
     typer.Option(
@@ -144,12 +152,13 @@ def _db_flag(db: str | None) -> str:
 
 @app.command()
 @handled
-def demo(db: Db = None, address: Address = None) -> None:
+def demo(db: Db = None, address: Address = None, init: Init = False) -> None:
     """Run the refund desk until it finishes or waits for a person; summarize the gate."""
     from tether.runtime.launch import run
     from tether.topologies.loader import load_module
 
     loaded = load_module("tether.topologies.demo")
+    _init(db, init)
     with Progress("running the refund desk on Ray", db) as progress:
         report = run(loaded, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
@@ -171,6 +180,7 @@ def run_file(
         typer.Option("--attr", help="Name of the Topology in the file (default: `topology`)."),
     ] = None,
     address: Address = None,
+    init: Init = False,
 ) -> None:
     """Run a topology defined in a Python file."""
     from tether.runtime.launch import run
@@ -185,9 +195,17 @@ def run_file(
             raise ConfigError(f"--task: not valid JSON ({e.msg} at column {e.colno})") from e
         if not isinstance(given, dict):
             raise ConfigError('--task: must be a JSON object, e.g. \'{"question": "..."}\'')
+    _init(db, init)
     with Progress(f"running {loaded.topology.name} on Ray", db) as progress:
         report = run(loaded, given, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
+
+
+def _init(db: str | None, init: bool) -> None:
+    """With --init, add tether's tables to the database first; the run then finds a store
+    there (without it, the run refuses a database of other tables)."""
+    if init:
+        Store(db, mode="init").close()
 
 
 @app.command()
@@ -240,7 +258,7 @@ def fork(
     from tether.runtime.launch import resume as resume_episode
 
     source = parse_episode_id(episode)
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         forked = fork_episode(store, source, at, RandomIds().new(), SystemClock().now())
     out.print(f"forked {source} at step {at} as {forked}", markup=False)
     with Progress("continuing the fork on Ray", db) as progress:
@@ -373,7 +391,7 @@ def episodes(
     ] = False,
 ) -> None:
     """List episodes, oldest first."""
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         found = list_episodes(store, forgotten=everything)
     if as_json:
         out.print_json(data=[{**asdict(e), "episode_id": str(e.episode_id)} for e in found])
@@ -419,7 +437,7 @@ def replay(
     if reexecute:
         _reexecute(episode_id, db)
         return
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         if as_json:
             events = episode_events(store, episode_id)
         else:
@@ -441,7 +459,7 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
     agent, _, number = spec.rpartition(":")
     if not agent or not number.isdigit():
         raise ConfigError(f"--context {spec!r}: give AGENT:N, e.g. refunds:2")
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         first = store.read(episode_id, limit=1)
         if not first or not isinstance(first[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
@@ -507,7 +525,7 @@ def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:
     from tether.runtime.reexecute import reexecute
     from tether.topologies.loader import load_source
 
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         first = store.read(episode_id, limit=1)
         if not first or not isinstance(first[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
@@ -539,7 +557,7 @@ def diff(
     from tether.memory.compare import diff_episodes
     from tether.runtime.launch import parse_episode_id
 
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         found = diff_episodes(store, parse_episode_id(a), parse_episode_id(b))
     for d in found:
         if d.divergence is None:
@@ -585,7 +603,7 @@ def facts(
     when = {
         name: _when(name, value) for name, value in (("--as-of", as_of), ("--valid-at", valid_at))
     }
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         org = OrgMemory(store)
         if rebuild:
             out.print(f"rebuilt the facts read model from {org.rebuild()} events", markup=False)
@@ -653,7 +671,7 @@ def forget(
     from tether.memory.forgetting import erase_subject
 
     who = approver or _current_user()
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         done = erase_subject(store, subject, requested_by=who, reason=reason, clock=SystemClock())
     out.print(
         f"erased {subject}: key destroyed; {done.sealed_events} events now read their "
@@ -685,7 +703,7 @@ def redact(
     from tether.runtime.launch import parse_episode_id
 
     who = approver or _current_user()
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         done = redact_field(
             store,
             parse_episode_id(episode),
@@ -745,7 +763,7 @@ def retain(
         unused_for=timedelta(days=unused_days) if unused_days else None,
     )
     now = SystemClock().now()
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         facts_gone = OrgMemory(store).retain(policy, now)
         episodes_gone = retain_episodes(
             store,
@@ -868,7 +886,7 @@ def inbox_list(
     """Show requests waiting for a person."""
     from tether.runtime.inbox import Inbox
 
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         inbox = Inbox(store, SystemClock())
         inbox.expire()
         items = inbox.items(None if everything else "pending")
@@ -897,7 +915,7 @@ def inbox_escalations(
     everything: Annotated[bool, typer.Option("--all", help="Include decided ones.")] = False,
 ) -> None:
     """Episodes whose supervisor gave up and asks a person: retry, accept or abort."""
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         found = Escalations(store, SystemClock()).items(pending_only=not everything)
     if as_json:
         out.print_json(data=[x.as_dict() for x in found])
@@ -933,7 +951,7 @@ def _escalation(
         dollars = Decimal(cost)
     except ArithmeticError:
         raise ConfigError(f"--cost: {cost!r} is not an amount of dollars; give e.g. 2.50") from None
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         item = Escalations(store, SystemClock()).decide(
             escalation,
             option,
@@ -1023,7 +1041,7 @@ def inbox_show(
     """Show one request: what, who asked, why, the rules, its deadline and outcome."""
     from tether.runtime.inbox import Inbox
 
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         inbox = Inbox(store, SystemClock())
         inbox.expire()
         item = inbox.get(approval)
@@ -1062,7 +1080,7 @@ def inbox_digest(
 
     if approve and deny:
         raise ConfigError("--approve and --deny: give one of them")
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         inbox = Inbox(store, SystemClock())
         inbox.expire()
         if approve or deny:
@@ -1139,7 +1157,7 @@ def _decide(
     from tether.runtime.inbox import Inbox
 
     who = approver or _current_user()
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         inbox = Inbox(store, SystemClock())
         item = (inbox.approve if grant else inbox.deny)(approval, who, reason)
     if as_json:
@@ -1183,7 +1201,7 @@ def status(
 
     if watch is not None and watch <= 0:
         raise ConfigError(f"--watch {watch}: give a number of seconds above 0")
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         if as_json:
             out.print_json(data=[e.as_dict() for e in fleet_status(store, finished=everything)])
             return
@@ -1304,8 +1322,8 @@ def _public_keys(paths: list[Path] | None) -> dict[str, Any]:
 @handled
 def audit_verify(db: Db = None, key: PublicKeys = None, as_json: Json = False) -> None:
     """Check the whole trail: exit 0 if intact, 1 naming the first record that breaks it."""
-    keys = _public_keys(key)
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
+        keys = _public_keys(key)
         verdict = store.audit.verify(keys)
     if as_json:
         out.print_json(data=asdict(verdict) | {"intact": verdict.intact})
@@ -1336,7 +1354,7 @@ def audit_export(
 
     episode_id = parse_episode_id(episode)
     key = AuditKey.load(resolve_key_path(None))
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         load_timeline(store, episode_id)  # EpisodeNotFound for an unknown id
         bundle = export_bundle(store, str(episode_id), key, datetime.now(UTC))
     sys.stdout.write(json.dumps(bundle, indent=2) + "\n")

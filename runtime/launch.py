@@ -70,7 +70,7 @@ def resume(
     episode = parse_episode_id(episode_id)
     if on_episode is not None:
         on_episode(episode)
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         events = store.read(episode)
         if not events or not isinstance(events[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
