@@ -168,13 +168,13 @@ def test_a_read_only_uri_is_honoured(
     demo_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = demo_store.read_bytes()
+    monkeypatch.chdir(demo_store.parent)
     # An auditor opens the store read-only, the way SQLAlchemy spells SQLite URI options.
     url = f"sqlite:///file:{demo_store}?mode=ro&uri=true"
     result = invoke("episodes", "--json", "--db", url)
     assert result.exit_code == 0, result.output
     assert '"topology": "refund_desk"' in result.output
     # A relative path works too, from the directory the store is in ...
-    monkeypatch.chdir(demo_store.parent)
     relative = f"sqlite:///file:{demo_store.name}?mode=ro&uri=true"
     assert resolve_url(relative) == url
     result = invoke("replay", "--json", "--db", relative, str(_episode_id(demo_store)))
