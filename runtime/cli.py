@@ -94,6 +94,14 @@ Db = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Init = Annotated[
+    bool,
+    typer.Option(
+        "--init",
+        help="Add tether's tables to a database that holds other tables (a new file or an "
+        "empty database needs no --init).",
+    ),
+]
 Address = Annotated[
     str | None,
     typer.Option(
@@ -143,7 +151,7 @@ def _ids_of(db: str | None, *types: type[Event]) -> Callable[[], list[uuid.UUID]
     """The ids of the streams that start with one of ``types``, read when asked."""
 
     def known() -> list[uuid.UUID]:
-        with Store(db) as store:
+        with Store(db, mode="existing") as store:
             return [e.originator_id for _, e in store.of_type(*types)]
 
     return known
@@ -181,12 +189,13 @@ def _escalation_id(given: str, db: str | None) -> uuid.UUID:
 
 @app.command()
 @handled
-def demo(db: Db = None, address: Address = None) -> None:
+def demo(db: Db = None, address: Address = None, init: Init = False) -> None:
     """Run the refund desk until it finishes or waits for a person; summarize the gate."""
     from tether.runtime.launch import run
     from tether.topologies.loader import load_module
 
     loaded = load_module("tether.topologies.demo")
+    _init(db, init)
     with Progress("running the refund desk on Ray", db) as progress:
         report = run(loaded, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
@@ -215,6 +224,7 @@ def run_file(
         typer.Option("--attr", help="Name of the Topology in the file (default: `topology`)."),
     ] = None,
     address: Address = None,
+    init: Init = False,
 ) -> None:
     """Run a topology defined in a Python file."""
     from tether.runtime.launch import run
@@ -233,6 +243,7 @@ def run_file(
             raise ConfigError('--task: must be a JSON object, e.g. \'{"question": "..."}\'')
     if task_file is not None:
         given = _task_from(task_file)
+    _init(db, init)
     with Progress(f"running {loaded.topology.name} on Ray", db) as progress:
         report = run(loaded, given, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
@@ -256,6 +267,13 @@ def _task_from(path: Path) -> dict[str, Any]:
     if not isinstance(given, dict):
         raise ConfigError(f'{where}: must be a JSON object, e.g. {{"question": "..."}}')
     return given
+
+
+def _init(db: str | None, init: bool) -> None:
+    """With --init, add tether's tables to the database first; the run then finds a store
+    there (without it, the run refuses a database of other tables)."""
+    if init:
+        Store(db, mode="init").close()
 
 
 @app.command()
@@ -356,7 +374,7 @@ def fork(
     from tether.runtime.launch import resume as resume_episode
 
     source = _episode_id(episode, db)
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         forked = fork_episode(store, source, at, RandomIds().new(), SystemClock().now())
     out.print(f"forked {source} at step {at} as {forked}", markup=False)
     with Progress("continuing the fork on Ray", db) as progress:
@@ -423,7 +441,7 @@ class Progress:
 
 
 def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         t = load_timeline(store, episode_id)
         escalated = [
             x
@@ -507,7 +525,7 @@ def episodes(
     ] = False,
 ) -> None:
     """List episodes, oldest first."""
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         found = list_episodes(store, forgotten=everything)
     if as_json:
         out.print_json(data=[{**asdict(e), "episode_id": str(e.episode_id)} for e in found])
@@ -551,7 +569,7 @@ def replay(
     if reexecute:
         _reexecute(episode_id, db)
         return
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         if as_json:
             events = episode_events(store, episode_id)
         else:
@@ -576,7 +594,7 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
     agent, _, number = spec.rpartition(":")
     if not agent or not number.isdigit():
         raise ConfigError(f"--context {spec!r}: give AGENT:N, e.g. refunds:2")
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         first = store.read(episode_id, limit=1)
         if not first or not isinstance(first[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
@@ -641,7 +659,7 @@ def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:
     from tether.runtime.reexecute import reexecute
     from tether.topologies.loader import load_source
 
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         first = store.read(episode_id, limit=1)
         if not first or not isinstance(first[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
@@ -674,7 +692,7 @@ def diff(
     from tether.memory.compare import diff_episodes
 
     first, second = _episode_id(a, db), _episode_id(b, db)
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         found = diff_episodes(store, first, second)
     for d in found:
         if d.divergence is None:
@@ -720,7 +738,7 @@ def facts(
     when = {
         name: _when(name, value) for name, value in (("--as-of", as_of), ("--valid-at", valid_at))
     }
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         org = OrgMemory(store)
         if rebuild:
             folded = _count(org.rebuild(), "event")
@@ -789,7 +807,7 @@ def forget(
     from tether.memory.forgetting import erase_subject
 
     who = approver or _current_user()
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         done = erase_subject(store, subject, requested_by=who, reason=reason, clock=SystemClock())
     out.print(
         f"erased {subject}: key destroyed; {_count(done.sealed_events, 'event')} now read "
@@ -821,7 +839,7 @@ def redact(
 
     who = approver or _current_user()
     episode_id = _episode_id(episode, db)
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         done = redact_field(
             store,
             episode_id,
@@ -881,7 +899,7 @@ def retain(
         unused_for=timedelta(days=unused_days) if unused_days else None,
     )
     now = SystemClock().now()
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         facts_gone = OrgMemory(store).retain(policy, now)
         episodes_gone = retain_episodes(
             store,
@@ -1016,7 +1034,7 @@ def inbox_list(
     """Show requests waiting for a person."""
     from tether.runtime.inbox import Inbox
 
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         inbox = Inbox(store, SystemClock())
         inbox.expire()
         items = inbox.items(None if everything else "pending")
@@ -1046,7 +1064,7 @@ def inbox_escalations(
     everything: Annotated[bool, typer.Option("--all", help="Include decided ones.")] = False,
 ) -> None:
     """Episodes whose supervisor gave up and asks a person: retry, accept or abort."""
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         found = Escalations(store, SystemClock()).items(pending_only=not everything)
     if as_json:
         out.print_json(data=[x.as_dict() for x in found])
@@ -1095,7 +1113,7 @@ def _escalation(
     except ArithmeticError:
         raise ConfigError(f"--cost: {cost!r} is not an amount of dollars; give e.g. 2.50") from None
     escalation_id = _escalation_id(escalation, db)
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         item = Escalations(store, SystemClock()).decide(
             escalation_id,
             option,
@@ -1210,7 +1228,7 @@ def inbox_show(
     from tether.runtime.inbox import Inbox
 
     approval_id = _approval_id(approval, db)
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         inbox = Inbox(store, SystemClock())
         inbox.expire()
         item = inbox.get(approval_id)
@@ -1250,7 +1268,7 @@ def inbox_digest(
     if approve and deny:
         raise ConfigError("--approve and --deny: give one of them")
     left_pending = [str(_approval_id(i, db)) for i in skip or ()]
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         inbox = Inbox(store, SystemClock())
         inbox.expire()
         if approve or deny:
@@ -1328,7 +1346,7 @@ def _decide(
 
     who = approver or _current_user()
     approval_id = _approval_id(approval, db)
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         inbox = Inbox(store, SystemClock())
         item = (inbox.approve if grant else inbox.deny)(approval_id, who, reason)
     if as_json:
@@ -1372,7 +1390,7 @@ def status(
 
     if watch is not None and watch <= 0:
         raise ConfigError(f"--watch {watch}: give a number of seconds above 0")
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         if as_json:
             out.print_json(data=[e.as_dict() for e in fleet_status(store, finished=everything)])
             return
@@ -1493,8 +1511,8 @@ def _public_keys(paths: list[Path] | None) -> dict[str, Any]:
 @handled
 def audit_verify(db: Db = None, key: PublicKeys = None, as_json: Json = False) -> None:
     """Check the whole trail: exit 0 if intact, 1 naming the first record that breaks it."""
-    keys = _public_keys(key)
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
+        keys = _public_keys(key)
         verdict = store.audit.verify(keys)
     if as_json:
         out.print_json(data=asdict(verdict) | {"intact": verdict.intact})
@@ -1525,7 +1543,7 @@ def audit_export(
 
     episode_id = _episode_id(episode, db)
     key = AuditKey.load(resolve_key_path(None))
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         load_timeline(store, episode_id)  # EpisodeNotFound for an unknown id
         bundle = export_bundle(store, str(episode_id), key, datetime.now(UTC))
     sys.stdout.write(json.dumps(bundle, indent=2) + "\n")

@@ -13,7 +13,10 @@ out inside the gate) are values or events, never these exceptions.
     │   ├── PolicyError             a policy (Python, TOML or YAML) with problems, with paths
     │   └── AmbiguousId             an id prefix that starts more than one id
     ├── StoreError                  the event store
+    │   ├── StoreMissing            no tether store at the URL (a typo, another app's database)
+    │   ├── StoreNotInitialised     a database of other tables; --init adds tether's to it
     │   ├── StoreUnavailable        the database cannot be reached or opened
+    │   │   └── StoreReadOnly       the database can be read, not written
     │   ├── StreamConflict          another writer appended to the same stream first
     │   ├── StoreCorrupt            a stored record cannot be decoded (names stream and position)
     │   ├── StoreFormatError        the database was written by an incompatible tether
@@ -127,6 +130,63 @@ class StoreUnavailable(StoreError):
         self.url = url
         self.reason = reason
         super().__init__(f"store {url} is unavailable: {reason}")
+
+
+class StoreMissing(StoreError):
+    """No tether store at the URL: nothing there, or a database without tether's tables.
+    Commands that read (or act on what was recorded) create nothing in its place."""
+
+    def __init__(self, url: str, tables: Sequence[str] | None) -> None:
+        self.url = url
+        self.tables = None if tables is None else tuple(tables)
+        """The tables found there instead; None: there is no database (no such file)."""
+        if self.tables is None:
+            found = "no such file"
+        elif not self.tables:
+            found = "an empty database"
+        else:
+            count = len(self.tables)
+            found = (
+                f"it holds {count} other table{'s' if count != 1 else ''}: {_listed(self.tables)}"
+            )
+        super().__init__(f"no tether store at {url} ({found}); check --db")
+
+
+class StoreNotInitialised(StoreError):
+    """A database that holds other tables and no tether store: tether adds its tables
+    to it only when told to (``--init``; ``Store(url, mode="init")``)."""
+
+    def __init__(self, url: str, tables: Sequence[str]) -> None:
+        self.url = url
+        self.tables = tuple(tables)
+        count = len(self.tables)
+        super().__init__(
+            f"{url} holds {count} other table{'s' if count != 1 else ''} "
+            f"({_listed(self.tables)}) and no tether store; check --db, or give --init to "
+            "add tether's tables to it"
+        )
+
+
+class StoreReadOnly(StoreUnavailable):
+    """The database can be read but not written (a read-only file or directory, SQLite's
+    ``mode=ro``, a read-only PostgreSQL transaction); nothing of the refused write was
+    written."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        fix = (
+            "to write, give a --db whose file and directory you may write, without mode=ro "
+            "or immutable=1; to only read, open it with ?immutable=1&uri=true"
+            if url.startswith("sqlite")
+            else "give a --db you may write to (not a read-only replica or transaction)"
+        )
+        StoreError.__init__(self, f"store {url} is read-only ({reason}); {fix}")
+
+
+def _listed(names: Sequence[str], most: int = 5) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 class StreamConflict(StoreError):

@@ -99,7 +99,7 @@ def resume(
     episode = parse_episode_id(episode_id)
     if on_episode is not None:
         on_episode(episode)
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         events = store.read(episode)
         if not events or not isinstance(events[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))
@@ -183,7 +183,7 @@ def cancel(
         raise ConfigError("--reason: say why the episode is cancelled (it is recorded)")
     if not by.strip():
         raise ConfigError("--as: the identity of who cancels is required")
-    with Store(db) as store:
+    with Store(db, mode="existing") as store:
         events = store.read(episode)
         if not events or not isinstance(events[0], EpisodeStarted):
             raise EpisodeNotFound(str(episode_id))

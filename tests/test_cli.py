@@ -21,9 +21,16 @@ def fails(*args: str) -> str:
     return result.output
 
 
+@pytest.fixture
+def empty_store(sqlite_url: str) -> str:
+    """The URL of a store that holds nothing yet (a command that reads never makes one)."""
+    Store(sqlite_url).close()
+    return sqlite_url
+
+
 @pytest.mark.parametrize("episode", ["nope", "00000000-0000-0000-0000-00000000dead"])
-def test_an_unknown_episode_is_named(sqlite_url: str, episode: str) -> None:
-    out = fails("replay", episode, "--db", sqlite_url)
+def test_an_unknown_episode_is_named(empty_store: str, episode: str) -> None:
+    out = fails("replay", episode, "--db", empty_store)
     assert "no episode" in out and "tether episodes" in out
 
 
@@ -37,8 +44,8 @@ def test_a_password_in_a_bad_url_is_not_printed() -> None:
     assert "hunter2" not in out and "***" in out
 
 
-def test_resuming_an_unknown_episode_is_named(sqlite_url: str) -> None:
-    out = fails("resume", "00000000-0000-0000-0000-00000000beef", "--db", sqlite_url)
+def test_resuming_an_unknown_episode_is_named(empty_store: str) -> None:
+    out = fails("resume", "00000000-0000-0000-0000-00000000beef", "--db", empty_store)
     assert "no episode" in out
 
 
@@ -48,12 +55,16 @@ def test_an_unreachable_db_is_named() -> None:
 
 
 def test_tether_db_is_read_from_the_environment(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        app, ["episodes", "--json"], env={"TETHER_DB": f"sqlite:///{tmp_path / 'env.db'}"}
-    )
+    env = {"TETHER_DB": f"sqlite:///{tmp_path / 'env.db'}"}
+    # No store there yet: the error names the URL the environment gave.
+    result = CliRunner().invoke(app, ["episodes", "--json"], env=env)
+    assert result.exit_code == 1
+    assert f"no tether store at sqlite:///{tmp_path / 'env.db'}" in result.output
+    # Once there is one, that is the store the command reads.
+    Store(env["TETHER_DB"]).close()
+    result = CliRunner().invoke(app, ["episodes", "--json"], env=env)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "[]"
-    assert (tmp_path / "env.db").exists()
 
 
 def test_a_malformed_topology_file_is_named(tmp_path: Path, sqlite_url: str) -> None:
@@ -77,13 +88,13 @@ def test_a_cluster_address_nothing_answers_at_is_named(sqlite_url: str) -> None:
     assert "nothing answers at --address 127.0.0.1:1" in out
 
 
-def test_an_unknown_approval_is_named(sqlite_url: str) -> None:
-    out = fails("inbox", "approve", "not-an-id", "--db", sqlite_url)
+def test_an_unknown_approval_is_named(empty_store: str) -> None:
+    out = fails("inbox", "approve", "not-an-id", "--db", empty_store)
     assert "no approval request 'not-an-id'" in out
 
 
-def test_an_empty_inbox_says_so(sqlite_url: str) -> None:
-    result = CliRunner().invoke(app, ["inbox", "list", "--db", sqlite_url])
+def test_an_empty_inbox_says_so(empty_store: str) -> None:
+    result = CliRunner().invoke(app, ["inbox", "list", "--db", empty_store])
     assert result.exit_code == 0
     assert "nothing waits for a person" in result.output
 

@@ -123,6 +123,7 @@ def test_after_erasure_no_byte_of_her_plaintext_remains(store: Store, sqlite_url
 
 
 def test_forgetting_someone_tether_never_knew_is_one_clear_error(sqlite_url: str) -> None:
+    Store(sqlite_url).close()  # a store, with nothing about anyone in it
     result = CliRunner().invoke(app, ["forget", "customer:nobody", "--db", sqlite_url])
     assert result.exit_code == 1
     assert "no data about subject 'customer:nobody'" in result.output
