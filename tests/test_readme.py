@@ -35,3 +35,9 @@ def test_the_readme_examples_run(
     # The payment to ACME ran; the one to the attacker was stopped at the boundaries.
     assert "clerk pay executed" in printed
     assert "clerk pay denied [('boundaries', 'deny'), ('record', 'denied')]" in printed
+    # Every execution attempt is on record: the payment ran in one.
+    assert "clerk pay ['attempt 1']" in printed
+    # The side-effect declarations read as they say.
+    pay_once, wire = namespace["pay_once"], namespace["wire"]
+    assert pay_once.idempotent and pay_once.reconcile is None  # type: ignore[attr-defined]
+    assert not wire.idempotent and wire.reconcile is namespace["wired"]  # type: ignore[attr-defined]
