@@ -275,13 +275,16 @@ class SqlRecorder(ApplicationRecorder):
         """Write batches in one transaction; the ids of each batch, in order, or, for a
         batch whose writer no longer holds its episode's lease, the refusal (it alone
         was not written)."""
+        # (The fenced PostgreSQL insert runs on the driver's own cursor: its errors come
+        # as the driver's, not SQLAlchemy's.)
+        driver = self.engine.dialect.loaded_dbapi
         try:
             if self._is_postgres:
                 return self._write_postgres(batches)
             return self._write_sqlite(batches)
-        except (sqlite3.IntegrityError, sa.exc.IntegrityError) as e:
+        except (sqlite3.IntegrityError, sa.exc.IntegrityError, driver.IntegrityError) as e:
             raise IntegrityError(str(getattr(e, "orig", None) or e)) from e
-        except (sqlite3.OperationalError, sa.exc.OperationalError) as e:
+        except (sqlite3.OperationalError, sa.exc.OperationalError, driver.OperationalError) as e:
             raise OperationalError(str(getattr(e, "orig", None) or e)) from e
 
     def _write_sqlite(self, batches: list[_Batch]) -> list[list[int] | BaseException]:

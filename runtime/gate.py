@@ -451,7 +451,7 @@ class Gate:
             )
             if found is None:
                 return self._execute(n, tool, args, "reconciled: it had not happened; run again")
-            if found.error is None:
+            if found.error is None:  # (the outside system's result: checked like the tool's)
                 return self._finish(n, tool, args, found, "reconciled: it had happened")
             why = f"reconcile failed ({found.error})"
         else:
@@ -526,7 +526,8 @@ class Gate:
                     key, tool, args, result, self.episode_id, self.agent, n
                 ),
             )
-            return self._finish(n, tool, args, done, f"resolved by {said}: it had happened")
+            how = f"resolved by {said}: it had happened"
+            return self._finish(n, tool, args, done, how, checked=False)
         self._record(
             ActionExecuted,
             action=n,
@@ -586,9 +587,10 @@ class Gate:
         return self._finish(n, tool, args, done, _ran(done.attempts, attempt))
 
     def _finish(
-        self, n: int, tool: Tool, args: BaseModel, done: Execution, how: str
+        self, n: int, tool: Tool, args: BaseModel, done: Execution, how: str, checked: bool = True
     ) -> ActionResult:
-        """Record a result (run, fed back, reconciled or resolved), verify it, record it."""
+        """Record a result (run, fed back, reconciled or resolved), verify it (unless it
+        is a person's word, not a result: ``checked=False``), record it."""
         if done.replayed:
             how = "fed back from the effects ledger"
         executed = self._record(
@@ -604,8 +606,8 @@ class Gate:
         )
         # 6. verification
         assert done.result is not None
-        if done.attempts == 0 and not done.replayed:
-            # Reconciled or resolved by a person: not the tool's own result to check.
+        if not checked:
+            # A person's word that the effect happened: there is no result to check.
             self._record(
                 ActionVerified,
                 action=n,

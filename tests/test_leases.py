@@ -34,7 +34,7 @@ from tether.memory.events import (
 )
 from tether.memory.leases import Fence, Leases
 from tether.memory.store import new_event
-from tether.runtime.errors import EpisodeLeased, LeaseLost
+from tether.runtime.errors import EpisodeLeased, LeaseLost, StreamConflict
 from tether.runtime.host import Host
 from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
 from tether.topologies import Agent, Grant, Role, Supervisor, Topology
@@ -134,6 +134,14 @@ def test_an_append_with_a_stale_token_is_refused_and_writes_nothing(store_url: s
         assert "resume" in str(e.value)  # it names who runs it now
         assert [ev.originator_version for ev in store.read(EPISODE)] == [1]
         assert list(store.audit.records()) == []
+
+
+def test_a_fenced_append_that_conflicts_is_a_stream_conflict(store_url: str) -> None:
+    with Store(store_url) as store:
+        lease, _ = store.leases.take(EPISODE, "run")
+        store.append([started(EPISODE)], fence=lease.fence)
+        with pytest.raises(StreamConflict):
+            store.append([started(EPISODE)], fence=lease.fence)
 
 
 def test_in_a_grouped_transaction_a_stale_append_fails_alone(store_url: str) -> None:
