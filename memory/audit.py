@@ -189,10 +189,15 @@ class Verdict:
     bad: int | None = None
     """The first record that breaks the trail, if any."""
     problem: str = ""
+    decisions: int | None = None
+    """The decision events checked against the records (None: the events were not read;
+    ``memory/coverage.py``)."""
+    gap: str = ""
+    """The first disagreement between the trail and the events, if any."""
 
     @property
     def intact(self) -> bool:
-        return self.bad is None
+        return self.bad is None and not self.gap
 
 
 class AuditTrail:
@@ -288,7 +293,8 @@ class AuditTrail:
             after = int(page[-1][0])
 
     def verify(self, keys: dict[str, Ed25519PublicKey]) -> Verdict:
-        """Check the whole trail against the public ``keys`` (by key id)."""
+        """Check the whole trail against the public ``keys`` (by key id): the chain and
+        signatures alone. ``coverage.verify_trail`` also checks it against the events."""
         return check_chain(self.records(), keys)
 
 

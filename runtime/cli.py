@@ -1510,16 +1510,25 @@ def _public_keys(paths: list[Path] | None) -> dict[str, Any]:
 @audit_app.command("verify")
 @handled
 def audit_verify(db: Db = None, key: PublicKeys = None, as_json: Json = False) -> None:
-    """Check the whole trail: exit 0 if intact, 1 naming the first record that breaks it."""
+    """Check the whole trail, and the trail against the events: exit 0 if intact, 1 naming
+    the first record that breaks it or the first decision event without its record."""
+    from tether.memory.coverage import verify_trail
+
     with Store(db, mode="existing") as store:
         keys = _public_keys(key)
-        verdict = store.audit.verify(keys)
+        verdict = verify_trail(store, keys)
     if as_json:
         out.print_json(data=asdict(verdict) | {"intact": verdict.intact})
     elif verdict.intact:
         out.print(
             f"audit trail intact: {_count(verdict.records, 'record')}, "
-            f"{_count(verdict.signatures, 'signature')}, key {', '.join(keys)}"
+            f"{_count(verdict.signatures, 'signature')}, key {', '.join(keys)}; "
+            f"{_count(verdict.decisions or 0, 'decision event')}, each accounted for"
+        )
+    elif verdict.gap:
+        err.print(
+            f"[bold red]audit trail does not match the events:[/] {_esc(verdict.gap)}",
+            markup=True,
         )
     else:
         err.print(
