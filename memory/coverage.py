@@ -101,11 +101,14 @@ class _Noted:
 def verify_trail(store: Store, keys: dict[str, Ed25519PublicKey]) -> Verdict:
     """Check the trail's chain and signatures with ``keys``, then the trail against the
     events: the first problem is named."""
+    # Events and their records commit together: every event up to this one has its record
+    # in the trail read next. Later ones may be a fleet deciding meanwhile.
+    before = store.recorder.max_notification_id() or 0
     noted = _Noted()
     verdict = check_chain(noted.walk(store.audit.records()), keys)
     if not verdict.intact:
         return verdict
-    decisions, gap = _cross_check(store, noted, verdict.records)
+    decisions, gap = _cross_check(store, noted, verdict.records, before)
     return dataclasses.replace(verdict, decisions=decisions, gap=gap)
 
 
@@ -121,8 +124,9 @@ class _Row:
         return f"{self.stream}/{self.position}"
 
 
-def _cross_check(store: Store, noted: _Noted, records: int) -> tuple[int, str]:
-    """(the decision events read, the first problem or "")."""
+def _cross_check(store: Store, noted: _Noted, records: int, before: int) -> tuple[int, str]:
+    """(the decision events read, the first problem or ""). Events after notification
+    ``before`` need no record (the trail was read before them); records may name them."""
     t = store.recorder.table
     q = (
         sa.select(t.c.id, t.c.originator_id, t.c.originator_version, t.c.topic)
@@ -139,7 +143,7 @@ def _cross_check(store: Store, noted: _Noted, records: int) -> tuple[int, str]:
     for id_, stream, position, topic in rows:
         if unmatched.pop(f"{stream}/{position}", None) is not None:
             last_covered = id_
-        elif position > copies.get(stream, 0):
+        elif id_ <= before and position > copies.get(stream, 0):
             last = _Row(id_, stream, position, topic)
             first = first or last
             without += 1

@@ -7,6 +7,7 @@ import base64
 import functools
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from tether.memory import (
     redact_field,
     retain_episodes,
 )
-from tether.memory.audit import GENESIS, AuditKey, canonical, digest, public_pem
+from tether.memory.audit import GENESIS, AuditKey, AuditRecord, canonical, digest, public_pem
 from tether.memory.episodes import episode_events
 from tether.memory.events import (
     ApprovalDenied,
@@ -509,3 +510,23 @@ def test_a_rotated_key_is_named_and_both_keys_verify(trail: Store, tmp_path: Pat
     both = ["--key", str(tmp_path / f"{old.id}.pem"), "--key", str(tmp_path / f"{new.id}.pem")]
     code, output = cli("audit", "verify", "--db", trail.url, *both)
     assert code == 0 and output.startswith("audit trail intact:"), output
+
+
+def test_a_fleet_deciding_while_verify_runs_is_no_gap(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # verify reads the trail, then the events; an episode that decides in between has
+    # events the trail read did not see yet, and they are no gap.
+    from tether.memory.coverage import verify_trail
+
+    with Store(sqlite_url) as store:
+        refund_desk(store)
+        read_trail = store.audit.records
+
+        def records_then_an_episode(episode: str | None = None) -> Iterator[AuditRecord]:
+            yield from read_trail(episode)
+            refund_desk(store, first_id=100)
+
+        monkeypatch.setattr(store.audit, "records", records_then_an_episode)
+        verdict = verify_trail(store, _keys(store))
+    assert verdict.intact, verdict.gap
