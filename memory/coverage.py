@@ -44,9 +44,11 @@ from .events import (
     ApprovalTimedOut,
     BoundariesChecked,
     BudgetReserved,
+    EffectUncertain,
     EpisodeForgotten,
     EpisodeForked,
     EpisodeStarted,
+    EpisodeTakenOver,
     EscalationDecided,
     EscalationRequested,
     Event,
@@ -61,17 +63,20 @@ AUDITED: tuple[type[Event], ...] = (
     GovernanceDecided,
     ApprovalSettled,
     ActionExecuted,
+    EffectUncertain,
     ActionVerified,
     ApprovalGranted,
     ApprovalDenied,
     ApprovalTimedOut,
     EscalationDecided,
+    EpisodeTakenOver,
     EpisodeForked,
 )
 """The events that each have an audit record: the gate's stages that decide
 (``runtime/gate.py``), a person's (or a deadline's) answer to an approval request
-(``runtime/inbox.py``), an escalation's decision (``runtime/escalation.py``), and a fork
-(``fork_episode``), whose record names the decisions it copied."""
+(``runtime/inbox.py``), an escalation's decision (``runtime/escalation.py``), a runner
+taking an episode over (``runtime/supervisor.py``), and a fork (``fork_episode``), whose
+record names the decisions it copied."""
 
 
 @dataclass

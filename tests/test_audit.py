@@ -32,6 +32,7 @@ from tether.memory.events import (
     ApprovalGranted,
     ApprovalTimedOut,
     EpisodeForked,
+    EpisodeTakenOver,
     EscalationDecided,
     GovernanceDecided,
     StageEvent,
@@ -443,7 +444,7 @@ def test_the_cross_check_knows_every_producer_of_records() -> None:
     from tether.runtime.gate import _AUDITED
 
     producers = {*_AUDITED, ApprovalGranted, ApprovalDenied, ApprovalTimedOut}
-    assert producers | {EscalationDecided, EpisodeForked} == set(AUDITED)
+    assert producers | {EscalationDecided, EpisodeTakenOver, EpisodeForked} == set(AUDITED)
 
 
 # --- the key verify checks with -----------------------------------------------------------
