@@ -45,6 +45,7 @@ from .events import (
     BoundariesChecked,
     BudgetReserved,
     EffectUncertain,
+    EpisodeCancelled,
     EpisodeForgotten,
     EpisodeForked,
     EpisodeStarted,
@@ -70,13 +71,14 @@ AUDITED: tuple[type[Event], ...] = (
     ApprovalTimedOut,
     EscalationDecided,
     EpisodeTakenOver,
+    EpisodeCancelled,
     EpisodeForked,
 )
 """The events that each have an audit record: the gate's stages that decide
 (``runtime/gate.py``), a person's (or a deadline's) answer to an approval request
 (``runtime/inbox.py``), an escalation's decision (``runtime/escalation.py``), a runner
-taking an episode over (``runtime/supervisor.py``), and a fork (``fork_episode``), whose
-record names the decisions it copied."""
+taking an episode over (``runtime/supervisor.py``), a cancellation (``runtime/launch.py``),
+and a fork (``fork_episode``), whose record names the decisions it copied."""
 
 
 @dataclass
@@ -194,8 +196,9 @@ def _record_summary(store: Store, seq: int) -> str:
         body: dict[str, Any] = orjson.loads(
             conn.execute(sa.select(t.c.body).where(t.c.seq == seq)).scalar_one()
         )
+    kind = body.get("kind")
     return _summary(
-        str(body.get("stage") or body.get("kind")),
+        str(body.get("stage") if kind == "decision" else kind),
         body.get("episode"),
         body.get("agent"),
         body.get("action"),
