@@ -189,10 +189,18 @@ class Verdict:
     bad: int | None = None
     """The first record that breaks the trail, if any."""
     problem: str = ""
+    decisions: int | None = None
+    """The decision events checked against the records (None: the events were not read;
+    ``memory/coverage.py``)."""
+    gap: str = ""
+    """The first disagreement between the trail and the events, if any."""
+    foreign_key: str | None = None
+    """The key that signed record ``bad``, when none of the keys given is it: the wrong
+    key, not a sign of tampering."""
 
     @property
     def intact(self) -> bool:
-        return self.bad is None
+        return self.bad is None and not self.gap
 
 
 class AuditTrail:
@@ -288,7 +296,8 @@ class AuditTrail:
             after = int(page[-1][0])
 
     def verify(self, keys: dict[str, Ed25519PublicKey]) -> Verdict:
-        """Check the whole trail against the public ``keys`` (by key id)."""
+        """Check the whole trail against the public ``keys`` (by key id): the chain and
+        signatures alone. ``coverage.verify_trail`` also checks it against the events."""
         return check_chain(self.records(), keys)
 
 
@@ -296,9 +305,20 @@ def check_chain(records: Iterable[AuditRecord], keys: dict[str, Ed25519PublicKey
     """Verify a contiguous trail from its first record."""
     expected, prev, signatures, unsigned_from = 1, GENESIS, 0, None
     for r in records:
-        bad = _check(r, expected, prev, keys)
+        bad = _check(r, expected, prev)
         if bad:
             return Verdict(expected - 1, signatures, r.seq if r.seq == expected else expected, bad)
+        if r.sig is not None:
+            public = keys.get(r.key or "")
+            if public is None:
+                given = ", ".join(keys) or "none"
+                problem = f"it is signed by key {r.key}, not the key given ({given})"
+                return Verdict(expected - 1, signatures, r.seq, problem, foreign_key=r.key)
+            try:
+                public.verify(base64.b64decode(r.sig), bytes.fromhex(r.hash))
+            except (InvalidSignature, ValueError):
+                problem = "its signature does not match: it, or a record before it, was altered"
+                return Verdict(expected - 1, signatures, r.seq, problem)
         if r.sig is not None:
             signatures += 1
             unsigned_from = None
@@ -316,7 +336,8 @@ def check_chain(records: Iterable[AuditRecord], keys: dict[str, Ed25519PublicKey
     return Verdict(expected - 1, signatures)
 
 
-def _check(r: AuditRecord, expected: int, prev: str, keys: dict[str, Ed25519PublicKey]) -> str:
+def _check(r: AuditRecord, expected: int, prev: str) -> str:
+    """What is wrong with a record's place, body, hash or link (its signature aside)."""
     if r.seq > expected:
         return f"record {expected} is missing (the trail jumps from {expected - 1} to {r.seq})"
     try:
@@ -332,12 +353,4 @@ def _check(r: AuditRecord, expected: int, prev: str, keys: dict[str, Ed25519Publ
         return "its body does not match its hash: it was modified"
     if body.get("prev") != prev:
         return f"it does not follow record {expected - 1}: a record was inserted or removed"
-    if r.sig is not None:
-        public = keys.get(r.key or "")
-        if public is None:
-            return f"it is signed by key {r.key}, which is not among the keys given"
-        try:
-            public.verify(base64.b64decode(r.sig), bytes.fromhex(r.hash))
-        except (InvalidSignature, ValueError):
-            return "its signature does not match: it, or a record before it, was altered"
     return ""

@@ -540,7 +540,23 @@ def fork_episode(
         elif isinstance(e, AgentWaiting):
             changes["approvals"] = [str(renamed.get(uuid.UUID(a), a)) for a in e.approvals]
         copies.append(_copy(e, **changes))
-    store.append(copies, subject=started.subject)
+    # The copied decisions keep their records in the source's trail; the fork's record
+    # names them, so that `tether audit verify` accounts for every decision event.
+    mine = {agent_stream_id(new_id, n) for n in names.values()}
+    copied = {str(c.originator_id): c.originator_version for c in copies if c.originator_id in mine}
+    audit = {
+        "kind": "fork",
+        "at": at.isoformat(),
+        "episode": str(new_id),
+        "stage": "fork",
+        "decision": "copied",
+        "rules": [],
+        "source": str(episode_id),
+        "steps": steps,
+        "copies": copied,
+        "event": f"{new_id}/2",
+    }
+    store.append(copies, subject=started.subject, audit=[audit])
     return new_id
 
 

@@ -69,8 +69,9 @@ def _options(
             "--audit-key",
             envvar="TETHER_AUDIT_KEY",
             show_envvar=True,
-            help="The Ed25519 key file that signs the audit trail (created if missing; "
-            "default .tether/audit.key). Keep it apart from the database.",
+            help="The Ed25519 key file that signs the audit trail (default "
+            ".tether/audit.key; created if missing by the commands that record, never by "
+            "`audit verify`). Keep it apart from the database.",
         ),
     ] = None,
 ) -> None:
@@ -1489,37 +1490,99 @@ PublicKeys = Annotated[
 ]
 
 
-def _public_keys(paths: list[Path] | None) -> dict[str, Any]:
-    from tether.memory.audit import AuditKey, key_id, load_public_key, resolve_key_path
+AuditKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--audit-key",
+        help="The Ed25519 key file that signs the audit trail (as `tether --audit-key`, "
+        "which this overrides).",
+    ),
+]
+
+
+def _signing_key_file(audit_key: Path | None, *, public_too: bool = False) -> Path:
+    """The signing key file an audit command uses; ``AuditKeyError`` saying where it looked
+    and how to name one if it is not there (these commands never make one)."""
+    from tether.memory.audit import resolve_key_path
     from tether.runtime.errors import AuditKeyError
 
+    path = resolve_key_path(audit_key)
+    if path.exists():
+        return path
+    if audit_key is not None:
+        whence = "given with --audit-key"
+    elif os.environ.get("TETHER_AUDIT_KEY"):
+        whence = "named by TETHER_AUDIT_KEY or tether --audit-key"
+    else:
+        whence = "the default, under the current directory"
+    how = "pass the key that signed the trail with --audit-key PATH"
+    if public_too:
+        how += " (or its public half with --key PUB.pem, from `tether audit key` where it is)"
+    raise AuditKeyError(str(path), f"no such file ({whence}); {how}")
+
+
+def _public_keys(paths: list[Path] | None, audit_key: Path | None = None) -> dict[str, Any]:
+    """The public keys to check signatures with: key id → (key, the file it came from)."""
+    from tether.memory.audit import AuditKey, key_id, load_public_key
+
     if not paths:
-        public = AuditKey.load(resolve_key_path(None)).public
-        return {key_id(public): public}
+        path = _signing_key_file(audit_key, public_too=True)
+        return {(k := AuditKey.load(path)).id: (k.public, str(path))}
     keys = {}
     for path in paths:
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise AuditKeyError(str(path), e.strerror or str(e)) from e
-        public = load_public_key(data, str(path))
-        keys[key_id(public)] = public
+        public = load_public_key(_read_key(path), str(path))
+        keys[key_id(public)] = (public, str(path))
     return keys
+
+
+def _read_key(path: Path) -> bytes:
+    from tether.runtime.errors import AuditKeyError
+
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise AuditKeyError(str(path), e.strerror or str(e)) from e
 
 
 @audit_app.command("verify")
 @handled
-def audit_verify(db: Db = None, key: PublicKeys = None, as_json: Json = False) -> None:
-    """Check the whole trail: exit 0 if intact, 1 naming the first record that breaks it."""
+def audit_verify(
+    db: Db = None, key: PublicKeys = None, audit_key: AuditKeyFile = None, as_json: Json = False
+) -> None:
+    """Check the whole trail, and the trail against the events: exit 0 if intact, 1 naming
+    the first record that breaks it or the first decision event without its record."""
+    from tether.memory.coverage import verify_trail
+
     with Store(db, mode="existing") as store:
-        keys = _public_keys(key)
-        verdict = store.audit.verify(keys)
+        keys = _public_keys(key, audit_key)
+        verdict = verify_trail(store, {k: public for k, (public, _) in keys.items()})
     if as_json:
         out.print_json(data=asdict(verdict) | {"intact": verdict.intact})
     elif verdict.intact:
         out.print(
             f"audit trail intact: {_count(verdict.records, 'record')}, "
-            f"{_count(verdict.signatures, 'signature')}, key {', '.join(keys)}"
+            f"{_count(verdict.signatures, 'signature')}, key {', '.join(keys)}; "
+            f"{_count(verdict.decisions or 0, 'decision event')}, each accounted for"
+        )
+    elif verdict.foreign_key is not None:
+        given = "; ".join(f"{k}, {source}" for k, (_, source) in keys.items())
+        if verdict.signatures == 0:
+            said = (
+                f"audit trail signed by key {verdict.foreign_key}, not the key given "
+                f"({given}): no sign of tampering, the wrong key; pass the key that signed "
+                "it with --audit-key PATH, or its public half with --key PUB.pem"
+            )
+        else:
+            said = (
+                f"audit trail checked up to record {verdict.records}; record {verdict.bad} "
+                f"is signed by key {verdict.foreign_key}, not the key given ({given}): if "
+                "the key was rotated, pass each public key (--key old.pem --key new.pem)"
+            )
+        err.print(f"[bold red]error:[/] {_esc(said)}", markup=True)
+    elif verdict.gap:
+        err.print(
+            f"[bold red]audit trail does not match the events:[/] {_esc(verdict.gap)}",
+            markup=True,
         )
     else:
         err.print(
@@ -1535,14 +1598,16 @@ def audit_verify(db: Db = None, key: PublicKeys = None, as_json: Json = False) -
 @audit_app.command("export")
 @handled
 def audit_export(
-    episode: Annotated[str, typer.Argument(help="The episode's id.")], db: Db = None
+    episode: Annotated[str, typer.Argument(help="The episode's id.")],
+    db: Db = None,
+    audit_key: AuditKeyFile = None,
 ) -> None:
     """Print an episode's evidence bundle (a signed DSSE envelope) as JSON."""
-    from tether.memory.audit import AuditKey, resolve_key_path
+    from tether.memory.audit import AuditKey
     from tether.runtime.evidence import export_bundle
 
     episode_id = _episode_id(episode, db)
-    key = AuditKey.load(resolve_key_path(None))
+    key = AuditKey.load(_signing_key_file(audit_key))
     with Store(db, mode="existing") as store:
         load_timeline(store, episode_id)  # EpisodeNotFound for an unknown id
         bundle = export_bundle(store, str(episode_id), key, datetime.now(UTC))
@@ -1559,7 +1624,7 @@ def audit_verify_bundle(
     from tether.runtime.errors import EvidenceError
     from tether.runtime.evidence import verify_bundle
 
-    [public] = _public_keys([key]).values()
+    [(public, _)] = _public_keys([key]).values()
     try:
         data = json.loads(bundle.read_text())
     except OSError as e:
@@ -1575,11 +1640,11 @@ def audit_verify_bundle(
 
 @audit_app.command("key")
 @handled
-def audit_key_public() -> None:
+def audit_key_public(audit_key: AuditKeyFile = None) -> None:
     """Print the signing key's public half (PEM), creating the key if it does not exist."""
     from tether.memory.audit import AuditKey, public_pem, resolve_key_path
 
-    path = resolve_key_path(None)
+    path = resolve_key_path(audit_key)
     key = AuditKey.load(path, create=True)
     sys.stdout.write(public_pem(key.public).decode())
     err.print(f"key {key.id} ({path})")

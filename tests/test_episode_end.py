@@ -192,6 +192,9 @@ def test_cancel_ends_a_waiting_episode_and_denies_what_it_waited_for(
         assert isinstance(denied, ApprovalDenied) and "cancelled" in denied.reason
         assert any(r.fields.get("kind") == "cancel" for r in store.audit.records())
         assert store.leases.current(report.episode_id).released  # type: ignore[union-attr]
+    # The trail accounts for the cancellation and the denial it made.
+    code, out = cli("audit", "verify", "--db", sqlite_url)
+    assert code == 0, out
     # It cannot run or be cancelled again.
     code, out = cli("cancel", episode, "--reason", "again", "--db", sqlite_url)
     assert code == 1 and "already cancelled" in out

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from tether.agents import ScriptedModel, Usage, call, say
 from tether.memory import Store
+from tether.memory.audit import AuditKey
+from tether.memory.coverage import verify_trail
 from tether.memory.events import AgentRestarted, BudgetGranted, EpisodeEscalated
 from tether.runtime.cli import app
 from tether.runtime.errors import ApprovalError, ConfigError
@@ -80,6 +82,8 @@ def test_out_of_budget_a_person_retries_with_more(store: Store) -> None:
     )
     [audited] = [r.fields for r in store.audit.records() if r.fields["kind"] == "escalation"]
     assert (audited["decision"], audited["approver"]) == ("retry", "alice")
+    key = AuditKey.load(store.audit_key_path)
+    assert verify_trail(store, {key.id: key.public}).intact  # its event, accounted for
     # Re-execution feeds the person's answer back and finds the same episode.
     result = reexecute(store, run.episode, topology)
     assert result.identical, result.divergence

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from tether.agents import call, say
 from tether.memory import SequentialIds, StepClock, Store
+from tether.memory.audit import AuditKey
+from tether.memory.coverage import verify_trail
 from tether.memory.events import ActionRecorded, ApprovalRequested
 from tether.runtime.cli import app
 from tether.runtime.errors import ApprovalError
@@ -81,6 +83,8 @@ def test_past_its_deadline_a_request_is_denied_as_timed_out(store: Store) -> Non
         ("approval", "timed_out", "deadline"),
         ("decision", "timed_out", "deadline"),
     }
+    key = AuditKey.load(store.audit_key_path)
+    assert verify_trail(store, {key.id: key.public}).intact  # the timeout's event too
     code, listed = cli("inbox", "list", "--all", "--json", "--db", store.url)
     assert code == 0 and '"status": "timed_out"' in listed
 

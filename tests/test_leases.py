@@ -23,6 +23,8 @@ from pydantic import BaseModel
 
 from tether.agents import ScriptedModel, ToolContext, call, say, tool
 from tether.memory import SequentialIds, StepClock, Store
+from tether.memory.audit import AuditKey
+from tether.memory.coverage import verify_trail
 from tether.memory.events import (
     ActionExecuted,
     EffectUncertain,
@@ -293,6 +295,10 @@ def test_a_forced_take_over_fences_the_first_runner_out(store_url: str, world: N
             r.fields.get("kind") == "lease" and r.fields.get("decision") == "taken_over"
             for r in store.audit.records()
         )
+        # The trail accounts for every decision event, the take-over and the uncertain
+        # effect among them; the fenced runner wrote neither events nor records.
+        key = AuditKey.load(store.audit_key_path)
+        assert verify_trail(store, {key.id: key.public}).intact
 
 
 def test_cancel_ends_a_running_episode_and_its_runner_records_nothing_more(

@@ -19,6 +19,8 @@ from pydantic import BaseModel
 from tether.agents import ScriptedModel, ToolContext, call, say, tool
 from tether.agents.tools import Tool
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
+from tether.memory.audit import AuditKey
+from tether.memory.coverage import verify_trail
 from tether.memory.events import (
     ActionExecuted,
     ActionRecorded,
@@ -162,6 +164,9 @@ def test_a_tool_that_is_not_idempotent_waits_for_a_person_instead_of_running_twi
     # The answers of a supervisor that gave up are not answers here.
     with pytest.raises(ConfigError, match="not an option"):
         Escalations(store, StepClock()).decide(item.id, "accept", "alice", "")
+    # The uncertain effect is a decision on record: the trail accounts for it.
+    key = AuditKey.load(store.audit_key_path)
+    assert verify_trail(store, {key.id: key.public}).intact
 
 
 def test_resolved_done_records_the_effect_without_running_it_again(store: Store) -> None:
