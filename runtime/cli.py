@@ -230,7 +230,7 @@ def resume(
 @handled
 def fork(
     episode: Annotated[str, typer.Argument(help="The episode to fork.")],
-    at: Annotated[int, typer.Option("--at", help="Steps (model turns) the fork shares.")],
+    at: Annotated[int, typer.Option("--at", help="Model turns the fork shares (of all agents).")],
     db: Db = None,
     address: Address = None,
 ) -> None:
@@ -242,7 +242,7 @@ def fork(
     source = parse_episode_id(episode)
     with Store(db) as store:
         forked = fork_episode(store, source, at, RandomIds().new(), SystemClock().now())
-    out.print(f"forked {source} at step {at} as {forked}", markup=False)
+    out.print(f"forked {source} after {at} model turns as {forked}", markup=False)
     with Progress("continuing the fork on Ray", db) as progress:
         report = resume_episode(forked, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
@@ -404,7 +404,9 @@ def replay(
         str | None,
         typer.Option(
             "--context",
-            help="AGENT:N — exactly what AGENT's model was shown at its N-th call (from 0), "
+            metavar="AGENT:PLACE",
+            help="Exactly what AGENT's model was shown at a turn — AGENT:turnN (its N-th "
+            "model turn, from 1) or AGENT:#N (the turn that asked for its action #N) — "
             "rebuilt from the stream and checked against the digest recorded then.",
         ),
     ] = None,
@@ -435,12 +437,27 @@ def replay(
 def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) -> None:
     from tether.agents.context import digest, total
     from tether.agents.loop import context_at
-    from tether.memory.events import EpisodeStarted, ModelResponded, agent_stream_id
+    from tether.memory.events import (
+        ActionProposed,
+        EpisodeStarted,
+        ModelResponded,
+        agent_stream_id,
+    )
+    from tether.memory.steps import parse_step, turn_of_action
     from tether.runtime.errors import ConfigError, EpisodeNotFound
 
-    agent, _, number = spec.rpartition(":")
-    if not agent or not number.isdigit():
-        raise ConfigError(f"--context {spec!r}: give AGENT:N, e.g. refunds:2")
+    agent, _, place = spec.rpartition(":")
+    if not agent:
+        raise ConfigError(
+            f"--context {spec!r}: give AGENT:turnN (its N-th model turn, from 1) or "
+            "AGENT:#N (the turn that asked for its action #N), e.g. refunds:turn2"
+        )
+    step = parse_step(place, f"--context {agent}:")
+    if step.kind == "event":
+        raise ConfigError(
+            f"--context {spec!r}: a context is shown at a model turn; give "
+            f"{agent}:turnN or {agent}:#N"
+        )
     with Store(db) as store:
         first = store.read(episode_id, limit=1)
         if not first or not isinstance(first[0], EpisodeStarted):
@@ -455,26 +472,35 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
         )
         events = [e for _, e in numbered if e.originator_id == stream]
     calls = [e for e in events if isinstance(e, ModelResponded)]
-    call = int(number)
-    if call >= len(calls):
+    turn = step.number if step.kind == "turn" else turn_of_action(events, step.number)
+    if turn is None:
+        actions = sum(1 for e in events if isinstance(e, ActionProposed))
         raise ConfigError(
-            f"--context {spec!r}: {agent} made {len(calls)} model calls; "
-            f"choose 0 to {len(calls) - 1}"
+            f"--context {spec!r}: {agent} has no action {step} (it has #1 to #{actions})"
+            if actions
+            else f"--context {spec!r}: {agent} proposed no action"
         )
-    messages = context_at(events, call)
-    recorded = (calls[call].context or {}).get("digest")
+    if turn > len(calls):
+        raise ConfigError(
+            f"--context {spec!r}: {agent} had {len(calls)} model turns; "
+            + (f"choose turn1 to turn{len(calls)}" if calls else "nothing to show")
+        )
+    messages = context_at(events, turn - 1)
+    recorded = (calls[turn - 1].context or {}).get("digest")
     check = (
-        "matches the digest recorded at the call"
+        "matches the digest recorded at the turn"
         if recorded == digest(messages)
         else "recorded no digest"
         if recorded is None
         else "DOES NOT match the recorded digest"
     )
+    position = calls[turn - 1].originator_version
     if as_json:
         out.print_json(
             data={
                 "agent": agent,
-                "call": call,
+                "turn": turn,
+                "event": position,
                 "tokens": total(messages),
                 "digest_check": check,
                 "messages": [
@@ -489,15 +515,17 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
             }
         )
         return
+    asked = f" (it asked for {step})" if step.kind == "action" else ""
     out.print(
-        f"{agent} model call {call}: {len(messages)} messages, ~{total(messages)} tokens; {check}",
+        f"{agent} turn {turn}, event {position}{asked}: what its model was shown, "
+        f"{len(messages)} messages, ~{total(messages)} tokens; {check}",
         markup=False,
     )
     for m in messages:
         calls_text = "".join(
             f" → {c.name}({json.dumps(c.arguments, sort_keys=True)})" for c in m.tool_calls
         )
-        out.print(f"[{m.event:>4}] {m.role:<9} {m.content}{calls_text}", markup=False)
+        out.print(f"[event {m.event:>3}] {m.role:<9} {m.content}{calls_text}", markup=False)
 
 
 def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:
@@ -547,7 +575,7 @@ def diff(
             continue
         v = d.divergence
         out.print(
-            f"{d.agent}: the same for {d.same} events, then part ways at step {v.step} "
+            f"{d.agent}: the same for {d.same} events, then part ways at {v.place} "
             f"({v.event}.{v.field}): a {v.recorded!r}, b {v.new!r}",
             markup=False,
         )
@@ -674,30 +702,41 @@ def forget(
 def redact(
     episode: Annotated[str, typer.Argument(help="The episode id.")],
     agent: Annotated[str, typer.Argument(help="The agent (or `episode`) whose event it is.")],
-    step: Annotated[int, typer.Argument(help="The event's position in that stream.")],
+    step: Annotated[
+        str,
+        typer.Argument(
+            metavar="PLACE",
+            help="Where, counted from 1 in that agent's stream: '#N' or actionN (every "
+            "event of its action #N that has the field), turnN (its N-th model turn) or "
+            "eventN (the N-th event, as --reexecute reports it).",
+        ),
+    ],
     field: Annotated[str, typer.Argument(help="The field to redact, e.g. arguments.")],
     db: Db = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "redacted",
     approver: Approver = None,
 ) -> None:
-    """Redact one field of one recorded event; the redaction is itself recorded."""
-    from tether.memory.forgetting import redact_field
+    """Redact one field of recorded events; each redaction is itself recorded."""
+    from tether.memory.forgetting import redact_step
+    from tether.memory.steps import parse_step
     from tether.runtime.launch import parse_episode_id
 
+    place = parse_step(step, "PLACE")
     who = approver or _current_user()
     with Store(db) as store:
-        done = redact_field(
+        done = redact_step(
             store,
             parse_episode_id(episode),
             agent,
-            step,
+            place,
             field,
             reason=reason,
             by=who,
             clock=SystemClock(),
         )
+    events = "" if place.kind == "event" else ", ".join(f"event {d.position}" for d in done) + "; "
     out.print(
-        f"redacted {done.agent} step {done.position} {done.field} ({reason}; by {who})",
+        f"redacted {agent} {place} {field} ({events}{reason}; by {who})",
         markup=False,
     )
 
