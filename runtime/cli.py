@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -221,7 +222,7 @@ def resume(
     """Continue an episode: after approvals were decided, or after a crash."""
     from tether.runtime.launch import resume as resume_episode
 
-    with Progress("resuming on Ray", db) as progress:
+    with Progress("resuming on Ray", db, resuming=True) as progress:
         report = resume_episode(episode, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
 
@@ -251,22 +252,36 @@ def fork(
 class Progress:
     """A live line on stderr while a fleet runs: the agent at work, actions by outcome,
     model turns and time, read from the store twice a second by a background thread (the
-    store is the truth: the line is the same whichever host the agents run on)."""
+    store is the truth: the line is the same whichever host the agents run on).
 
-    def __init__(self, label: str, db: str | None) -> None:
+    It also tells the driver of each high-tier request the fleet opens: the inbox's
+    ``notify`` hook fires inside the Ray host, whose log the driver never shows, so the
+    driver calls it again, on its own ``tether.inbox`` logger, which is shown above the
+    line. With ``resuming``, requests already waiting were told of before.
+    """
+
+    def __init__(self, label: str, db: str | None, *, resuming: bool = False) -> None:
         self.label, self.db = label, db
         self.episode: uuid.UUID | None = None
         self.done = threading.Event()
         self.started = time.monotonic()
+        self.resuming = resuming
+        self.told: set[str] = set()
+        """Approval requests the driver has announced (or found waiting on resume)."""
+        self.telling = threading.Lock()
 
     def follow(self, episode_id: uuid.UUID) -> None:
+        if self.resuming:
+            with Store(self.db) as store:
+                self.told |= set(_waiting_approvals(load_timeline(store, episode_id)))
         self.episode = episode_id
 
     def line(self, store: Store) -> str:
-        elapsed = f"{time.monotonic() - self.started:.0f} s"
         if self.episode is None:
             return self.line_without_store()
         t = load_timeline(store, self.episode)
+        self.announce(store, t)
+        elapsed = f"{time.monotonic() - self.started:.0f} s"
         busy = [a for a in t.agents if a.status == "working"]
         who = f"{busy[-1].name} working" if busy else t.status
         turns = sum(a.turns for a in t.agents)
@@ -275,6 +290,21 @@ class Progress:
             f"{t.count('denied')} denied, {t.count('waiting')} waiting · {turns} model turns "
             f"· {elapsed}"
         )
+
+    def announce(self, store: Store, t: Timeline) -> None:
+        """Call the inbox's ``notify`` hook here, in the driver, for each request that now
+        waits and was not told of yet (``Inbox.opened``: high tier only)."""
+        from tether.runtime.inbox import Inbox
+
+        with self.telling:
+            inbox = Inbox(store, SystemClock())
+            for approval in _waiting_approvals(t):
+                if approval in self.told:
+                    continue
+                self.told.add(approval)
+                item = inbox.get(approval)
+                if item.status == "pending":
+                    inbox.opened(item.request)
 
     def _watch(self, status: Any) -> None:
         # The store is opened once the run has recorded its episode (so the run opened
@@ -296,6 +326,8 @@ class Progress:
     def __enter__(self) -> Progress:
         self.status = err.status(escape(f"{self.label}…"))
         self.status.__enter__()
+        self.shown = _ShownOnStderr()
+        logging.getLogger("tether.inbox").addHandler(self.shown)
         self.thread = threading.Thread(target=self._watch, args=(self.status,), daemon=True)
         self.thread.start()
         return self
@@ -303,7 +335,32 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         self.done.set()
         self.thread.join(timeout=5)
-        self.status.__exit__(None, None, None)
+        try:
+            if self.episode is not None:  # what the last half second opened
+                with Store(self.db) as store:
+                    self.announce(store, load_timeline(store, self.episode))
+        except Exception:
+            pass  # as above: the run's own outcome is what the command reports
+        finally:
+            logging.getLogger("tether.inbox").removeHandler(self.shown)
+            self.status.__exit__(None, None, None)
+
+
+class _ShownOnStderr(logging.Handler):
+    """Shows the driver's ``tether.inbox`` records above the live line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(self.format(record), markup=False)
+
+
+def _waiting_approvals(t: Timeline) -> list[str]:
+    """The approval requests the episode's actions wait for."""
+    return [
+        act.approval_id
+        for a in t.agents
+        for act in a.actions
+        if act.outcome == "waiting" and act.approval_id is not None
+    ]
 
 
 def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
