@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import EpisodeStarted, Event, agent_stream_id
+from .steps import label
 from .store import Store
 
 NOT_COMPARED = ("at",)
@@ -46,10 +47,13 @@ class Divergence:
     """What the record says."""
     new: Any
     """What the new run did."""
+    place: str = ""
+    """The position as a person reads it (``memory/steps.py``): ``#2, event 7``, ``turn
+    3, event 5`` or ``event 9``."""
 
     def __str__(self) -> str:
         return (
-            f"{self.agent} step {self.step} ({self.event}.{self.field}): "
+            f"{self.agent} {self.place or f'event {self.step}'} ({self.event}.{self.field}): "
             f"recorded {self.recorded!r}, new {self.new!r}"
         )
 
@@ -63,10 +67,10 @@ def first_divergence(
         n = mine.pop((r.originator_id, r.originator_version), None)
         found = compare(r, n, names.get(r.originator_id, str(r.originator_id)))
         if found is not None:
-            return found
+            return _placed(found, [e for _, e in recorded if e.originator_id == r.originator_id])
     for _, n in new:  # the new run did more than the recorded one
         if (n.originator_id, n.originator_version) in mine:
-            return Divergence(
+            found = Divergence(
                 names.get(n.originator_id, str(n.originator_id)),
                 n.originator_version,
                 type(n).__name__,
@@ -74,7 +78,13 @@ def first_divergence(
                 None,
                 type(n).__name__,
             )
+            return _placed(found, [e for _, e in new if e.originator_id == n.originator_id])
     return None
+
+
+def _placed(found: Divergence, stream: list[Event]) -> Divergence:
+    """``found``, with its position labelled as a person reads it (``#2, event 7``)."""
+    return dataclasses.replace(found, place=label(stream, found.step))
 
 
 def compare(
@@ -130,6 +140,7 @@ def diff_episodes(store: Store, a: uuid.UUID, b: uuid.UUID) -> list[AgentDiff]:
             else:
                 found = compare(left[i], r, name, BETWEEN_EPISODES)
             if found is not None:
+                found = _placed(found, left if i < len(left) else right)
                 break
             same += 1
         out.append(AgentDiff(name, same, found))

@@ -33,6 +33,7 @@ from .events import (
 )
 from .org import OrgMemory
 from .sources import Clock
+from .steps import Step, events_at, places
 from .store import Store, new_event
 
 
@@ -132,7 +133,34 @@ def redact_field(
     by: str,
     clock: Clock,
 ) -> FieldRedacted:
-    """Redact one field of one event of an episode; the redaction is itself an event."""
+    """Redact one field of the event at ``position`` in an agent's stream; the redaction
+    is itself an event."""
+    [event] = redact_step(
+        store,
+        episode_id,
+        agent,
+        Step("event", position),
+        field,
+        reason=reason,
+        by=by,
+        clock=clock,
+    )
+    return event
+
+
+def redact_step(
+    store: Store,
+    episode_id: uuid.UUID,
+    agent: str,
+    step: Step,
+    field: str,
+    *,
+    reason: str,
+    by: str,
+    clock: Clock,
+) -> list[FieldRedacted]:
+    """Redact ``field`` in every event ``step`` names (``#2``: each event of the action
+    that has the field; ``turn 3``; ``event 7``), each redaction recorded as an event."""
     from tether.runtime.errors import ConfigError, EpisodeNotFound
 
     own = store.read(episode_id, limit=1)
@@ -144,27 +172,37 @@ def redact_field(
             f"agent {agent!r} is not in episode {episode_id}; it has {started.agents}"
         )
     stream = episode_id if agent == "episode" else agent_stream_id(episode_id, agent)
-    found = store.read(stream, after=position - 1, limit=1) if position > 0 else []
-    if not found or found[0].originator_version != position:
-        raise ConfigError(f"step {position}: {agent} has no event there")
-    names = [f.name for f in dataclasses.fields(found[0])]
-    if field not in names or field in ("originator_id", "originator_version", "at"):
-        allowed = [n for n in names if n not in ("originator_id", "originator_version", "at")]
-        raise ConfigError(f"field {field!r}: {type(found[0]).__name__} has {allowed}")
-    event = new_event(
-        FieldRedacted,
-        episode_id,
-        0,
-        clock.now(),
-        agent=agent,
-        position=position,
-        field=field,
-        reason=reason,
-        by=by,
-    )
-    store.append([], tail=[event], subject=started.subject)
+    events = store.read(stream)
+    found = events_at(events, step)
+    if not found:
+        raise ConfigError(f"{step}: {agent} has no such place ({places(events)})")
+    fixed = ("originator_id", "originator_version", "at")
+    targets = [e for e in found if field in _fields(e) and field not in fixed]
+    if not targets:
+        allowed = [n for n in dict.fromkeys(n for e in found for n in _fields(e)) if n not in fixed]
+        kinds = "/".join(dict.fromkeys(type(e).__name__ for e in found))
+        raise ConfigError(f"field {field!r}: {step} is {kinds}, which has {allowed}")
+    marks = [
+        new_event(
+            FieldRedacted,
+            episode_id,
+            0,
+            clock.now(),
+            agent=agent,
+            position=e.originator_version,
+            field=field,
+            reason=reason,
+            by=by,
+        )
+        for e in targets
+    ]
+    store.append([], tail=marks, subject=started.subject)
     store.snapshots.drop(episode_id)  # the snapshot may hold the field's old value
-    return event
+    return marks
+
+
+def _fields(event: Event) -> list[str]:
+    return [f.name for f in dataclasses.fields(event)]
 
 
 def redactions(events: Iterable[Event]) -> dict[tuple[str, int], list[str]]:

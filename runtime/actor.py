@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -96,11 +99,42 @@ def ensure_ray(address: str | None = None) -> None:
                 logging_level=logging.ERROR,
                 log_to_driver=False,
             )
+            _reap_when_gone()
     except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError ...
         where = f"the cluster at {address}" if address else "a local Ray instance"
         raise HostError(
             "ray", f"could not start or join {where}: {type(e).__name__}: {e}".splitlines()[0]
         ) from e
+
+
+_lifeline: int | None = None
+"""The write end of the pipe the reaper watches; never written, closed only when this
+process exits."""
+
+
+def _reap_when_gone() -> None:
+    """Have the local Ray just started stopped once this process is gone, even by kill -9
+    (``runtime/_reaper.py``): nothing of it outlives the fleet. Best effort: a Ray
+    without the node's internals tether reads here runs as before."""
+    global _lifeline
+    node = getattr(getattr(ray, "_private", None), "worker", None)
+    node = getattr(node, "_global_node", None)
+    if node is None or _lifeline is not None:
+        return
+    pids = [str(i.process.pid) for infos in node.all_processes.values() for i in infos]
+    reaper = str(Path(__file__).with_name("_reaper.py"))
+    watched, _lifeline = os.pipe()  # neither end is inherited by what Ray starts later
+    try:
+        subprocess.run(
+            [sys.executable, reaper, node.get_session_dir_path(), *pids],
+            stdin=watched,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C meant for the driver does not reach it
+            check=False,
+        )
+    finally:
+        os.close(watched)
 
 
 def _check_reachable(address: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -325,7 +326,7 @@ def resume(
     from tether.runtime.launch import resume as resume_episode
 
     episode_id = _episode_id(episode, db)
-    with Progress("resuming on Ray", db) as progress:
+    with Progress("resuming on Ray", db, resuming=True) as progress:
         report = resume_episode(
             episode_id,
             db=db,
@@ -366,7 +367,7 @@ def cancel(
 @handled
 def fork(
     episode: Annotated[str, typer.Argument(help="The episode to fork.")],
-    at: Annotated[int, typer.Option("--at", help="Steps (model turns) the fork shares.")],
+    at: Annotated[int, typer.Option("--at", help="Model turns the fork shares (of all agents).")],
     db: Db = None,
     address: Address = None,
 ) -> None:
@@ -377,7 +378,7 @@ def fork(
     source = _episode_id(episode, db)
     with Store(db, mode="existing") as store:
         forked = fork_episode(store, source, at, RandomIds().new(), SystemClock().now())
-    out.print(f"forked {source} at step {at} as {forked}", markup=False)
+    out.print(f"forked {source} after {at} model turns as {forked}", markup=False)
     with Progress("continuing the fork on Ray", db) as progress:
         report = resume_episode(forked, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
@@ -386,22 +387,36 @@ def fork(
 class Progress:
     """A live line on stderr while a fleet runs: the agent at work, actions by outcome,
     model turns and time, read from the store twice a second by a background thread (the
-    store is the truth: the line is the same whichever host the agents run on)."""
+    store is the truth: the line is the same whichever host the agents run on).
 
-    def __init__(self, label: str, db: str | None) -> None:
+    It also tells the driver of each high-tier request the fleet opens: the inbox's
+    ``notify`` hook fires inside the Ray host, whose log the driver never shows, so the
+    driver calls it again, on its own ``tether.inbox`` logger, which is shown above the
+    line. With ``resuming``, requests already waiting were told of before.
+    """
+
+    def __init__(self, label: str, db: str | None, *, resuming: bool = False) -> None:
         self.label, self.db = label, db
         self.episode: uuid.UUID | None = None
         self.done = threading.Event()
         self.started = time.monotonic()
+        self.resuming = resuming
+        self.told: set[str] = set()
+        """Approval requests the driver has announced (or found waiting on resume)."""
+        self.telling = threading.Lock()
 
     def follow(self, episode_id: uuid.UUID) -> None:
+        if self.resuming:
+            with Store(self.db) as store:
+                self.told |= set(_waiting_approvals(load_timeline(store, episode_id)))
         self.episode = episode_id
 
     def line(self, store: Store) -> str:
-        elapsed = f"{time.monotonic() - self.started:.0f} s"
         if self.episode is None:
             return self.line_without_store()
         t = load_timeline(store, self.episode)
+        self.announce(store, t)
+        elapsed = f"{time.monotonic() - self.started:.0f} s"
         busy = [a for a in t.agents if a.status == "working"]
         who = f"{busy[-1].name} working" if busy else t.status
         turns = sum(a.turns for a in t.agents)
@@ -410,6 +425,21 @@ class Progress:
             f"{t.count('denied')} denied, {t.count('waiting')} waiting · "
             f"{_count(turns, 'model turn')} · {elapsed}"
         )
+
+    def announce(self, store: Store, t: Timeline) -> None:
+        """Call the inbox's ``notify`` hook here, in the driver, for each request that now
+        waits and was not told of yet (``Inbox.opened``: high tier only)."""
+        from tether.runtime.inbox import Inbox
+
+        with self.telling:
+            inbox = Inbox(store, SystemClock())
+            for approval in _waiting_approvals(t):
+                if approval in self.told:
+                    continue
+                self.told.add(approval)
+                item = inbox.get(approval)
+                if item.status == "pending":
+                    inbox.opened(item.request)
 
     def _watch(self, status: Any) -> None:
         # The store is opened once the run has recorded its episode (so the run opened
@@ -431,6 +461,8 @@ class Progress:
     def __enter__(self) -> Progress:
         self.status = err.status(escape(f"{self.label}…"))
         self.status.__enter__()
+        self.shown = _ShownOnStderr()
+        logging.getLogger("tether.inbox").addHandler(self.shown)
         self.thread = threading.Thread(target=self._watch, args=(self.status,), daemon=True)
         self.thread.start()
         return self
@@ -438,7 +470,32 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         self.done.set()
         self.thread.join(timeout=5)
-        self.status.__exit__(None, None, None)
+        try:
+            if self.episode is not None:  # what the last half second opened
+                with Store(self.db) as store:
+                    self.announce(store, load_timeline(store, self.episode))
+        except Exception:
+            pass  # as above: the run's own outcome is what the command reports
+        finally:
+            logging.getLogger("tether.inbox").removeHandler(self.shown)
+            self.status.__exit__(None, None, None)
+
+
+class _ShownOnStderr(logging.Handler):
+    """Shows the driver's ``tether.inbox`` records above the live line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(self.format(record), markup=False)
+
+
+def _waiting_approvals(t: Timeline) -> list[str]:
+    """The approval requests the episode's actions wait for."""
+    return [
+        act.approval_id
+        for a in t.agents
+        for act in a.actions
+        if act.outcome == "waiting" and act.approval_id is not None
+    ]
 
 
 def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
@@ -557,7 +614,9 @@ def replay(
         str | None,
         typer.Option(
             "--context",
-            help="AGENT:N — exactly what AGENT's model was shown at its N-th call (from 0), "
+            metavar="AGENT:PLACE",
+            help="Exactly what AGENT's model was shown at a turn — AGENT:turnN (its N-th "
+            "model turn, from 1) or AGENT:#N (the turn that asked for its action #N) — "
             "rebuilt from the stream and checked against the digest recorded then.",
         ),
     ] = None,
@@ -589,12 +648,27 @@ def replay(
 def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) -> None:
     from tether.agents.context import digest, total
     from tether.agents.loop import context_at
-    from tether.memory.events import EpisodeStarted, ModelResponded, agent_stream_id
+    from tether.memory.events import (
+        ActionProposed,
+        EpisodeStarted,
+        ModelResponded,
+        agent_stream_id,
+    )
+    from tether.memory.steps import parse_step, turn_of_action
     from tether.runtime.errors import ConfigError, EpisodeNotFound
 
-    agent, _, number = spec.rpartition(":")
-    if not agent or not number.isdigit():
-        raise ConfigError(f"--context {spec!r}: give AGENT:N, e.g. refunds:2")
+    agent, _, place = spec.rpartition(":")
+    if not agent:
+        raise ConfigError(
+            f"--context {spec!r}: give AGENT:turnN (its N-th model turn, from 1) or "
+            "AGENT:#N (the turn that asked for its action #N), e.g. refunds:turn2"
+        )
+    step = parse_step(place, f"--context {agent}:")
+    if step.kind == "event":
+        raise ConfigError(
+            f"--context {spec!r}: a context is shown at a model turn; give "
+            f"{agent}:turnN or {agent}:#N"
+        )
     with Store(db, mode="existing") as store:
         first = store.read(episode_id, limit=1)
         if not first or not isinstance(first[0], EpisodeStarted):
@@ -609,26 +683,35 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
         )
         events = [e for _, e in numbered if e.originator_id == stream]
     calls = [e for e in events if isinstance(e, ModelResponded)]
-    call = int(number)
-    if call >= len(calls):
+    turn = step.number if step.kind == "turn" else turn_of_action(events, step.number)
+    if turn is None:
+        actions = sum(1 for e in events if isinstance(e, ActionProposed))
         raise ConfigError(
-            f"--context {spec!r}: {agent} made {_count(len(calls), 'model call')}; "
-            f"choose 0 to {len(calls) - 1}"
+            f"--context {spec!r}: {agent} has no action {step} (it has #1 to #{actions})"
+            if actions
+            else f"--context {spec!r}: {agent} proposed no action"
         )
-    messages = context_at(events, call)
-    recorded = (calls[call].context or {}).get("digest")
+    if turn > len(calls):
+        raise ConfigError(
+            f"--context {spec!r}: {agent} had {len(calls)} model turns; "
+            + (f"choose turn1 to turn{len(calls)}" if calls else "nothing to show")
+        )
+    messages = context_at(events, turn - 1)
+    recorded = (calls[turn - 1].context or {}).get("digest")
     check = (
-        "matches the digest recorded at the call"
+        "matches the digest recorded at the turn"
         if recorded == digest(messages)
         else "recorded no digest"
         if recorded is None
         else "DOES NOT match the recorded digest"
     )
+    position = calls[turn - 1].originator_version
     if as_json:
         out.print_json(
             data={
                 "agent": agent,
-                "call": call,
+                "turn": turn,
+                "event": position,
                 "tokens": total(messages),
                 "digest_check": check,
                 "messages": [
@@ -643,14 +726,15 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
             }
         )
         return
+    asked = f" (it asked for {step})" if step.kind == "action" else ""
     out.print(
-        f"{agent} model call {call}: {_count(len(messages), 'message')}, "
-        f"~{_count(total(messages), 'token')}; {check}",
+        f"{agent} turn {turn}, event {position}{asked}: what its model was shown, "
+        f"{_count(len(messages), 'message')}, ~{_count(total(messages), 'token')}; {check}",
         markup=False,
     )
     for m in messages:
         calls_text = "".join(f" → {c.name}({_json(c.arguments)})" for c in m.tool_calls)
-        out.print(f"[{m.event:>4}] {m.role:<9} {m.content}{calls_text}", markup=False)
+        out.print(f"[event {m.event:>3}] {m.role:<9} {m.content}{calls_text}", markup=False)
 
 
 def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:
@@ -701,7 +785,7 @@ def diff(
             continue
         v = d.divergence
         out.print(
-            f"{d.agent}: the same for {_count(d.same, 'event')}, then part ways at step {v.step} "
+            f"{d.agent}: the same for {_count(d.same, 'event')}, then part ways at {v.place} "
             f"({v.event}.{v.field}): a {v.recorded!r}, b {v.new!r}",
             markup=False,
         )
@@ -829,30 +913,41 @@ def forget(
 def redact(
     episode: Annotated[str, typer.Argument(help="The episode id.")],
     agent: Annotated[str, typer.Argument(help="The agent (or `episode`) whose event it is.")],
-    step: Annotated[int, typer.Argument(help="The event's position in that stream.")],
+    step: Annotated[
+        str,
+        typer.Argument(
+            metavar="PLACE",
+            help="Where, counted from 1 in that agent's stream: '#N' or actionN (every "
+            "event of its action #N that has the field), turnN (its N-th model turn) or "
+            "eventN (the N-th event, as --reexecute reports it).",
+        ),
+    ],
     field: Annotated[str, typer.Argument(help="The field to redact, e.g. arguments.")],
     db: Db = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "redacted",
     approver: Approver = None,
 ) -> None:
-    """Redact one field of one recorded event; the redaction is itself recorded."""
-    from tether.memory.forgetting import redact_field
+    """Redact one field of recorded events; each redaction is itself recorded."""
+    from tether.memory.forgetting import redact_step
+    from tether.memory.steps import parse_step
 
+    place = parse_step(step, "PLACE")
     who = approver or _current_user()
     episode_id = _episode_id(episode, db)
     with Store(db, mode="existing") as store:
-        done = redact_field(
+        done = redact_step(
             store,
             episode_id,
             agent,
-            step,
+            place,
             field,
             reason=reason,
             by=who,
             clock=SystemClock(),
         )
+    events = "" if place.kind == "event" else ", ".join(f"event {d.position}" for d in done) + "; "
     out.print(
-        f"redacted {done.agent} step {done.position} {done.field} ({reason}; by {who})",
+        f"redacted {agent} {place} {field} ({events}{reason}; by {who})",
         markup=False,
     )
 
@@ -1396,9 +1491,29 @@ def status(
             out.print_json(data=[e.as_dict() for e in fleet_status(store, finished=everything)])
             return
         if watch is None:
-            out.print(_status_tree(fleet_status(store, finished=everything)))
+            shown = fleet_status(store, finished=everything)
+            out.print(_status_tree(shown) if shown else _nothing_running(store, db))
             return
         topologies: dict[str, Any] = {}  # each topology file is loaded once, not per redraw
+        if not _TTY:
+            # Off a terminal (a pipe, a log file) there is nothing to redraw: each change
+            # is printed as plain lines, under the time it was seen.
+            plain = Console(width=10_000, no_color=True, highlight=False)
+            last = None
+            try:
+                while True:
+                    with plain.capture() as drawn:
+                        shown = fleet_status(store, finished=everything, topologies=topologies)
+                        plain.print(_status_tree(shown))
+                    text = drawn.get()
+                    if text != last:
+                        now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+                        out.print(f"status at {now}:\n{text}", end="", markup=False)
+                        out.file.flush()
+                        last = text
+                    time.sleep(watch)
+            except KeyboardInterrupt:
+                return
         with Live(console=out, auto_refresh=False) as live:
             try:
                 while True:
@@ -1408,6 +1523,26 @@ def status(
                     time.sleep(watch)
             except KeyboardInterrupt:
                 pass
+
+
+def _nothing_running(store: Store, db: str | None, recent: int = 5) -> str:
+    """What ``status`` says when nothing runs or waits: the latest episodes, and how to
+    see more."""
+    found = list_episodes(store)
+    if not found:
+        return (
+            "no episode is running or waiting, and none was run yet: "
+            f"{_prog()} run FILE{_db_flag(db)} starts one"
+        )
+    lines = [f"no episode is running or waiting; the latest {min(recent, len(found))}:"]
+    for e in found[-recent:]:
+        detail = f": {e.detail}" if e.detail else ""
+        lines.append(f"  {e.episode_id} · {e.topology} · {e.status}{detail} · {e.started_at}")
+    lines.append(
+        f"all of them: {_prog()} episodes{_db_flag(db)}; their trees: "
+        f"{_prog()} status --all{_db_flag(db)}"
+    )
+    return _esc("\n".join(lines))
 
 
 def _usage(u: Any, shown: Callable[[Any], str] = str) -> str:

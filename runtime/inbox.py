@@ -103,11 +103,12 @@ class Digest:
 
 def _warn(request: ApprovalRequested) -> None:
     log.warning(
-        "approval needed now: %s wants %s in episode %s (request %s): %s",
+        "approval needed now: %s %s %s #%s in episode %s: %s",
+        request.originator_id,
         request.agent,
         request.tool,
+        request.action,
         request.episode_id,
-        request.originator_id,
         request.reason,
     )
 

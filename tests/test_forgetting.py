@@ -158,7 +158,7 @@ def test_a_redacted_field_reads_as_redacted_everywhere_and_the_act_is_recorded(
     episode = refund_desk(store)
     refunds = agent_stream_id(episode, "refunds")  # type: ignore[arg-type]
     [proposed] = [e for e in store.read(refunds) if isinstance(e, ActionProposed) and e.action == 3]
-    step = str(proposed.originator_version)
+    step = f"event{proposed.originator_version}"
     result = CliRunner().invoke(
         app,
         [
@@ -196,7 +196,7 @@ def test_a_redacted_field_reads_as_redacted_everywhere_and_the_act_is_recorded(
         [seen] = [e for e in history if isinstance(e, ActionProposed) and e.action == 3]
         assert seen.arguments == {"redacted": True}
     context = CliRunner().invoke(
-        app, ["replay", str(episode), "--context", "refunds:2", "--db", sqlite_url]
+        app, ["replay", str(episode), "--context", "refunds:turn3", "--db", sqlite_url]
     )
     assert context.exit_code == 0, context.output
 
@@ -204,9 +204,9 @@ def test_a_redacted_field_reads_as_redacted_everywhere_and_the_act_is_recorded(
 @pytest.mark.parametrize(
     ("agent", "step", "field", "words"),
     [
-        ("nobody", "1", "task", "agent 'nobody' is not in episode"),
-        ("refunds", "999", "task", "step 999: refunds has no event there"),
-        ("refunds", "1", "at", "field 'at': TaskAssigned has"),
+        ("nobody", "event1", "task", "agent 'nobody' is not in episode"),
+        ("refunds", "event999", "task", "event 999: refunds has no such place"),
+        ("refunds", "event1", "at", "field 'at': event 1 is TaskAssigned, which has"),
     ],
 )
 def test_a_redaction_that_names_nothing_is_refused(

@@ -94,7 +94,7 @@ def test_a_changed_rail_is_found_at_the_first_decision_it_changes(store: Store) 
     assert d is not None
     assert (d.agent, d.event, d.field) == ("refunds", "BoundariesChecked", "decision")
     assert (d.recorded, d.new) == ("deny", "pass")
-    assert "refunds step" in str(d) and "recorded 'deny', new 'pass'" in str(d)
+    assert str(d).startswith("refunds #2, event ") and "recorded 'deny', new 'pass'" in str(d)
 
 
 def test_a_waiting_episode_reexecutes_to_the_same_wait(store: Store) -> None:
@@ -206,7 +206,7 @@ def test_replay_reexecute_reports_identical_then_the_divergence(
     result = CliRunner().invoke(app, ["replay", str(episode), "--reexecute", "--db", sqlite_url])
     assert result.exit_code == 1
     assert (
-        "diverged at clerk step 4 (BoundariesChecked.decision): recorded 'deny', new 'pass'"
+        "diverged at clerk #1, event 4 (BoundariesChecked.decision): recorded 'deny', new 'pass'"
         in result.output
     )
 

@@ -118,7 +118,7 @@ def test_a_planted_secret_reaches_the_tool_and_nothing_else(
     printed = [
         run("replay", episode, "--db", sqlite_url),
         run("replay", episode, "--json", "--db", sqlite_url),
-        run("replay", episode, "--context", "mailer:3", "--db", sqlite_url),
+        run("replay", episode, "--context", "mailer:turn4", "--db", sqlite_url),
         run("facts", "customer:ada", "--history", "--db", sqlite_url),
         run("audit", "export", episode, "--db", sqlite_url),
         run("inbox", "list", "--json", "--db", sqlite_url),

@@ -4,6 +4,7 @@ approvals each agent waits for."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,72 @@ def test_the_progress_line_follows_the_episode_from_the_store(sqlite_url: str) -
         line = progress.line(store)
     assert line.startswith("running: ")
     assert " · 1 allowed, 0 denied, 1 waiting · 2 model turns · " in line
+
+
+def test_status_with_nothing_running_shows_the_latest_episodes(store: Store) -> None:
+    # A new store: status says nothing ran yet, and how to run something.
+    empty = CliRunner().invoke(app, ["status", "--db", store.url])
+    assert empty.exit_code == 0, empty.output
+    assert "no episode is running or waiting, and none was run yet" in empty.output
+    assert "run FILE" in empty.output
+    # An episode finishes: status, with nothing running, lists it and says how to see more.
+    run = Run(store, threshold_fleet([call("pay", to="a@x.test", amount="10"), say("paid")]))
+    assert fleet_status(store) == []
+    result = CliRunner().invoke(app, ["status", "--db", store.url])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "no episode is running or waiting; the latest 1:"
+    assert lines[1].startswith(f"  {run.episode} · ") and " · completed: " in lines[1]
+    assert "episodes" in lines[2] and "status --all" in lines[2]
+
+
+def test_watch_off_a_terminal_prints_each_change_as_plain_lines(store: Store) -> None:
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    topology = threshold_fleet([call("pay", to="a@x.test", amount="120"), say("paid")])
+    run = Run(store, topology)
+    [item] = Inbox(store, run.clock).items("pending")
+    # The watch writes to a pipe, as to a log file or `| grep`.
+    watch = subprocess.Popen(
+        [str(Path(sys.executable).parent / "tether"), "status", "--watch", "0.2"],
+        env={**os.environ, "TETHER_DB": store.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert watch.stdout is not None
+        for line in watch.stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def until(text: str) -> list[str]:
+        """The lines printed up to the one holding ``text`` (a minute at most)."""
+        seen = []
+        while not seen or text not in seen[-1]:
+            seen.append(lines.get(timeout=60))
+        return seen
+
+    try:
+        # The waiting episode is printed at once, while the watch goes on.
+        first = until("waits for")
+        assert first[0].startswith("status at ")
+        assert f"{run.episode} · t · waiting" in "".join(first)
+        # It is approved and finishes: the change is printed as it happens.
+        Inbox(store, run.clock).approve(item.id, "alice", "ok")
+        run.resume()
+        second = until("no episode is running or waiting")
+        assert second[0].startswith("status at ")
+    finally:
+        watch.send_signal(signal.SIGINT)
+        rest, _ = watch.communicate(timeout=30)
+    assert watch.returncode == 0, rest
+    # Plain lines: no cursor movement, no colour, no redraw.
+    assert "\x1b" not in "".join(first + second) + rest
