@@ -12,7 +12,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .events import EpisodeStarted, Event, agent_stream_id
+from .events import (
+    EpisodeStarted,
+    EpisodeTakenOver,
+    Event,
+    TopologyChangeAccepted,
+    agent_stream_id,
+)
 from .steps import label
 from .store import Store
 
@@ -58,27 +64,46 @@ class Divergence:
         )
 
 
+RUNNERS = (EpisodeTakenOver, TopologyChangeAccepted)
+"""Events about who ran an episode and under what, not about what it decided: a
+re-execution does not repeat them, so they are left out of its comparison (the events
+around them are matched in order)."""
+
+
+def _matched(events: list[tuple[int, Event]]) -> dict[tuple[uuid.UUID, int], Event]:
+    """Events by (stream, place among the stream's events that are not ``RUNNERS``)."""
+    places: dict[uuid.UUID, int] = {}
+    out: dict[tuple[uuid.UUID, int], Event] = {}
+    for _, e in events:
+        if isinstance(e, RUNNERS):
+            continue
+        places[e.originator_id] = at = places.get(e.originator_id, 0) + 1
+        out[(e.originator_id, at)] = e
+    return out
+
+
 def first_divergence(
     recorded: list[tuple[int, Event]], new: list[tuple[int, Event]], names: dict[uuid.UUID, str]
 ) -> Divergence | None:
-    """The first place, in recorded order, where ``new`` differs from ``recorded``."""
-    mine = {(e.originator_id, e.originator_version): e for _, e in new}
-    for _, r in recorded:
-        n = mine.pop((r.originator_id, r.originator_version), None)
-        found = compare(r, n, names.get(r.originator_id, str(r.originator_id)))
+    """The first place, in recorded order, where ``new`` differs from ``recorded``
+    (``RUNNERS`` events aside)."""
+    mine = _matched(new)
+    ignore = (*NOT_COMPARED, "originator_version")  # (events are matched by place)
+    for (stream, at), r in _matched(recorded).items():
+        n = mine.pop((stream, at), None)
+        found = compare(r, n, names.get(stream, str(stream)), ignore)
         if found is not None:
-            return _placed(found, [e for _, e in recorded if e.originator_id == r.originator_id])
-    for _, n in new:  # the new run did more than the recorded one
-        if (n.originator_id, n.originator_version) in mine:
-            found = Divergence(
-                names.get(n.originator_id, str(n.originator_id)),
-                n.originator_version,
-                type(n).__name__,
-                "type",
-                None,
-                type(n).__name__,
-            )
-            return _placed(found, [e for _, e in new if e.originator_id == n.originator_id])
+            return _placed(found, [e for _, e in recorded if e.originator_id == stream])
+    for n in mine.values():  # the new run did more than the recorded one
+        found = Divergence(
+            names.get(n.originator_id, str(n.originator_id)),
+            n.originator_version,
+            type(n).__name__,
+            "type",
+            None,
+            type(n).__name__,
+        )
+        return _placed(found, [e for _, e in new if e.originator_id == n.originator_id])
     return None
 
 

@@ -407,7 +407,7 @@ class Progress:
 
     def follow(self, episode_id: uuid.UUID) -> None:
         if self.resuming:
-            with Store(self.db) as store:
+            with Store(self.db, mode="existing") as store:
                 self.told |= set(_waiting_approvals(load_timeline(store, episode_id)))
         self.episode = episode_id
 
@@ -449,7 +449,7 @@ class Progress:
                 return
             status.update(escape(self.line_without_store()))
         try:
-            with Store(self.db) as store:
+            with Store(self.db, mode="existing") as store:
                 while not self.done.wait(0.5):
                     status.update(escape(self.line(store)))
         except Exception:
@@ -472,7 +472,7 @@ class Progress:
         self.thread.join(timeout=5)
         try:
             if self.episode is not None:  # what the last half second opened
-                with Store(self.db) as store:
+                with Store(self.db, mode="existing") as store:
                     self.announce(store, load_timeline(store, self.episode))
         except Exception:
             pass  # as above: the run's own outcome is what the command reports
@@ -494,7 +494,7 @@ def _waiting_approvals(t: Timeline) -> list[str]:
         act.approval_id
         for a in t.agents
         for act in a.actions
-        if act.outcome == "waiting" and act.approval_id is not None
+        if act.outcome == "waiting" and act.approval_id is not None and act.waits_for == "approval"
     ]
 
 

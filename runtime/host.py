@@ -56,6 +56,7 @@ from .budget import (
     waits,
 )
 from .delegate import Delegate
+from .escalation import Escalations
 from .gate import Gate
 from .governance import Governance
 from .inbox import Inbox
@@ -116,7 +117,11 @@ class Host:
         mailboxes: Mailboxes | None = None,
         clocks: Callable[[uuid.UUID], Clock] | None = None,
         ids_for: Callable[[str], Ids] | None = None,
+        escalations: Escalations | None = None,
     ) -> None:
+        self.escalations = escalations
+        """Where gates ask a person about a side effect a crash left uncertain (None: the
+        store's escalations; re-execution reveals the recorded answers)."""
         self.clocks = clocks
         """The clock of each agent stream's journal; None: ``clock`` for all (re-execution
         gives each stream its recorded times, whatever order agents on several hosts
@@ -487,6 +492,7 @@ class Host:
             approvals=self.topology.approvals,
             agents=self.names,
             spawn_check=lambda target, first: self._spawn_denied(episode_id, target, first),
+            escalations=self.escalations,
         )
         tools = tuple(t.spec() for t in spec.all_tools().values())
         loop = AgentLoop(

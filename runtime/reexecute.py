@@ -19,6 +19,7 @@ fed back in order but not compared: they are inputs, not decisions.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import tempfile
 import uuid
@@ -33,7 +34,7 @@ from pydantic import BaseModel
 from tether.agents.loop import Mailbox, recorded_calls
 from tether.agents.model import ModelRequest, ModelTurn, Usage
 from tether.agents.tools import Tool
-from tether.memory.compare import Divergence, first_divergence
+from tether.memory.compare import RUNNERS, Divergence, first_divergence
 from tether.memory.episodes import runnable
 from tether.memory.events import (
     ActionExecuted,
@@ -43,6 +44,7 @@ from tether.memory.events import (
     ApprovalGranted,
     ApprovalRequested,
     ApprovalTimedOut,
+    EffectUncertain,
     EpisodeCompleted,
     EpisodeEscalated,
     EpisodeFailed,
@@ -51,6 +53,7 @@ from tether.memory.events import (
     EscalationDecided,
     EscalationRequested,
     Event,
+    ExecutionStarted,
     MemoryRecalled,
     MessagesRead,
     ModelResponded,
@@ -129,13 +132,41 @@ def _no_wait(seconds: float) -> None:
     """Re-execution replays retries without their backoff: the waits change nothing."""
 
 
+class CutShort(BaseException):
+    """Where the recorded run stopped inside a tool (a crash cut the attempt short): the
+    re-execution stops there too, as the process did, and goes on at the next resume."""
+
+
 class RecordedDelegate(Delegate):
     """Answers executions from the recorded results; never calls a tool."""
 
-    def __init__(self, store: Store, results: dict[tuple[str, int], ActionExecuted]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        results: dict[tuple[str, int], ActionExecuted],
+        attempts: dict[tuple[str, int], list[Event]] | None = None,
+    ) -> None:
         super().__init__(store, _NoClock())
         self.results = results
+        self.history = attempts or {}
+        """Per action, its recorded ``ExecutionStarted``, ``ActionExecuted`` and
+        ``EffectUncertain`` events in order: which attempts a crash cut short, and what
+        reconciling found."""
+        self.calls: dict[tuple[str, int], int] = {}
         self.fed = 0
+
+    def _cut_short(self, agent: str, action: int, attempt: int) -> bool:
+        """Whether the recorded run's ``attempt`` at this action was cut short: what
+        follows its start is not the tool's own result (it is nothing, another attempt,
+        a reconciled result, or a question to a person)."""
+        events = self.history.get((agent, action), [])
+        for i, e in enumerate(events):
+            if isinstance(e, ExecutionStarted) and e.attempt == attempt:
+                after = events[i + 1] if i + 1 < len(events) else None
+                return not (
+                    isinstance(after, ActionExecuted) and (after.attempts or after.effect_replayed)
+                )
+        return False
 
     def execute(
         self,
@@ -149,6 +180,9 @@ class RecordedDelegate(Delegate):
         source_event: str = "",
         page: Callable[[int, int], list[dict[str, Any]]] | None = None,
     ) -> Execution:
+        attempt = self.calls[(agent, action)] = self.calls.get((agent, action), 0) + 1
+        if self._cut_short(agent, action, attempt):
+            raise CutShort(f"{agent} #{action}: attempt {attempt} was cut short")
         recorded = self.results.get((agent, action))
         if recorded is None:
             return Execution(None, f"no recorded result for {agent} action {action}", 0)
@@ -161,6 +195,37 @@ class RecordedDelegate(Delegate):
             recorded.effect_key,
             replayed=recorded.effect_replayed,
         )
+
+    def effect(self, *args: Any, **kwargs: Any) -> tuple[Event, ...]:
+        """No ledger entry: the effects ledger is the recorded run's, not compared."""
+        return ()
+
+    def reconcile(
+        self,
+        tool: Tool,
+        args: BaseModel,
+        *,
+        episode_id: uuid.UUID,
+        agent: str,
+        action: int,
+        context: dict[str, Any],
+    ) -> Execution | None:
+        """What reconciling found in the recorded run, after the attempt cut short."""
+        events = self.history.get((agent, action), [])
+        attempt = self.calls.get((agent, action), 0)
+        after = [
+            e
+            for i, e in enumerate(events)
+            if any(isinstance(p, ExecutionStarted) and p.attempt == attempt for p in events[:i])
+        ]
+        found = after[0] if after else None
+        if isinstance(found, ActionExecuted) and found.result is not None:
+            self.fed += 1
+            return Execution(found.result, None, 0, found.effect_key)
+        if isinstance(found, EffectUncertain) and "reconcile failed (" in found.reason:
+            why = found.reason.split("reconcile failed (", 1)[1].rsplit("), and ", 1)[0]
+            return Execution(None, why, 0, found.effect_key)
+        return None  # it ran again: reconciling found nothing
 
 
 class RecordedInbox(Inbox):
@@ -307,7 +372,9 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
     requests: list[tuple[int, Event]] = [
         (n, e) for n, e in store.read_streams(approvals) if isinstance(e, ApprovalRequested)
     ]
-    escalations = [e.escalation_id for _, e in recorded if isinstance(e, EpisodeEscalated)]
+    escalations = [
+        e.escalation_id for _, e in recorded if isinstance(e, EpisodeEscalated | EffectUncertain)
+    ]
     asked = store.read_streams(escalations)
     requests += [(n, e) for n, e in asked if isinstance(e, EscalationRequested)]
     answers = {e.originator_id: (n, e) for n, e in asked if isinstance(e, EscalationDecided)}
@@ -319,9 +386,14 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
     for _, e in recorded:
         if isinstance(e, ApprovalAwaited):
             approval_ids[agents[e.originator_id]].append(e.approval_id)
+        elif isinstance(e, EffectUncertain):  # (the gate draws these ids too)
+            approval_ids[agents[e.originator_id]].append(e.escalation_id)
     drawn = {name: RecordedIds(i, episode_id, name) for name, i in approval_ids.items()}
     escalated = [e.escalation_id for _, e in recorded if isinstance(e, EpisodeEscalated)]
-    times = [e.at for _, e in sorted([*own, *requests], key=lambda p: p[0])]
+    # (Who ran the episode is not re-executed: those events drew no time of the run's.)
+    times = [
+        e.at for _, e in sorted([*own, *requests], key=lambda p: p[0]) if not isinstance(e, RUNNERS)
+    ]
     stream_times: dict[uuid.UUID, list[datetime]] = {stream: [] for stream in agents}
     for _, e in recorded:
         if e.originator_id in stream_times:
@@ -329,6 +401,7 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
     clocks = {stream: RecordedClock(t) for stream, t in stream_times.items()}
     turns: dict[str, list[ModelResponded | AgentFailed]] = {name: [] for name in started.agents}
     results: dict[tuple[str, int], ActionExecuted] = {}
+    attempts: dict[tuple[str, int], list[Event]] = {}
     memory = RecordedMemory()
     mailboxes = RecordedMailboxes()
     for _, e in recorded:
@@ -343,6 +416,9 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
             mailboxes.reads.setdefault(name, {})[e.originator_version] = e
         elif isinstance(e, ActionExecuted) and name is not None:
             results[(name, e.action)] = e
+            attempts.setdefault((name, e.action), []).append(e)
+        elif isinstance(e, ExecutionStarted | EffectUncertain) and name is not None:
+            attempts.setdefault((name, e.action), []).append(e)
     models = {name: RecordedModel(name, t) for name, t in turns.items()}
 
     def with_recorded_models(s: Supervisor) -> Supervisor:
@@ -369,7 +445,7 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
             ids = RecordedIds([episode_id, *escalated], episode_id)
             inbox = RecordedInbox(scratch, clock, decisions)
             asking = RecordedEscalations(scratch, clock, answers)
-            delegate = RecordedDelegate(scratch, results)
+            delegate = RecordedDelegate(scratch, results, attempts)
 
             def supervisor() -> RootSupervisor:
                 """A fresh host and supervisor over the recorded inputs, as at each resume."""
@@ -385,6 +461,7 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
                     mailboxes=mailboxes,
                     clocks=clocks.__getitem__,
                     ids_for=drawn.__getitem__,
+                    escalations=asking,
                 )
                 return RootSupervisor(
                     replayed,
@@ -394,9 +471,11 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
                     ids,
                     sleep=_no_wait,
                     escalations=asking,
+                    fingerprint=started.fingerprint,  # (what it ran under is not re-decided)
                 )
 
-            supervisor().start(started.input, started.context, started.source, started.subject)
+            with contextlib.suppress(CutShort):  # the run stopped where the record does
+                supervisor().start(started.input, started.context, started.source, started.subject)
             # Continue where the run continued, with the decisions it had by then: at each
             # resume, and where an answer to an escalation ended the episode.
             previous: Any = None
@@ -408,7 +487,8 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
                 if isinstance(e, EpisodeResumed) or answered:
                     asking.visible_until = n
                     inbox.visible_until = n
-                    supervisor().resume(episode_id)
+                    with contextlib.suppress(CutShort):
+                        supervisor().resume(episode_id)
             new = scratch.read_streams([episode_id, *agents])
     divergence = first_divergence(recorded, new, {episode_id: "episode", **agents})
     return Reexecution(

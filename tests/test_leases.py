@@ -290,6 +290,11 @@ def test_a_forced_take_over_fences_the_first_runner_out(store_url: str, world: N
         [taken] = [e for e in store.read(EPISODE) if isinstance(e, EpisodeTakenOver)]
         assert taken.why == "taken over by force (--take-over)"
         assert (taken.token, taken.previous["token"]) == (2, 1)
+        # Re-execution stops where the first runner's attempt did, and needs no runner.
+        from tether.runtime.reexecute import reexecute
+
+        done = reexecute(store, EPISODE, TOPOLOGY)
+        assert done.identical, done.divergence
         # And the take-over is in the signed audit trail.
         assert any(
             r.fields.get("kind") == "lease" and r.fields.get("decision") == "taken_over"

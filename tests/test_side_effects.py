@@ -289,3 +289,46 @@ def test_a_result_the_store_cannot_record_is_a_tool_error_and_the_agent_goes_on(
     [executed] = [e for e in clerk_events(store) if isinstance(e, ActionExecuted)]
     assert executed.decision == "error"
     assert "returned a set at result['tags'], which cannot be recorded" in executed.reason
+
+
+# --- re-execution sees the crash where the run had it ----------------------------------
+
+
+def test_an_episode_a_crash_cut_short_re_executes_identically(store: Store) -> None:
+    from tether.runtime.reexecute import reexecute
+
+    topology = desk(refund_tool(idempotent=True))
+    crash_once(store, topology)
+    resume(store, topology)
+    # Re-execution stops where the run stopped (inside attempt 1), then resumes as it did.
+    done = reexecute(store, EPISODE, topology)
+    assert done.identical, done.divergence
+    assert world == [KEY, KEY]  # and calls no tool
+
+
+def test_an_uncertain_effect_a_person_resolved_re_executes_identically(store: Store) -> None:
+    from tether.runtime.reexecute import reexecute
+
+    topology = desk(refund_tool())
+    crash_once(store, topology)
+    resume(store, topology)
+    [item] = Escalations(store, StepClock()).items()
+    Escalations(store, StepClock()).decide(item.id, "done", "alice", "seen in the bank's log")
+    resume(store, topology, 300)
+    done = reexecute(store, EPISODE, topology)
+    assert done.identical, done.divergence
+
+
+def test_a_reconciled_effect_re_executes_identically(store: Store) -> None:
+    from tether.runtime.reexecute import reexecute
+
+    def reconcile(args: Refund, ctx: ToolContext) -> dict[str, Any] | None:
+        return {"status": "refunded"} if ctx.idempotency_key in world else None
+
+    topology = desk(refund_tool(reconcile=reconcile))
+    crash_once(store, topology)
+    resume(store, topology)
+    asked = len(world)
+    done = reexecute(store, EPISODE, topology)
+    assert done.identical, done.divergence
+    assert len(world) == asked  # the record answered, not the bank

@@ -145,12 +145,12 @@ def test_replay_context_shows_what_a_model_was_shown(store: Store) -> None:
     run(store, reader([call("fetch", n=i) for i in range(1, 7)] + [say("done")]))
     [episode] = list_episodes(store)
     out = CliRunner().invoke(
-        app, ["replay", str(episode.episode_id), "--context", "reader:6", "--db", store.url]
+        app, ["replay", str(episode.episode_id), "--context", "reader:turn7", "--db", store.url]
     )
     assert out.exit_code == 0, out.output
-    assert "matches the digest recorded at the call" in out.output
+    assert "matches the digest recorded at the turn" in out.output
     assert "[working memory compacted" in out.output
     bad = CliRunner().invoke(
-        app, ["replay", str(episode.episode_id), "--context", "reader:99", "--db", store.url]
+        app, ["replay", str(episode.episode_id), "--context", "reader:turn99", "--db", store.url]
     )
-    assert bad.exit_code == 1 and "reader made 7 model calls; choose 0 to 6" in bad.output
+    assert bad.exit_code == 1 and "reader had 7 model turns; choose turn1 to turn7" in bad.output
