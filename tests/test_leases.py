@@ -262,6 +262,36 @@ def test_a_second_runner_runs_nothing_while_the_first_pays(store_url: str, world
         assert not any(isinstance(e, EpisodeResumed) for e in store.read(EPISODE))
 
 
+def test_the_lease_is_renewed_while_a_long_tool_call_runs(store_url: str, world: None) -> None:
+    with Store(store_url) as store:
+        outcome: dict[str, Any] = {}
+
+        def first() -> None:
+            clock, ids = StepClock(), SequentialIds()
+            host = LocalHost(Host(TOPOLOGY, store, clock, ids))
+            runner = RootSupervisor(TOPOLOGY, store, host, clock, ids, lease_ttl_s=1.0)
+            outcome["first"] = runner.start({"ticket": "refund 1042"})
+
+        runner = threading.Thread(target=first)
+        runner.start()
+        assert paying.wait(60)
+        taken = store.leases.current(EPISODE)
+        assert taken is not None
+        # Wait (on the wall clock the lease runs against) until the lease as first taken
+        # has expired: the runner renewed it meanwhile, so it still holds the episode.
+        while store.leases.now() <= taken.expires + 0.5:
+            paying.wait(0.05)
+        renewed = store.leases.current(EPISODE)
+        assert renewed is not None and renewed.expires > taken.expires
+        assert renewed.token == taken.token
+        with pytest.raises(EpisodeLeased):
+            supervisor(store, 100).resume(EPISODE)
+        go_on.set()
+        runner.join()
+        assert outcome["first"].status == "completed"
+        assert paid == [f"{EPISODE}/clerk/1"]
+
+
 def test_a_forced_take_over_fences_the_first_runner_out(store_url: str, world: None) -> None:
     with Store(store_url) as store:
         outcome: dict[str, Any] = {}
