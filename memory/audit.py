@@ -59,6 +59,24 @@ def canonical(value: Any) -> bytes:
         return text.encode()
 
 
+def episode_act(
+    episode: str, stage: str, decision: str, approver: str, at: str, event: str
+) -> dict[str, Any]:
+    """The audit record of a person's or a runner's act on a whole episode (a take-over
+    of its lease, a cancel): no agent, no rule, the event that records it."""
+    return {
+        "kind": stage,
+        "at": at,
+        "episode": episode,
+        "agent": None,
+        "stage": stage,
+        "decision": decision,
+        "rules": [],
+        "approver": approver,
+        "event": event,
+    }
+
+
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

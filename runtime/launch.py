@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tether.memory.audit import episode_act
 from tether.memory.episodes import runnable
 from tether.memory.events import (
     EpisodeCancelled,
@@ -208,17 +209,14 @@ def cancel(
             journal.fence = Fencing(episode, lease.token)
             event = journal.record(EpisodeCancelled, by=by, reason=reason, was=was)
             journal.pending_audit.append(
-                {
-                    "kind": "cancel",
-                    "at": event.at.isoformat(),
-                    "episode": str(episode),
-                    "agent": None,
-                    "stage": "episode",
-                    "decision": "cancelled",
-                    "rules": [],
-                    "approver": by,
-                    "event": f"{episode}/{event.originator_version}",
-                }
+                episode_act(
+                    str(episode),
+                    "cancel",
+                    "cancelled",
+                    by,
+                    event.at.isoformat(),
+                    f"{episode}/{event.originator_version}",
+                )
             )
             journal.flush()
         finally:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from tether.agents.loop import AgentOutcome
+from tether.memory.audit import episode_act
 from tether.memory.episodes import runnable
 from tether.memory.events import (
     AgentFailed,
@@ -399,17 +400,14 @@ class RootSupervisor:
             why=why,
         )
         journal.pending_audit.append(
-            {
-                "kind": "lease",
-                "at": event.at.isoformat(),
-                "episode": str(journal.stream_id),
-                "agent": None,
-                "stage": "lease",
-                "decision": "taken_over",
-                "rules": [],
-                "approver": self.owner,
-                "event": f"{journal.stream_id}/{event.originator_version}",
-            }
+            episode_act(
+                str(journal.stream_id),
+                "lease",
+                "taken_over",
+                self.owner,
+                event.at.isoformat(),
+                f"{journal.stream_id}/{event.originator_version}",
+            )
         )
         journal.flush()
 
