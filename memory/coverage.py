@@ -58,7 +58,7 @@ from .events import (
 )
 from .store import Store
 
-AUDITED: tuple[type[Event], ...] = (
+DECIDING_STAGES: tuple[type[Event], ...] = (
     BoundariesChecked,
     BudgetReserved,
     GovernanceDecided,
@@ -66,6 +66,12 @@ AUDITED: tuple[type[Event], ...] = (
     ActionExecuted,
     EffectUncertain,
     ActionVerified,
+)
+"""The gate's stage events that record a decision: each appends an audit record
+(``runtime/gate.py`` writes them from this list)."""
+
+AUDITED: tuple[type[Event], ...] = (
+    *DECIDING_STAGES,
     ApprovalGranted,
     ApprovalDenied,
     ApprovalTimedOut,

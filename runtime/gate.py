@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from tether.agents.loop import ActionResult, LoopState
 from tether.agents.model import ToolCall
 from tether.agents.tools import DELEGATE, HANDOFF, SEND, Tool
+from tether.memory.coverage import DECIDING_STAGES
 from tether.memory.events import (
     ActionExecuted,
     ActionProposed,
@@ -62,17 +63,7 @@ from .provenance import Sources
 Outcome = Literal["executed", "denied", "failed"]
 E = TypeVar("E", bound=Event)
 
-_AUDITED = frozenset(
-    {
-        BoundariesChecked,
-        BudgetReserved,
-        GovernanceDecided,
-        ApprovalSettled,
-        ActionExecuted,
-        EffectUncertain,
-        ActionVerified,
-    }
-)
+_AUDITED = frozenset(DECIDING_STAGES)
 """The stage events that record a decision; each appends an audit record."""
 
 

@@ -236,27 +236,42 @@ def world() -> Iterator[None]:
     go_on.set()
 
 
-def supervisor(store: Store, start: int = 1) -> RootSupervisor:
+def supervisor(store: Store, start: int = 1, **how: Any) -> RootSupervisor:
     clock, ids = StepClock(), SequentialIds(start=start)
-    return RootSupervisor(TOPOLOGY, store, LocalHost(Host(TOPOLOGY, store, clock, ids)), clock, ids)
+    host = LocalHost(Host(TOPOLOGY, store, clock, ids))
+    return RootSupervisor(TOPOLOGY, store, host, clock, ids, **how)
+
+
+class FirstRunner(threading.Thread):
+    """The first runner: starts the episode in the background; ``outcome`` is its report,
+    or the LeaseLost it ended with."""
+
+    def __init__(self, store: Store, **how: Any) -> None:
+        super().__init__()
+        self.runner = supervisor(store, **how)
+        self.outcome: EpisodeReport | LeaseLost | None = None
+        self.start()
+        assert paying.wait(60)  # it is inside the payment
+
+    def run(self) -> None:
+        try:
+            self.outcome = self.runner.start({"ticket": "refund 1042"})
+        except LeaseLost as e:
+            self.outcome = e
+
+    def finish(self) -> EpisodeReport | LeaseLost | None:
+        go_on.set()
+        self.join()
+        return self.outcome
 
 
 def test_a_second_runner_runs_nothing_while_the_first_pays(store_url: str, world: None) -> None:
     with Store(store_url) as store:
-        outcome: dict[str, Any] = {}
-
-        def first() -> None:
-            outcome["first"] = supervisor(store).start({"ticket": "refund 1042"})
-
-        runner = threading.Thread(target=first)
-        runner.start()
-        assert paying.wait(60)  # the first runner is inside the payment
+        first = FirstRunner(store)
         with pytest.raises(EpisodeLeased, match="is being run by pid"):
             supervisor(store, 100).resume(EPISODE)
-        go_on.set()
-        runner.join()
-        report: EpisodeReport = outcome["first"]
-        assert report.status == "completed"
+        report = first.finish()
+        assert isinstance(report, EpisodeReport) and report.status == "completed"
         assert paid == [f"{EPISODE}/clerk/1"]  # once
         # The refused resume left no trace.
         assert not any(isinstance(e, EpisodeResumed) for e in store.read(EPISODE))
@@ -264,17 +279,7 @@ def test_a_second_runner_runs_nothing_while_the_first_pays(store_url: str, world
 
 def test_the_lease_is_renewed_while_a_long_tool_call_runs(store_url: str, world: None) -> None:
     with Store(store_url) as store:
-        outcome: dict[str, Any] = {}
-
-        def first() -> None:
-            clock, ids = StepClock(), SequentialIds()
-            host = LocalHost(Host(TOPOLOGY, store, clock, ids))
-            runner = RootSupervisor(TOPOLOGY, store, host, clock, ids, lease_ttl_s=1.0)
-            outcome["first"] = runner.start({"ticket": "refund 1042"})
-
-        runner = threading.Thread(target=first)
-        runner.start()
-        assert paying.wait(60)
+        first = FirstRunner(store, lease_ttl_s=1.0)
         taken = store.leases.current(EPISODE)
         assert taken is not None
         # Wait (on the wall clock the lease runs against) until the lease as first taken
@@ -286,33 +291,20 @@ def test_the_lease_is_renewed_while_a_long_tool_call_runs(store_url: str, world:
         assert renewed.token == taken.token
         with pytest.raises(EpisodeLeased):
             supervisor(store, 100).resume(EPISODE)
-        go_on.set()
-        runner.join()
-        assert outcome["first"].status == "completed"
+        report = first.finish()
+        assert isinstance(report, EpisodeReport) and report.status == "completed"
         assert paid == [f"{EPISODE}/clerk/1"]
 
 
 def test_a_forced_take_over_fences_the_first_runner_out(store_url: str, world: None) -> None:
     with Store(store_url) as store:
-        outcome: dict[str, Any] = {}
-
-        def first() -> None:
-            try:
-                outcome["first"] = supervisor(store).start({"ticket": "refund 1042"})
-            except LeaseLost as e:
-                outcome["first"] = e
-
-        runner = threading.Thread(target=first)
-        runner.start()
-        assert paying.wait(60)
+        first = FirstRunner(store)
         # An operator forces a second runner in while the first is inside the payment: it
         # cannot know whether the payment happened, so it asks a person instead of paying.
         second = supervisor(store, 100).resume(EPISODE, take_over=True)
         assert second.status == "waiting"
-        go_on.set()
-        runner.join()
         # The first runner's payment returned, but it could record nothing more.
-        assert isinstance(outcome["first"], LeaseLost)
+        assert isinstance(first.finish(), LeaseLost)
         assert paid == [f"{EPISODE}/clerk/1"]
         clerk = store.read(agent_stream_id(EPISODE, "clerk"))
         assert not any(isinstance(e, ActionExecuted) for e in clerk)
@@ -342,23 +334,12 @@ def test_cancel_ends_a_running_episode_and_its_runner_records_nothing_more(
     from tether.runtime.launch import cancel
 
     with Store(store_url) as store:
-        outcome: dict[str, Any] = {}
-
-        def first() -> None:
-            try:
-                outcome["first"] = supervisor(store).start({"ticket": "refund 1042"})
-            except LeaseLost as e:
-                outcome["first"] = e
-
-        runner = threading.Thread(target=first)
-        runner.start()
-        assert paying.wait(60)
+        first = FirstRunner(store)
         done = cancel(EPISODE, by="alice", reason="wrong customer", db=store_url)
         assert done.was == "running"
-        go_on.set()
-        runner.join()
-        assert isinstance(outcome["first"], LeaseLost)
-        assert "tether cancel by alice" in str(outcome["first"])
+        lost = first.finish()
+        assert isinstance(lost, LeaseLost)
+        assert "tether cancel by alice" in str(lost)
         assert paid == [f"{EPISODE}/clerk/1"]
         events = store.read(EPISODE)
         assert isinstance(events[-1], EpisodeCancelled) and events[-1].reason == "wrong customer"
