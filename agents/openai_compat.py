@@ -21,6 +21,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from tether.runtime.errors import ConfigError, ModelError, TransientModelError
+from tether.runtime.secrets import PREFIX, EnvSecrets
 
 from .model import Message, ModelRequest, ModelTurn, Price, ToolCall, Usage
 
@@ -44,6 +45,7 @@ class OpenAIModel:
         timeout_s: float = 60.0,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        seed: int | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigError("OpenAIModel model: give the model's name, e.g. 'gpt-4.1-mini'")
@@ -52,12 +54,17 @@ class OpenAIModel:
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         """The endpoint (``http://localhost:8000/v1`` for vLLM, ``.../11434/v1`` for Ollama)."""
         self.api_key = api_key
-        """None: ``$OPENAI_API_KEY`` (a local server takes any key)."""
+        """None: ``$OPENAI_API_KEY`` (a local server takes any key). A handle
+        (``secret://openai``) is resolved only when the client connects, in the process
+        that calls the model, from ``$TETHER_SECRET_OPENAI`` (``runtime/secrets.py``):
+        the key itself is never part of the topology, the record or a Ray message."""
         self.price = price
         """What its tokens cost (the agent's ``price`` overrides it); None = unpriced."""
         self.timeout_s = timeout_s
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.seed = seed
+        """Asked of the endpoint for reproducible sampling, where it supports it."""
         self._client: Any = None
 
     @property
@@ -89,6 +96,8 @@ class OpenAIModel:
             extra["max_tokens"] = self.max_tokens
         if self.temperature is not None:
             extra["temperature"] = self.temperature
+        if self.seed is not None:
+            extra["seed"] = self.seed
         try:
             response = client.chat.completions.create(
                 model=self.model, messages=[wire(m) for m in request.messages], **extra
@@ -137,11 +146,24 @@ class OpenAIModel:
 
             self._client = openai.OpenAI(
                 base_url=self.base_url,
-                api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+                api_key=self._key() or os.environ.get("OPENAI_API_KEY") or "not-needed",
                 timeout=self.timeout_s,
                 max_retries=0,  # tether retries, and records each attempt
             )
         return self._client
+
+    def _key(self) -> str | None:
+        """The API key: given, or resolved from its handle."""
+        if self.api_key is None or not self.api_key.startswith(PREFIX):
+            return self.api_key
+        secrets = EnvSecrets()
+        value = secrets.resolve(self.api_key[len(PREFIX) :])
+        if value is None:
+            raise ModelError(
+                f"{self.model}: api_key {self.api_key} is not set; export "
+                f"{secrets.var(self.api_key[len(PREFIX) :])}"
+            )
+        return value
 
 
 def wire(m: Message) -> dict[str, Any]:

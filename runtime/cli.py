@@ -6,6 +6,7 @@ problem and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import json
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -191,16 +192,101 @@ def _escalation_id(given: str, db: str | None) -> uuid.UUID:
 
 @app.command()
 @handled
-def demo(db: Db = None, address: Address = None, init: Init = False) -> None:
+def demo(
+    db: Db = None,
+    address: Address = None,
+    init: Init = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Drive the desk with a real small model (SmolLM2-135M on llama-cpp-python, "
+            "started on this machine and stopped after; install it with `make live`).",
+        ),
+    ] = False,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url",
+            help="With --live: use this OpenAI-compatible endpoint instead of starting one.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="With --live and --base-url: the model's name there."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="With --live: the sampling seed.")
+    ] = None,
+    resume_id: Annotated[
+        str | None,
+        typer.Option("--resume", help="With --live: continue this live demo episode."),
+    ] = None,
+) -> None:
     """Run the refund desk until it finishes or waits for a person; summarize the gate."""
-    from tether.runtime.launch import run
+    from tether.runtime.launch import resume, run
     from tether.topologies.loader import load_module
 
-    loaded = load_module("tether.topologies.demo")
-    _init(db, init)
-    with Progress("running the refund desk on Ray", db) as progress:
-        report = run(loaded, db=db, address=address, on_episode=progress.follow)
+    if not live:
+        if base_url or model or seed is not None or resume_id:
+            raise ConfigError("--base-url, --model, --seed and --resume go with --live")
+        loaded = load_module("tether.topologies.demo")
+        _init(db, init)
+        with Progress("running the refund desk on Ray", db) as progress:
+            report = run(loaded, db=db, address=address, on_episode=progress.follow)
+        _summarize(report.episode_id, db)
+        return
+    with _live_model(base_url, model, seed) as (loaded, said):
+        err.print(said, markup=False)
+        _init(db, init)
+        if resume_id is not None:
+            episode_id = _episode_id(resume_id, db)
+            with Progress("resuming the live refund desk on Ray", db, resuming=True) as progress:
+                report = resume(
+                    episode_id,
+                    topology=loaded.topology,
+                    db=db,
+                    address=address,
+                    on_episode=progress.follow,
+                )
+        else:
+            with Progress("running the refund desk on a real model", db) as progress:
+                report = run(loaded, db=db, address=address, on_episode=progress.follow)
     _summarize(report.episode_id, db)
+
+
+LIVE_RESUME = "tether demo --live --resume"
+"""How a live demo episode that waits for a person is finished (its models are rebuilt)."""
+
+
+@contextlib.contextmanager
+def _live_model(
+    base_url: str | None, model: str | None, seed: int | None
+) -> Iterator[tuple[Any, str]]:
+    """The live refund desk on a model server: the one at ``base_url``, or one started
+    here (and stopped after)."""
+    from tether.agents.openai_compat import OpenAIModel
+    from tether.runtime.model_server import MODEL_NAME, ModelServer
+    from tether.topologies import demo
+    from tether.topologies.loader import Loaded
+
+    def desk(url: str, name: str) -> Loaded:
+        # A small model, sampled with some temperature: what it does is its own.
+        real = OpenAIModel(name, base_url=url, temperature=0.7, seed=seed, max_tokens=256)
+        source = {"kind": "python", "name": "refund_desk", "resume": LIVE_RESUME}
+        return Loaded(demo.live(real), source, demo.task, demo.context, demo.subject)
+
+    if base_url is not None:
+        yield (
+            desk(base_url, model or MODEL_NAME),
+            f"live model: {model or MODEL_NAME} at {base_url}",
+        )
+        return
+    with ModelServer() as server:
+        yield (
+            desk(server.base_url, MODEL_NAME),
+            (f"live model: {MODEL_NAME} served by llama-cpp-python at {server.base_url}"),
+        )
 
 
 @app.command("run")
@@ -499,8 +585,12 @@ def _waiting_approvals(t: Timeline) -> list[str]:
 
 
 def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
+    from tether.memory.events import EpisodeStarted
+
     with Store(db, mode="existing") as store:
         t = load_timeline(store, episode_id)
+        [started] = store.read(episode_id, limit=1)
+        source = started.source if isinstance(started, EpisodeStarted) else {}
         escalated = [
             x
             for x in Escalations(store, SystemClock()).items()
@@ -558,7 +648,8 @@ def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
                 f"    {option + ':':7}{_prog()} inbox {option} {x.id}{_db_flag(db)}", markup=False
             )
     if t.status == "waiting":
-        out.print(f"then finish it: {_prog()} resume {t.episode_id}{_db_flag(db)}", markup=False)
+        how = f"{_prog()} resume" if source.get("resume") != LIVE_RESUME else LIVE_RESUME
+        out.print(f"then finish it: {how} {t.episode_id}{_db_flag(db)}", markup=False)
     out.print(f"replay it: {_prog()} replay {t.episode_id}{_db_flag(db)}", markup=False)
 
 

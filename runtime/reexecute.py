@@ -61,7 +61,7 @@ from tether.memory.events import (
 )
 from tether.memory.store import Store
 from tether.runtime.errors import EpisodeNotFound, ModelError, TransientModelError
-from tether.topologies.spec import Agent, Supervisor, Topology
+from tether.topologies.spec import Agent, Topology
 
 from .delegate import Delegate, Execution
 from .escalation import Escalation, Escalations
@@ -421,23 +421,15 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
             attempts.setdefault((name, e.action), []).append(e)
     models = {name: RecordedModel(name, t) for name, t in turns.items()}
 
-    def with_recorded_models(s: Supervisor) -> Supervisor:
-        """The supervisor with each agent's model replaced by its recorded turns."""
-        children: list[Agent | Supervisor] = []
-        for c in s.children:
-            if isinstance(c, Supervisor):
-                children.append(with_recorded_models(c))
-            else:
-                # (its price stays its own, or its model's: the recorded model has none)
-                price = c.price or getattr(c.model, "price", None)
-                children.append(
-                    dataclasses.replace(c, model=models[c.name], price=price)
-                    if c.name in models
-                    else c
-                )
-        return dataclasses.replace(s, children=tuple(children))
+    def on_record(c: Agent) -> Agent:
+        """The agent with its model replaced by its recorded turns (its price stays its
+        own, or its model's: the recorded model has none)."""
+        if c.name not in models:
+            return c
+        price = c.price or getattr(c.model, "price", None)
+        return dataclasses.replace(c, model=models[c.name], price=price)
 
-    replayed = dataclasses.replace(topology, root=with_recorded_models(topology.root))
+    replayed = topology.with_agents(on_record)
 
     with tempfile.TemporaryDirectory(prefix="tether-reexecute-") as scratch_dir:
         with Store(f"sqlite:///{Path(scratch_dir) / 'scratch.db'}") as scratch:

@@ -58,11 +58,12 @@ class EnvSecrets:
     def __init__(self, prefix: str = "TETHER_SECRET_") -> None:
         self.prefix = prefix
 
-    def _var(self, name: str) -> str:
+    def var(self, name: str) -> str:
+        """The environment variable that holds ``secret://name``."""
         return self.prefix + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
     def resolve(self, name: str) -> str | None:
-        value = os.environ.get(self._var(name))
+        value = os.environ.get(self.var(name))
         return None if value is None else _checked(name, value)
 
     def known(self) -> Mapping[str, str]:

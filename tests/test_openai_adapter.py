@@ -50,7 +50,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append({"path": self.path, "body": body})
+        self.server.requests.append(
+            {"path": self.path, "body": body, "authorization": self.headers["Authorization"]}
+        )
         status, headers, reply = self.server.replies.pop(0)
         data = json.dumps(reply).encode()
         self.send_response(status)
@@ -223,3 +225,31 @@ def test_the_model_travels_to_a_worker_without_its_client(fake: Fake) -> None:
     assert model.respond(ModelRequest("a", 0, (), ())).text == "hi"
     copy = pickle.loads(pickle.dumps(model))
     assert copy._client is None and (copy.base_url, copy.price) == (fake.url, PRICE)
+
+
+def test_the_api_key_may_be_a_secret_handle_resolved_only_to_call(
+    fake: Fake, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The key is a handle in the topology; its value is read from the environment when the
+    # client connects, and appears nowhere in the record.
+    monkeypatch.setenv("TETHER_SECRET_GATEWAY_KEY", "sk-live-0123456789")
+    fake.replies += [completion("done")]
+    model = OpenAIModel("fake-1", base_url=fake.url, api_key="secret://gateway-key", seed=7)
+    report, events = run(store, model)
+    assert report.status == "completed"
+    [request] = fake.requests
+    assert request["authorization"] == "Bearer sk-live-0123456789"
+    assert request["body"]["seed"] == 7  # asked for reproducible sampling
+    assert not any("sk-live-0123456789" in repr(e) for e in events)
+
+
+def test_a_key_handle_with_no_value_fails_the_agent_naming_the_variable(
+    fake: Fake, store: Store
+) -> None:
+    model = OpenAIModel("fake-1", base_url=fake.url, api_key="secret://missing-key")
+    report, _ = run(store, model)
+    assert report.status == "waiting"  # the agent failed: its supervisor asks a person
+    assert "api_key secret://missing-key is not set; export TETHER_SECRET_MISSING_KEY" in (
+        report.output
+    )
+    assert fake.requests == []

@@ -9,6 +9,7 @@ legitimate refund of 120.00 is above the approval threshold and waits for a pers
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from decimal import Decimal
 from typing import Any
@@ -283,3 +284,10 @@ topology = Topology(
         ),
     ),
 )
+
+
+def live(model: Any) -> Topology:
+    """The refund desk with every agent on ``model`` (``tether demo --live``: the small
+    open model served on this machine). Same rails, grants, approvals and budgets: what
+    the model does with the injected ticket is its own, and the gate contains it."""
+    return topology.with_agents(lambda a: dataclasses.replace(a, model=model))

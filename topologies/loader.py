@@ -103,10 +103,15 @@ def load_source(source: dict[str, Any]) -> Loaded:
         return load_file(source["path"], source.get("attr"))
     if kind == "module":
         return load_module(source["module"], source.get("attr"))
+    how = source.get("resume")  # (a command that rebuilds it, e.g. the live demo's)
     raise TopologyLoadError(
         str(source.get("name", "topology")),
-        "this episode was started from Python code, not a file; resume it from Python "
-        "with tether.runtime.resume(episode_id, topology=...)",
+        "this episode was started from Python code, not a file; "
+        + (
+            f"resume it with `{how} EPISODE`"
+            if how
+            else "resume it from Python with tether.runtime.resume(episode_id, topology=...)"
+        ),
     )
 
 

@@ -11,10 +11,12 @@ Validation collects every problem, each with its path
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -587,6 +589,18 @@ class Topology:
             default=str,
         )
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def with_agents(self, change: Callable[[Agent], Agent]) -> Topology:
+        """The same fleet with each agent replaced by ``change(agent)`` (its model swapped
+        for a real one, or for recorded turns), at any depth of the tree."""
+
+        def under(s: Supervisor) -> Supervisor:
+            children = tuple(
+                under(c) if isinstance(c, Supervisor) else change(c) for c in s.children
+            )
+            return dataclasses.replace(s, children=children)
+
+        return dataclasses.replace(self, root=under(self.root))
 
 
 def entry_agent(child: Agent | Supervisor) -> str:
