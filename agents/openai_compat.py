@@ -46,6 +46,7 @@ class OpenAIModel:
         max_tokens: int | None = None,
         temperature: float | None = None,
         seed: int | None = None,
+        tool_choice: str | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigError("OpenAIModel model: give the model's name, e.g. 'gpt-4.1-mini'")
@@ -65,6 +66,9 @@ class OpenAIModel:
         self.temperature = temperature
         self.seed = seed
         """Asked of the endpoint for reproducible sampling, where it supports it."""
+        self.tool_choice = tool_choice
+        """``auto``, ``none``, ``required``, or a tool's name (that tool must be called);
+        None: the endpoint's default. Asked only when the turn offers tools."""
         self._client: Any = None
 
     @property
@@ -92,6 +96,13 @@ class OpenAIModel:
                 }
                 for t in request.tools
             ]
+            choice = self.choose(request)
+            if choice is not None:
+                extra["tool_choice"] = (
+                    choice
+                    if choice in ("auto", "none", "required")
+                    else {"type": "function", "function": {"name": choice}}
+                )
         if self.max_tokens is not None:
             extra["max_tokens"] = self.max_tokens
         if self.temperature is not None:
@@ -151,6 +162,11 @@ class OpenAIModel:
                 max_retries=0,  # tether retries, and records each attempt
             )
         return self._client
+
+    def choose(self, request: ModelRequest) -> str | None:
+        """The tool choice to ask for on this turn (``tool_choice``; a subclass may steer
+        turn by turn)."""
+        return self.tool_choice
 
     def _key(self) -> str | None:
         """The API key: given, or resolved from its handle."""

@@ -239,6 +239,7 @@ def test_the_api_key_may_be_a_secret_handle_resolved_only_to_call(
     assert report.status == "completed"
     [request] = fake.requests
     assert request["authorization"] == "Bearer sk-live-0123456789"
+    assert "tool_choice" not in request["body"]  # the endpoint's default unless asked
     assert request["body"]["seed"] == 7  # asked for reproducible sampling
     assert not any("sk-live-0123456789" in repr(e) for e in events)
 
@@ -253,3 +254,11 @@ def test_a_key_handle_with_no_value_fails_the_agent_naming_the_variable(
         report.output
     )
     assert fake.requests == []
+
+
+def test_a_tool_choice_names_the_tool_the_model_must_call(fake: Fake, store: Store) -> None:
+    fake.replies += [completion(calls=[("noop", "{}")]), completion("done")]
+    model = OpenAIModel("fake-1", base_url=fake.url, tool_choice="noop")
+    run(store, model)
+    first = fake.requests[0]["body"]
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "noop"}}

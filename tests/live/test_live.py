@@ -14,6 +14,7 @@ stopped and every episode re-executes identically from the record alone.
 from __future__ import annotations
 
 import os
+import random
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tether.agents.model import Price
+from tether.agents.model import ModelRequest, Price
 from tether.agents.openai_compat import OpenAIModel
 from tether.memory import RandomIds, Store, SystemClock
 from tether.memory.events import ModelResponded, agent_stream_id
@@ -63,11 +64,23 @@ def examples() -> list[Loaded]:
     ]
 
 
+class Steered(OpenAIModel):
+    """The real model, asked on most of an agent's first turns to call one of its tools
+    (picked by the seed): left to choose, this small model answers in prose, and the gate
+    would see little. The arguments, and everything after, are the model's own."""
+
+    def choose(self, request: ModelRequest) -> str | None:
+        pick = random.Random(f"{self.seed}/{request.agent}/{request.turn}")
+        if request.turn < 4 and request.tools and pick.random() < 0.75:
+            return pick.choice(request.tools).name
+        return "auto"
+
+
 def live(loaded: Loaded, base_url: str, seed: int, timeout_s: float) -> Topology:
     """The example with every agent on the real model (through ``base_url``)."""
     import dataclasses
 
-    model = OpenAIModel(
+    model = Steered(
         MODEL_NAME,
         base_url=base_url,
         api_key="secret://live-key",
@@ -126,7 +139,9 @@ def test_the_harness_holds_whatever_the_real_model_does(
             for i in range(N):
                 faulty = i % 2 == 1
                 if faulty:
-                    with FaultProxy(base_url, fraction=0.3, kinds=KINDS, seed=i, stall_s=6.0) as proxy:
+                    with FaultProxy(
+                        base_url, fraction=0.3, kinds=KINDS, seed=i, stall_s=6.0
+                    ) as proxy:
                         topology = live(loaded, proxy.url, seed=i, timeout_s=5.0)
                         report = run_episode(topology, loaded, store)
                     injected.update(proxy.injected)
