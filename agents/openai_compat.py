@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -46,7 +47,7 @@ class OpenAIModel:
         max_tokens: int | None = None,
         temperature: float | None = None,
         seed: int | None = None,
-        tool_choice: str | None = None,
+        tool_choice: str | Callable[[ModelRequest], str | None] | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ConfigError("OpenAIModel model: give the model's name, e.g. 'gpt-4.1-mini'")
@@ -67,8 +68,9 @@ class OpenAIModel:
         self.seed = seed
         """Asked of the endpoint for reproducible sampling, where it supports it."""
         self.tool_choice = tool_choice
-        """``auto``, ``none``, ``required``, or a tool's name (that tool must be called);
-        None: the endpoint's default. Asked only when the turn offers tools."""
+        """``auto``, ``none``, ``required``, or a tool's name (that tool must be called),
+        or a function of the request that says which, turn by turn; None: the endpoint's
+        default. Asked only when the turn offers tools."""
         self._client: Any = None
 
     @property
@@ -164,8 +166,9 @@ class OpenAIModel:
         return self._client
 
     def choose(self, request: ModelRequest) -> str | None:
-        """The tool choice to ask for on this turn (``tool_choice``; a subclass may steer
-        turn by turn)."""
+        """The tool choice to ask for on this turn."""
+        if callable(self.tool_choice):
+            return self.tool_choice(request)
         return self.tool_choice
 
     def _key(self) -> str | None:

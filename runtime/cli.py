@@ -266,13 +266,22 @@ def _live_model(
     """The live refund desk on a model server: the one at ``base_url``, or one started
     here (and stopped after)."""
     from tether.agents.openai_compat import OpenAIModel
-    from tether.runtime.model_server import MODEL_NAME, ModelServer
+    from tether.runtime.model_server import MODEL_NAME, ModelServer, Steer
     from tether.topologies import demo
     from tether.topologies.loader import Loaded
 
     def desk(url: str, name: str) -> Loaded:
-        # A small model, sampled with some temperature: what it does is its own.
-        real = OpenAIModel(name, base_url=url, temperature=0.7, seed=seed, max_tokens=256)
+        # A small model, sampled with some temperature, told on each turn whether to call a
+        # tool or answer (Steer): what it calls and says is its own.
+        real = OpenAIModel(
+            name,
+            base_url=url,
+            temperature=0.7,
+            seed=seed,
+            max_tokens=96,
+            timeout_s=30,
+            tool_choice=Steer(seed),
+        )
         source = {"kind": "python", "name": "refund_desk", "resume": LIVE_RESUME}
         return Loaded(demo.live(real), source, demo.task, demo.context, demo.subject)
 

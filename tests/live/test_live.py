@@ -14,7 +14,6 @@ stopped and every episode re-executes identically from the record alone.
 from __future__ import annotations
 
 import os
-import random
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tether.agents.model import ModelRequest, Price
+from tether.agents.model import Price
 from tether.agents.openai_compat import OpenAIModel
 from tether.memory import RandomIds, Store, SystemClock
 from tether.memory.events import ModelResponded, agent_stream_id
@@ -31,7 +30,7 @@ from tether.runtime.cli import app
 from tether.runtime.escalation import Escalations
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.model_server import MODEL_NAME
+from tether.runtime.model_server import MODEL_NAME, Steer
 from tether.runtime.reexecute import reexecute
 from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
 from tether.topologies import Topology
@@ -64,27 +63,11 @@ def examples() -> list[Loaded]:
     ]
 
 
-class Steered(OpenAIModel):
-    """The real model, told on each turn whether to call a tool (and which, picked by the
-    seed) or to answer in words; the arguments and the words are its own.
-
-    Left to choose (``auto``), this small model mostly answers in prose, and
-    llama-cpp-python's ``auto`` path then generates its message without the token cap
-    until the context is full, for minutes: so most of an agent's first turns call one of
-    its tools, and the rest answer, capped."""
-
-    def choose(self, request: ModelRequest) -> str | None:
-        pick = random.Random(f"{self.seed}/{request.agent}/{request.turn}")
-        if request.turn < 4 and request.tools and pick.random() < 0.75:
-            return pick.choice(request.tools).name
-        return "none"
-
-
 def live(loaded: Loaded, base_url: str, seed: int, timeout_s: float) -> Topology:
     """The example with every agent on the real model (through ``base_url``)."""
     import dataclasses
 
-    model = Steered(
+    model = OpenAIModel(
         MODEL_NAME,
         base_url=base_url,
         api_key="secret://live-key",
@@ -93,6 +76,7 @@ def live(loaded: Loaded, base_url: str, seed: int, timeout_s: float) -> Topology
         seed=seed,
         max_tokens=96,
         timeout_s=timeout_s,
+        tool_choice=Steer(seed),  # (it says whether to call a tool; the model says the rest)
     )
     return loaded.topology.with_agents(lambda a: dataclasses.replace(a, model=model))
 
