@@ -363,6 +363,8 @@ class AgentLoop:
         self.max_turns = max_turns
         self.context_tokens = context_tokens
         self.state = LoopState()
+        self._calls = 0
+        """Model calls the current turn made so far (its retries included)."""
 
     def observe(self, event: Event) -> None:
         """Fold an event of this agent's stream into the loop's state."""
@@ -414,7 +416,8 @@ class AgentLoop:
             try:
                 turn, attempts = self._respond(request)
             except ModelError as e:
-                return self._end(AgentOutcome(self.agent, "failed", str(e)))
+                failed = AgentOutcome(self.agent, "failed", str(e))
+                return self._end(failed, model_calls=self._calls)
             finally:
                 if self.tokens is not None:
                     self.tokens.release(estimate)  # what the call used is counted from its event
@@ -489,11 +492,11 @@ class AgentLoop:
     def _respond(self, request: ModelRequest) -> tuple[ModelTurn, int]:
         """The model's turn, retrying transient failures (bounded, with exponential
         backoff and jitter); and the calls it took."""
-        attempts = 0
+        attempts = self._calls = 0
 
         def once() -> ModelTurn:
             nonlocal attempts
-            attempts += 1
+            attempts = self._calls = attempts + 1
             return self.model.respond(request)
 
         try:
@@ -608,7 +611,7 @@ class AgentLoop:
     def _record(self, cls: type[Event], **fields: object) -> None:
         self.journal.record(cls, **fields)  # the journal feeds it back to ``observe``
 
-    def _end(self, outcome: AgentOutcome) -> AgentOutcome:
+    def _end(self, outcome: AgentOutcome, model_calls: int = 0) -> AgentOutcome:
         if outcome.outcome == "waiting":
             self._record(AgentWaiting, approvals=list(outcome.waiting))
         elif outcome.outcome == "handed_off":
@@ -622,6 +625,8 @@ class AgentLoop:
             self._record(AgentDelegated, calls=list(outcome.calls))
         elif outcome.outcome == "finished":
             self._record(AgentFinished, output=outcome.output)
+        elif model_calls:
+            self._record(AgentFailed, reason=outcome.output, model_calls=model_calls)
         else:
             self._record(AgentFailed, reason=outcome.output)
         self.journal.flush()

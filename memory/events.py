@@ -565,6 +565,10 @@ class AgentFailed(Event):
 
     reason: str
     """Why."""
+    model_calls: int = 0
+    """When its model failed (every retry of a turn, or an error not worth one): the calls
+    that turn made, so re-execution fails the same turn the same way. 0: the failure was
+    the agent's own (a budget, being stuck, a crash)."""
 
 
 @dataclass(frozen=True, kw_only=True)

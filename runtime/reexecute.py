@@ -104,6 +104,17 @@ class RecordedModel:
         if self.cursor >= len(self.turns):
             raise ModelError(f"no recorded model turn for {self.agent} turn {request.turn}")
         recorded = self.turns[self.cursor]
+        if isinstance(recorded, AgentFailed) and recorded.model_calls:
+            # The run's model failed this turn, on each of its calls: so does this one
+            # (retried failures, then the last one as it was).
+            retried = f"model failed after {recorded.model_calls} attempts: "
+            self.failed += 1
+            if self.failed < recorded.model_calls:
+                raise TransientModelError(recorded.reason.removeprefix(retried))
+            self.cursor, self.failed = self.cursor + 1, 0
+            if recorded.reason.startswith(retried):
+                raise TransientModelError(recorded.reason.removeprefix(retried))
+            raise ModelError(recorded.reason)
         if isinstance(recorded, AgentFailed):
             # The run crashed here (a model client or the agent's own code raised): raise
             # the same error, so the agent fails with the same reason.
@@ -408,8 +419,13 @@ def reexecute(store: Store, episode_id: uuid.UUID, topology: Topology) -> Reexec
         name = agents.get(e.originator_id)
         if isinstance(e, ModelResponded) and name is not None:
             turns[name].append(e)
-        elif isinstance(e, AgentFailed) and e.reason.startswith("crashed: ") and name:
-            turns[name].append(e)  # the run's code raised: re-execution raises there too
+        elif (
+            isinstance(e, AgentFailed)
+            and name
+            and (e.reason.startswith("crashed: ") or e.model_calls)
+        ):
+            # The run's code raised, or its model failed: re-execution fails there too.
+            turns[name].append(e)
         elif isinstance(e, MemoryRecalled) and name is not None:
             memory.recalled.setdefault(name, []).append(e)
         elif isinstance(e, MessagesRead) and name is not None:

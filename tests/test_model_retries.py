@@ -63,3 +63,34 @@ def test_reexecution_feeds_the_failures_back(store: Store) -> None:
 def test_retries_must_make_sense() -> None:
     with pytest.raises(TopologyError, match=r"retries.attempts: must be an integer of at least 1"):
         with_retries([say("-")], Retries(attempts=0))
+
+
+def test_a_model_that_failed_every_retry_re_executes_identically(store: Store) -> None:
+    # The model fails a whole turn (every retry); the supervisor restarts the agent, whose
+    # model then answers. Re-execution must fail that turn too, not ask the record for a
+    # turn it does not have (found by the live suite, with a real model timing out).
+    topology = with_retries([flaky(call("noop"), failures=3), call("noop"), say("done")], NO_WAIT)
+    run = Run(store, topology)
+    assert run.report.status == "completed"
+    [failed] = [e for e in run.events() if isinstance(e, AgentFailed)]
+    assert failed.model_calls == 3
+    result = reexecute(store, run.episode, topology)
+    assert result.identical, result.divergence
+
+
+def test_a_model_error_not_worth_a_retry_re_executes_identically(store: Store) -> None:
+    from tether.agents.model import ModelRequest, ModelTurn
+    from tether.runtime.errors import ModelError
+
+    refused = iter([True])
+
+    def once_refused(request: ModelRequest) -> ModelTurn:
+        if next(refused, False):
+            raise ModelError("fake-1: 400: messages: unknown role 'robot'")
+        return call("noop")
+
+    run = Run(store, with_retries([once_refused, once_refused, say("done")], NO_WAIT))
+    [failed] = [e for e in run.events() if isinstance(e, AgentFailed)]
+    assert (failed.reason, failed.model_calls) == ("fake-1: 400: messages: unknown role 'robot'", 1)
+    result = reexecute(store, run.episode, with_retries([call("noop"), say("done")], NO_WAIT))
+    assert result.identical, result.divergence
