@@ -47,8 +47,8 @@ class Steer:
 
     Left to choose (``auto``), this model mostly answers in prose, and llama-cpp-python's
     ``auto`` path then writes that prose without the token cap, until the context is full:
-    minutes a turn. So ``calls`` of an agent's first ``turns`` turns call one of its tools,
-    and the rest answer, capped."""
+    minutes a turn. So an agent's first turn calls one of its tools, ``calls`` of its next
+    turns up to ``turns`` do too, and the rest answer, capped."""
 
     seed: int | None = None
     turns: int = 4
@@ -56,7 +56,9 @@ class Steer:
 
     def __call__(self, request: ModelRequest) -> str | None:
         pick = random.Random(f"{self.seed}/{request.agent}/{request.turn}")
-        if request.turn < self.turns and request.tools and pick.random() < self.calls:
+        if request.tools and (
+            request.turn == 0 or (request.turn < self.turns and pick.random() < self.calls)
+        ):
             return pick.choice(request.tools).name
         return "none"
 
