@@ -29,7 +29,7 @@ from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import Agent, Grant, Restarts, Role, Supervisor, Topology
 
 from .live.proxy import KINDS, Fault, FaultProxy, Kind
-from .test_openai_adapter import Fake, Handler, completion
+from .test_openai_adapter import Fake, completion, serving
 
 
 class Order(BaseModel):
@@ -47,23 +47,9 @@ REPRINT = completion(calls=[("reprint", '{"order_id": "A-1042", "copies": 2}')])
 """The model asks for a well-formed reprint."""
 
 
-class SeesHeaders(Handler):
-    """The fake's handler, also keeping each request's headers."""
-
-    def do_POST(self) -> None:
-        super().do_POST()
-        self.server.requests[-1]["headers"] = {k.lower(): v for k, v in self.headers.items()}
-
-
 @pytest.fixture
 def fake() -> Iterator[Fake]:
-    server = Fake()
-    server.RequestHandlerClass = SeesHeaders
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serving()
 
 
 @pytest.fixture

@@ -50,9 +50,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(
-            {"path": self.path, "body": body, "authorization": self.headers["Authorization"]}
-        )
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.requests.append({"path": self.path, "body": body, "headers": headers})
         status, headers, reply = self.server.replies.pop(0)
         data = json.dumps(reply).encode()
         self.send_response(status)
@@ -106,14 +105,19 @@ def error(status: int, message: str, **headers: str) -> tuple[int, dict[str, str
     return status, headers, {"error": {"message": message, "type": "x", "code": None}}
 
 
-@pytest.fixture
-def fake() -> Iterator[Fake]:
+def serving() -> Iterator[Fake]:
+    """A fake endpoint answering on a thread, for as long as the generator runs."""
     server = Fake()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    yield from serving()
 
 
 @pytest.fixture
@@ -238,7 +242,7 @@ def test_the_api_key_may_be_a_secret_handle_resolved_only_to_call(
     report, events = run(store, model)
     assert report.status == "completed"
     [request] = fake.requests
-    assert request["authorization"] == "Bearer sk-live-0123456789"
+    assert request["headers"]["authorization"] == "Bearer sk-live-0123456789"
     assert "tool_choice" not in request["body"]  # the endpoint's default unless asked
     assert request["body"]["seed"] == 7  # asked for reproducible sampling
     assert not any("sk-live-0123456789" in repr(e) for e in events)
