@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # mypy does not follow setuptools' editable import hook; a symlink tree lets it see tether.*.
-.typing/tether: 
+.typing/tether/__init__.py:
 	mkdir -p .typing/tether
 	for p in $(PACKAGES); do ln -sfn ../../$$p .typing/tether/$$p; done
+	ln -sfn ../../facade/__init__.py .typing/tether/__init__.py
+	ln -sfn ../../facade/py.typed .typing/tether/py.typed
 
 demo: $(STAMP)
 	$(BIN)/tether demo
@@ -27,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP) .typing/tether
+typecheck: $(STAMP) .typing/tether/__init__.py
 	MYPYPATH=.typing $(BIN)/mypy -p tether
 
 pytest: $(STAMP)

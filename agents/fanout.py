@@ -15,7 +15,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from tether.runtime.errors import ModelError
+from tether.memory.errors import ModelError
 
 from .model import Message, ModelRequest, ModelTurn, Price, ToolCall
 from .tools import DELEGATE, HANDOFF

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 import tenacity
 
+from tether.memory.errors import ModelError, TransientModelError
 from tether.memory.events import (
     ActionProposed,
     ActionRecorded,
@@ -36,7 +37,6 @@ from tether.memory.events import (
     WorkAnswered,
 )
 from tether.memory.store import Journal
-from tether.runtime.errors import ModelError, TransientModelError
 
 from . import context
 from .model import Message, Model, ModelRequest, ModelTurn, Price, ToolCall, ToolSpec

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from tether.runtime.errors import ConfigError, ModelError, TransientModelError
-from tether.runtime.secrets import PREFIX, EnvSecrets
+from tether.agents.secrets import PREFIX, EnvSecrets
+from tether.memory.errors import ConfigError, ModelError, TransientModelError
 
 from .model import Message, ModelRequest, ModelTurn, Price, ToolCall, Usage
 
@@ -58,7 +58,7 @@ class OpenAIModel:
         self.api_key = api_key
         """None: ``$OPENAI_API_KEY`` (a local server takes any key). A handle
         (``secret://openai``) is resolved only when the client connects, in the process
-        that calls the model, from ``$TETHER_SECRET_OPENAI`` (``runtime/secrets.py``):
+        that calls the model, from ``$TETHER_SECRET_OPENAI`` (``agents/secrets.py``):
         the key itself is never part of the topology, the record or a Ray message."""
         self.price = price
         """What its tokens cost (the agent's ``price`` overrides it); None = unpriced."""

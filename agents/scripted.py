@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from tether.runtime.errors import ScriptExhausted, TransientModelError
+from tether.memory.errors import ScriptExhausted, TransientModelError
 
 from .model import ModelRequest, ModelTurn, ToolCall, Usage
 

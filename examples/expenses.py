@@ -12,17 +12,21 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tether.agents import ScriptedModel, ToolContext, call, say, tool
-from tether.topologies import (
+from tether import (
     Agent,
     AllowedValues,
     ApprovalThreshold,
     Budget,
     Grant,
     Role,
+    ScriptedModel,
     SpendCap,
     Supervisor,
+    ToolContext,
     Topology,
+    call,
+    say,
+    tool,
 )
 
 POLICY = {"travel": {"per_claim": "600.00", "receipts": "required above 50.00"}}

@@ -13,17 +13,21 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tether.agents import ScriptedModel, ToolContext, call, say, tool
-from tether.topologies import (
+from tether import (
     Agent,
     ApprovalThreshold,
     Budget,
     Grant,
     Provenance,
     Role,
+    ScriptedModel,
     SpendCap,
+    ToolContext,
     Topology,
+    call,
+    say,
     swarm,
+    tool,
 )
 
 INVOICES = {"cus_7": {"invoice": "inv_301", "charged": ["19.99", "19.99"]}}

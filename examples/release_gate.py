@@ -21,18 +21,24 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tether.agents import ModelRequest, ModelTurn, ScriptedModel, ToolContext, call, say, tool
-from tether.topologies import (
+from tether import (
     Agent,
     Budget,
     Grant,
+    ModelRequest,
+    ModelTurn,
     Policy,
     Provenance,
     Role,
     Rule,
+    ScriptedModel,
+    ToolContext,
     Topology,
     When,
+    call,
     pipeline,
+    say,
+    tool,
 )
 
 # The systems of record this example reads (a CI server, a change calendar, a pager).

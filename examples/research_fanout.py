@@ -16,8 +16,23 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tether.agents import ModelRequest, ModelTurn, ScriptedModel, ToolContext, call, say, tool
-from tether.topologies import Agent, Budget, Grant, Role, Stuck, Topology, critic_loop, map_reduce
+from tether import (
+    Agent,
+    Budget,
+    Grant,
+    ModelRequest,
+    ModelTurn,
+    Role,
+    ScriptedModel,
+    Stuck,
+    ToolContext,
+    Topology,
+    call,
+    critic_loop,
+    map_reduce,
+    say,
+    tool,
+)
 
 CORPUS = {
     "How long does a cold start of the service take?": (

@@ -1,6 +1,7 @@
 """tether.memory: the event-sourced store and what is folded from it.
 
-Depends on no other tether package except the error tree (``tether.runtime.errors``).
+The bottom layer: it imports no other tether package. The error tree lives here
+(``tether.memory.errors``) so that every layer above it can raise the same errors.
 """
 
 from .compare import diff_episodes

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.engine import Engine
 
-from tether.runtime.errors import AuditKeyError, AuditTampered
+from tether.memory.errors import AuditKeyError, AuditTampered
 
 GENESIS = "0" * 64
 """The ``prev`` of the first record."""

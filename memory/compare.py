@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from tether.memory.errors import EpisodeNotFound
+
 from .events import (
     EpisodeStarted,
     EpisodeTakenOver,
@@ -144,8 +146,6 @@ class AgentDiff:
 
 def diff_episodes(store: Store, a: uuid.UUID, b: uuid.UUID) -> list[AgentDiff]:
     """Per agent (of either episode), where episodes ``a`` and ``b`` part ways."""
-    from tether.runtime.errors import EpisodeNotFound
-
     names: list[str] = []
     for episode in (a, b):
         first = store.read(episode, limit=1)

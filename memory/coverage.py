@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.utils import get_topic
 
-from tether.runtime.errors import TetherError
+from tether.memory.errors import TetherError
 
 from .audit import AuditRecord, Verdict, check_chain
 from .events import (

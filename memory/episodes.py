@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tether.runtime.errors import EpisodeNotFound
+from tether.memory.errors import ConfigError, EpisodeErased, EpisodeNotFound
 
 from .codec import bulk
 from .events import (
@@ -51,6 +51,7 @@ from .events import (
     effect_stream_id,
 )
 from .keys import erased
+from .redaction import without_redacted
 from .store import Store
 
 
@@ -481,8 +482,6 @@ def list_episodes(store: Store, *, forgotten: bool = False) -> list[EpisodeSumma
 def runnable(started: EpisodeStarted) -> EpisodeStarted:
     """``started``, if its episode can run again; ``EpisodeErased`` if its subject's data
     (its input and context among them) was erased."""
-    from tether.runtime.errors import EpisodeErased
-
     if started.subject and started.context == erased("dict", started.subject):
         raise EpisodeErased(str(started.originator_id), started.subject)
     return started
@@ -500,8 +499,6 @@ def fork_episode(
     copied actions refer to the original's effects ledger. ``tether resume`` then
     continues the fork live.
     """
-    from tether.runtime.errors import ConfigError
-
     own = store.read(episode_id, limit=1)
     if not own or not isinstance(own[0], EpisodeStarted):
         raise EpisodeNotFound(str(episode_id))
@@ -562,20 +559,3 @@ def fork_episode(
 
 def _copy(event: Event, **changes: Any) -> Event:
     return dataclasses.replace(event, **changes)
-
-
-def without_redacted(
-    events: list[tuple[int, Event]], names: dict[uuid.UUID, str]
-) -> list[tuple[int, Event]]:
-    """Events with every redacted field (``FieldRedacted`` in the episode's own stream)
-    replaced by its marker. ``names`` maps the episode's streams to agent names."""
-    from .forgetting import redacted, redactions
-
-    marks = redactions(e for _, e in events)
-    if not marks:
-        return events
-    out = []
-    for n, e in events:
-        fields = marks.get((names.get(e.originator_id, ""), e.originator_version))
-        out.append((n, redacted(e, fields) if fields else e))
-    return out

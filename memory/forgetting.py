@@ -11,17 +11,16 @@ write-ahead log truncated; PostgreSQL's touched tables are ``VACUUM FULL``-ed. A
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from tether.runtime.errors import NotFound
+from tether.memory.errors import ConfigError, EpisodeNotFound, NotFound
 
+from .episodes import list_episodes
 from .events import (
     EpisodeForgotten,
     EpisodeStarted,
@@ -32,6 +31,7 @@ from .events import (
     erasure_stream_id,
 )
 from .org import OrgMemory
+from .redaction import fields_of
 from .sources import Clock
 from .steps import Step, events_at, places
 from .store import Store, new_event
@@ -119,9 +119,6 @@ def scrub(store: Store) -> None:
     store.engine.dispose()
 
 
-REDACTED = "[redacted]"
-
-
 def redact_field(
     store: Store,
     episode_id: uuid.UUID,
@@ -161,8 +158,6 @@ def redact_step(
 ) -> list[FieldRedacted]:
     """Redact ``field`` in every event ``step`` names (``#2``: each event of the action
     that has the field; ``turn 3``; ``event 7``), each redaction recorded as an event."""
-    from tether.runtime.errors import ConfigError, EpisodeNotFound
-
     own = store.read(episode_id, limit=1)
     if not own or not isinstance(own[0], EpisodeStarted):
         raise EpisodeNotFound(str(episode_id))
@@ -177,9 +172,11 @@ def redact_step(
     if not found:
         raise ConfigError(f"{step}: {agent} has no such place ({places(events)})")
     fixed = ("originator_id", "originator_version", "at")
-    targets = [e for e in found if field in _fields(e) and field not in fixed]
+    targets = [e for e in found if field in fields_of(e) and field not in fixed]
     if not targets:
-        allowed = [n for n in dict.fromkeys(n for e in found for n in _fields(e)) if n not in fixed]
+        allowed = [
+            n for n in dict.fromkeys(n for e in found for n in fields_of(e)) if n not in fixed
+        ]
         kinds = "/".join(dict.fromkeys(type(e).__name__ for e in found))
         raise ConfigError(f"field {field!r}: {step} is {kinds}, which has {allowed}")
     marks = [
@@ -201,41 +198,11 @@ def redact_step(
     return marks
 
 
-def _fields(event: Event) -> list[str]:
-    return [f.name for f in dataclasses.fields(event)]
-
-
-def redactions(events: Iterable[Event]) -> dict[tuple[str, int], list[str]]:
-    """(agent, position) → redacted fields, from an episode's own stream."""
-    out: dict[tuple[str, int], list[str]] = {}
-    for e in events:
-        if isinstance(e, FieldRedacted):
-            out.setdefault((e.agent, e.position), []).append(e.field)
-    return out
-
-
-def redacted(event: Event, fields: list[str]) -> Event:
-    """The event with the given fields replaced by a marker of the same kind."""
-    changes: dict[str, Any] = {}
-    for name in fields:
-        value = getattr(event, name)
-        changes[name] = (
-            {"redacted": True}
-            if isinstance(value, dict)
-            else [REDACTED]
-            if isinstance(value, list)
-            else REDACTED
-        )
-    return dataclasses.replace(event, **changes)
-
-
 def retain_episodes(
     store: Store, *, ttl: timedelta | None, keep: int | None, now: datetime
 ) -> list[EpisodeForgotten]:
     """Forget finished episodes older than ``ttl`` or beyond the newest ``keep``, each as a
     recorded event. Running and waiting episodes are never forgotten."""
-    from .episodes import list_episodes
-
     finished = [e for e in list_episodes(store) if e.status in ("completed", "failed")]
     finished.sort(key=lambda e: e.started_at, reverse=True)
     out = []

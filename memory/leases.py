@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from tether.runtime.errors import EpisodeLeased, LeaseLost
+from tether.memory.errors import EpisodeLeased, LeaseLost
 
 from .recorder import writing
 

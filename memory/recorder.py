@@ -45,7 +45,7 @@ from eventsourcing.persistence import (
 )
 from sqlalchemy.engine import Engine
 
-from tether.runtime.errors import LeaseLost, StoreFormatError
+from tether.memory.errors import LeaseLost, StoreFormatError
 
 from .audit import AuditKey, AuditTrail
 from .commit import GroupCommit

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from tether.runtime.errors import ConfigError
+from tether.memory.errors import ConfigError
 
 from .events import ActionProposed, Event, ModelResponded, StageEvent
 

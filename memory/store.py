@@ -23,7 +23,7 @@ from eventsourcing.persistence import IntegrityError, Notification, OperationalE
 from eventsourcing.utils import get_topic
 from sqlalchemy.engine import URL, Engine, make_url
 
-from tether.runtime.errors import (
+from tether.memory.errors import (
     LeaseLost,
     StoreCorrupt,
     StoreMissing,

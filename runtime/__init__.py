@@ -1,7 +1,7 @@
 """tether.runtime: running a fleet — the gate, hosts on Ray, the supervisor, the CLI.
 
-The public names load on first use: ``tether.memory`` imports the error tree from here,
-and the CLI's quick commands should not pay for importing Ray.
+The public names load on first use: the CLI's quick commands (and ``tether.memory``'s
+users) should not pay for importing Ray.
 """
 
 from __future__ import annotations
@@ -9,20 +9,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import TetherError
-
 if TYPE_CHECKING:
     from .gate import Gate
     from .host import Host
     from .inbox import Inbox
     from .launch import resume, run
-    from .supervisor import EpisodeReport, RootSupervisor
+    from .supervisor import EpisodeReport, LocalHost, RootSupervisor
 
 _LAZY = {
     "EpisodeReport": ".supervisor",
     "Gate": ".gate",
     "Host": ".host",
     "Inbox": ".inbox",
+    "LocalHost": ".supervisor",
     "RootSupervisor": ".supervisor",
     "resume": ".launch",
     "run": ".launch",
@@ -33,8 +32,8 @@ __all__ = [
     "Gate",
     "Host",
     "Inbox",
+    "LocalHost",
     "RootSupervisor",
-    "TetherError",
     "resume",
     "run",
 ]

@@ -19,10 +19,10 @@ import ray
 
 from tether.agents.loop import ActionResult, AgentOutcome
 from tether.agents.model import ToolCall
+from tether.memory.errors import HostError
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Store
-from tether.runtime.errors import HostError
-from tether.topologies.loader import Loaded
+from tether.topologies.loader import Loaded, load_source
 from tether.topologies.spec import Topology
 
 from .host import Host
@@ -40,8 +40,6 @@ class HostActor:
     ) -> None:
         if isinstance(topology, dict):
             # A file or module is loaded here, in the worker, as the driver loaded it.
-            from tether.topologies.loader import load_source
-
             topology = load_source(topology).topology
         store = Store(store_url, audit_key=audit_key)
         self.host = Host(

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
+from tether.agents.secrets import handles
 from tether.agents.tools import DELEGATE, HANDOFF, SEND, Tool
 from tether.topologies.spec import (
     Agent,
@@ -33,7 +34,6 @@ from tether.topologies.spec import (
 )
 
 from .provenance import MADE_UP, Origin, Sources
-from .secrets import handles
 
 
 @dataclass(frozen=True)

@@ -31,18 +31,58 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from tether.agents.context import digest, total
+from tether.agents.loop import context_at
+from tether.agents.openai_compat import OpenAIModel
+from tether.memory.audit import AuditKey, key_id, load_public_key, public_pem, resolve_key_path
+from tether.memory.compare import diff_episodes
+from tether.memory.coverage import verify_trail
 from tether.memory.episodes import (
     Timeline,
     episode_events,
+    fork_episode,
     list_episodes,
     load_timeline,
-    without_redacted,
+    runnable,
 )
-from tether.memory.events import Event
+from tether.memory.errors import (
+    ApprovalNotFound,
+    AuditKeyError,
+    ConfigError,
+    EpisodeNotFound,
+    EvidenceError,
+    NotFound,
+    TetherError,
+)
+from tether.memory.events import (
+    ActionProposed,
+    ApprovalRequested,
+    EpisodeStarted,
+    EscalationRequested,
+    Event,
+    ModelResponded,
+    agent_stream_id,
+)
+from tether.memory.forgetting import erase_subject, redact_step, retain_episodes
+from tether.memory.org import OrgMemory, Retention
+from tether.memory.redaction import without_redacted
 from tether.memory.sources import RandomIds, SystemClock
+from tether.memory.steps import parse_step, turn_of_action
 from tether.memory.store import Store
-from tether.runtime.errors import ConfigError, TetherError
+from tether.runtime.budget import dollars
 from tether.runtime.escalation import Escalations
+from tether.runtime.evidence import export_bundle, verify_bundle
+from tether.runtime.inbox import Inbox
+from tether.runtime.launch import cancel as cancel_episode
+from tether.runtime.launch import resume as resume_episode
+from tether.runtime.launch import run
+from tether.runtime.model_server import MODEL_NAME, ModelServer, Steer
+from tether.runtime.prefixes import resolve
+from tether.runtime.reexecute import reexecute
+from tether.runtime.status import fleet_status
+from tether.topologies import demo as demo_fleet
+from tether.topologies.loader import Loaded, load_file, load_module, load_source
+from tether.topologies.policy import Policy
 
 app = typer.Typer(
     help="tether: run a fleet of AI agents safely, and replay what it did.",
@@ -162,27 +202,18 @@ def _ids_of(db: str | None, *types: type[Event]) -> Callable[[], list[uuid.UUID]
 
 def _episode_id(given: str, db: str | None) -> uuid.UUID:
     """The episode a person named: its whole id, or a unique prefix of it."""
-    from tether.memory.events import EpisodeStarted
-    from tether.runtime.errors import EpisodeNotFound
-    from tether.runtime.prefixes import resolve
 
     return resolve(given, "episode", _ids_of(db, EpisodeStarted), EpisodeNotFound)
 
 
 def _approval_id(given: str, db: str | None) -> uuid.UUID:
     """The approval request a person named: its whole id, or a unique prefix of it."""
-    from tether.memory.events import ApprovalRequested
-    from tether.runtime.errors import ApprovalNotFound
-    from tether.runtime.prefixes import resolve
 
     return resolve(given, "approval request", _ids_of(db, ApprovalRequested), ApprovalNotFound)
 
 
 def _escalation_id(given: str, db: str | None) -> uuid.UUID:
     """The escalation a person named: its whole id, or a unique prefix of it."""
-    from tether.memory.events import EscalationRequested
-    from tether.runtime.errors import ApprovalNotFound
-    from tether.runtime.prefixes import resolve
 
     return resolve(given, "escalation", _ids_of(db, EscalationRequested), ApprovalNotFound)
 
@@ -224,8 +255,6 @@ def demo(
     ] = None,
 ) -> None:
     """Run the refund desk until it finishes or waits for a person; summarize the gate."""
-    from tether.runtime.launch import resume, run
-    from tether.topologies.loader import load_module
 
     if not live:
         if base_url or model or seed is not None or resume_id:
@@ -242,7 +271,7 @@ def demo(
         if resume_id is not None:
             episode_id = _episode_id(resume_id, db)
             with Progress("resuming the live refund desk on Ray", db, resuming=True) as progress:
-                report = resume(
+                report = resume_episode(
                     episode_id,
                     topology=loaded.topology,
                     db=db,
@@ -265,10 +294,6 @@ def _live_model(
 ) -> Iterator[tuple[Any, str]]:
     """The live refund desk on a model server: the one at ``base_url``, or one started
     here (and stopped after)."""
-    from tether.agents.openai_compat import OpenAIModel
-    from tether.runtime.model_server import MODEL_NAME, ModelServer, Steer
-    from tether.topologies import demo
-    from tether.topologies.loader import Loaded
 
     def desk(url: str, name: str) -> Loaded:
         # A small model, sampled with some temperature, told on each turn whether to call a
@@ -283,7 +308,9 @@ def _live_model(
             tool_choice=Steer(seed),
         )
         source = {"kind": "python", "name": "refund_desk", "resume": LIVE_RESUME}
-        return Loaded(demo.live(real), source, demo.task, demo.context, demo.subject)
+        return Loaded(
+            demo_fleet.live(real), source, demo_fleet.task, demo_fleet.context, demo_fleet.subject
+        )
 
     if base_url is not None:
         yield (
@@ -324,8 +351,6 @@ def run_file(
     init: Init = False,
 ) -> None:
     """Run a topology defined in a Python file."""
-    from tether.runtime.launch import run
-    from tether.topologies.loader import load_file
 
     if task is not None and task_file is not None:
         raise ConfigError("--task and --task-file: give one of them")
@@ -384,7 +409,6 @@ def validate(
 ) -> None:
     """Check a topology without running it: every problem at once, each with its path
     and the fix; exit 1 if there is any."""
-    from tether.topologies.loader import load_file
 
     topology = load_file(file, attr).topology
     out.print(
@@ -418,7 +442,6 @@ def resume(
     ] = False,
 ) -> None:
     """Continue an episode: after approvals were decided, or after a crash."""
-    from tether.runtime.launch import resume as resume_episode
 
     episode_id = _episode_id(episode, db)
     with Progress("resuming on Ray", db, resuming=True) as progress:
@@ -443,7 +466,6 @@ def cancel(
 ) -> None:
     """End an episode that is running, waiting or stuck: recorded and audited; its runner
     (if any) records nothing more; its pending approvals are denied."""
-    from tether.runtime.launch import cancel as cancel_episode
 
     who = approver or _current_user()
     done = cancel_episode(_episode_id(episode, db), by=who, reason=reason, db=db)
@@ -467,8 +489,6 @@ def fork(
     address: Address = None,
 ) -> None:
     """Start a new episode sharing the first N steps of another, and continue it live."""
-    from tether.memory.episodes import fork_episode
-    from tether.runtime.launch import resume as resume_episode
 
     source = _episode_id(episode, db)
     with Store(db, mode="existing") as store:
@@ -524,7 +544,6 @@ class Progress:
     def announce(self, store: Store, t: Timeline) -> None:
         """Call the inbox's ``notify`` hook here, in the driver, for each request that now
         waits and was not told of yet (``Inbox.opened``: high tier only)."""
-        from tether.runtime.inbox import Inbox
 
         with self.telling:
             inbox = Inbox(store, SystemClock())
@@ -594,7 +613,6 @@ def _waiting_approvals(t: Timeline) -> list[str]:
 
 
 def _summarize(episode_id: uuid.UUID, db: str | None) -> None:
-    from tether.memory.events import EpisodeStarted
 
     with Store(db, mode="existing") as store:
         t = load_timeline(store, episode_id)
@@ -746,16 +764,6 @@ def replay(
 
 
 def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) -> None:
-    from tether.agents.context import digest, total
-    from tether.agents.loop import context_at
-    from tether.memory.events import (
-        ActionProposed,
-        EpisodeStarted,
-        ModelResponded,
-        agent_stream_id,
-    )
-    from tether.memory.steps import parse_step, turn_of_action
-    from tether.runtime.errors import ConfigError, EpisodeNotFound
 
     agent, _, place = spec.rpartition(":")
     if not agent:
@@ -838,11 +846,6 @@ def _context(episode_id: uuid.UUID, spec: str, db: str | None, as_json: bool) ->
 
 
 def _reexecute(episode_id: uuid.UUID, db: str | None) -> None:
-    from tether.memory.episodes import runnable
-    from tether.memory.events import EpisodeStarted
-    from tether.runtime.errors import EpisodeNotFound
-    from tether.runtime.reexecute import reexecute
-    from tether.topologies.loader import load_source
 
     with Store(db, mode="existing") as store:
         first = store.read(episode_id, limit=1)
@@ -874,7 +877,6 @@ def diff(
     db: Db = None,
 ) -> None:
     """Show where two episodes part ways, agent by agent (ids and times aside)."""
-    from tether.memory.compare import diff_episodes
 
     first, second = _episode_id(a, db), _episode_id(b, db)
     with Store(db, mode="existing") as store:
@@ -917,8 +919,6 @@ def facts(
     as_json: Json = False,
 ) -> None:
     """Org memory: facts about a subject, now or at a time, with where they came from."""
-    from tether.memory.org import OrgMemory
-    from tether.runtime.errors import ConfigError, NotFound
 
     when = {
         name: _when(name, value) for name, value in (("--as-of", as_of), ("--valid-at", valid_at))
@@ -989,7 +989,6 @@ def forget(
 ) -> None:
     """Erase a data subject: destroy their key (crypto-shredding), rebuild what was derived
     from their data, and record an erasure receipt."""
-    from tether.memory.forgetting import erase_subject
 
     who = approver or _current_user()
     with Store(db, mode="existing") as store:
@@ -1028,8 +1027,6 @@ def redact(
     approver: Approver = None,
 ) -> None:
     """Redact one field of recorded events; each redaction is itself recorded."""
-    from tether.memory.forgetting import redact_step
-    from tether.memory.steps import parse_step
 
     place = parse_step(step, "PLACE")
     who = approver or _current_user()
@@ -1079,9 +1076,6 @@ def retain(
     """Apply retention to org memory (facts) and episodic memory (finished episodes); each
     thing forgotten is a recorded event with its rule."""
     from datetime import timedelta
-
-    from tether.memory.forgetting import retain_episodes
-    from tether.memory.org import OrgMemory, Retention
 
     rules = (ttl_days, max_per_subject, unused_days, episode_ttl_days, max_episodes)
     if all(rule is None for rule in rules):
@@ -1228,7 +1222,6 @@ def inbox_list(
     everything: Annotated[bool, typer.Option("--all", help="Include decided requests.")] = False,
 ) -> None:
     """Show requests waiting for a person."""
-    from tether.runtime.inbox import Inbox
 
     with Store(db, mode="existing") as store:
         inbox = Inbox(store, SystemClock())
@@ -1421,7 +1414,6 @@ def inbox_show(
     as_json: Json = False,
 ) -> None:
     """Show one request: what, who asked, why, the rules, its deadline and outcome."""
-    from tether.runtime.inbox import Inbox
 
     approval_id = _approval_id(approval, db)
     with Store(db, mode="existing") as store:
@@ -1459,7 +1451,6 @@ def inbox_digest(
 ) -> None:
     """The medium-tier batch: show it, then approve or deny it (all, or all --except some)
     in one command, naming the digest id you reviewed."""
-    from tether.runtime.inbox import Inbox
 
     if approve and deny:
         raise ConfigError("--approve and --deny: give one of them")
@@ -1538,7 +1529,6 @@ def _decide(
     grant: bool,
     as_json: bool = False,
 ) -> None:
-    from tether.runtime.inbox import Inbox
 
     who = approver or _current_user()
     approval_id = _approval_id(approval, db)
@@ -1581,8 +1571,6 @@ def status(
     """The fleet's tree: each episode's supervisor and agents, their state, the budget
     used and left, and the approvals they wait for."""
     from rich.live import Live
-
-    from tether.runtime.status import fleet_status
 
     if watch is not None and watch <= 0:
         raise ConfigError(f"--watch {watch}: give a number of seconds above 0")
@@ -1654,7 +1642,6 @@ def _usage(u: Any, shown: Callable[[Any], str] = str) -> str:
 
 def _budgets(s: Any) -> str:
     """Steps and tokens; cost and time to live where they are limited or used."""
-    from tether.runtime.budget import dollars
 
     parts = [f"steps {_usage(s.steps)}", f"tokens {_usage(s.tokens)}"]
     if s.cost.used or s.cost.limit is not None:
@@ -1703,7 +1690,6 @@ def policy_check(
     file: Annotated[Path, typer.Argument(help="A policy file (.toml, .yaml or .yml).")],
 ) -> None:
     """Validate a policy file: every problem at once, each with its path; exit 1 if any."""
-    from tether.topologies.policy import Policy
 
     policy = Policy.load(file)
     effects = sorted({r.effect for r in policy.rules})
@@ -1738,8 +1724,6 @@ AuditKeyFile = Annotated[
 def _signing_key_file(audit_key: Path | None, *, public_too: bool = False) -> Path:
     """The signing key file an audit command uses; ``AuditKeyError`` saying where it looked
     and how to name one if it is not there (these commands never make one)."""
-    from tether.memory.audit import resolve_key_path
-    from tether.runtime.errors import AuditKeyError
 
     path = resolve_key_path(audit_key)
     if path.exists():
@@ -1758,7 +1742,6 @@ def _signing_key_file(audit_key: Path | None, *, public_too: bool = False) -> Pa
 
 def _public_keys(paths: list[Path] | None, audit_key: Path | None = None) -> dict[str, Any]:
     """The public keys to check signatures with: key id → (key, the file it came from)."""
-    from tether.memory.audit import AuditKey, key_id, load_public_key
 
     if not paths:
         path = _signing_key_file(audit_key, public_too=True)
@@ -1771,7 +1754,6 @@ def _public_keys(paths: list[Path] | None, audit_key: Path | None = None) -> dic
 
 
 def _read_key(path: Path) -> bytes:
-    from tether.runtime.errors import AuditKeyError
 
     try:
         return path.read_bytes()
@@ -1786,7 +1768,6 @@ def audit_verify(
 ) -> None:
     """Check the whole trail, and the trail against the events: exit 0 if intact, 1 naming
     the first record that breaks it or the first decision event without its record."""
-    from tether.memory.coverage import verify_trail
 
     with Store(db, mode="existing") as store:
         keys = _public_keys(key, audit_key)
@@ -1838,8 +1819,6 @@ def audit_export(
     audit_key: AuditKeyFile = None,
 ) -> None:
     """Print an episode's evidence bundle (a signed DSSE envelope) as JSON."""
-    from tether.memory.audit import AuditKey
-    from tether.runtime.evidence import export_bundle
 
     episode_id = _episode_id(episode, db)
     key = AuditKey.load(_signing_key_file(audit_key))
@@ -1856,8 +1835,6 @@ def audit_verify_bundle(
     key: Annotated[Path, typer.Option("--key", help="The signer's public key (PEM).")],
 ) -> None:
     """Check an evidence bundle with the public key alone: exit 0 if it is intact."""
-    from tether.runtime.errors import EvidenceError
-    from tether.runtime.evidence import verify_bundle
 
     [(public, _)] = _public_keys([key]).values()
     try:
@@ -1877,7 +1854,6 @@ def audit_verify_bundle(
 @handled
 def audit_key_public(audit_key: AuditKeyFile = None) -> None:
     """Print the signing key's public half (PEM), creating the key if it does not exist."""
-    from tether.memory.audit import AuditKey, public_pem, resolve_key_path
 
     path = resolve_key_path(audit_key)
     key = AuditKey.load(path, create=True)

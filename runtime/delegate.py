@@ -18,7 +18,9 @@ from typing import Any
 import tenacity
 from pydantic import BaseModel
 
+from tether.agents.secrets import EnvSecrets, Scrubber, Secrets, reveal
 from tether.agents.tools import Tool, ToolContext
+from tether.memory.errors import ToolError, TransientToolError
 from tether.memory.events import (
     EffectApplied,
     Event,
@@ -27,9 +29,6 @@ from tether.memory.events import (
 from tether.memory.org import FactPolicy, OrgMemory
 from tether.memory.sources import Clock
 from tether.memory.store import Store, new_event
-from tether.runtime.errors import ToolError, TransientToolError
-
-from .secrets import EnvSecrets, Scrubber, Secrets, reveal
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from tether.memory.errors import ApprovalError, ApprovalNotFound, ConfigError, StreamConflict
 from tether.memory.events import (
     ActionProposed,
     ActionRecorded,
@@ -27,7 +28,6 @@ from tether.memory.events import (
 )
 from tether.memory.sources import Clock
 from tether.memory.store import Store, new_event
-from tether.runtime.errors import ApprovalError, ApprovalNotFound, ConfigError, StreamConflict
 
 OPTIONS = ("retry", "accept", "abort")
 """The answers to a supervisor that gave up."""

@@ -28,8 +28,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tether.memory.audit import AuditKey, canonical, digest, key_id, public_pem
+from tether.memory.errors import EvidenceError
 from tether.memory.store import Store
-from tether.runtime.errors import EvidenceError
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"

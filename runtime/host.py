@@ -17,6 +17,8 @@ from typing import Any
 
 from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome, Mailbox, Recall
 from tether.agents.model import ToolCall
+from tether.agents.secrets import Secrets
+from tether.memory.errors import BudgetExhausted, ConfigError, EpisodeNotFound, StoreError
 from tether.memory.events import (
     ActionExecuted,
     ActionProposed,
@@ -32,11 +34,10 @@ from tether.memory.events import (
     agent_stream_id,
     mailbox_stream_id,
 )
-from tether.memory.forgetting import redacted, redactions
 from tether.memory.org import OrgMemory
+from tether.memory.redaction import redacted, redactions
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Fencing, Journal, Store, flush_together, new_event
-from tether.runtime.errors import BudgetExhausted, ConfigError, EpisodeNotFound, StoreError
 from tether.topologies.spec import Agent, Topology
 
 from .boundaries import Boundaries, fleet_spend
@@ -60,7 +61,6 @@ from .escalation import Escalations
 from .gate import Gate
 from .governance import Governance
 from .inbox import Inbox
-from .secrets import Secrets
 
 
 @dataclass

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from tether.memory.errors import ApprovalError, ApprovalNotFound, StreamConflict
 from tether.memory.events import (
     ApprovalDenied,
     ApprovalGranted,
@@ -39,7 +40,6 @@ from tether.memory.events import (
 )
 from tether.memory.sources import Clock
 from tether.memory.store import Store, new_event
-from tether.runtime.errors import ApprovalError, ApprovalNotFound, StreamConflict
 
 Status = Literal["pending", "granted", "denied", "timed_out"]
 

@@ -16,6 +16,14 @@ from typing import Any
 
 from tether.memory.audit import episode_act
 from tether.memory.episodes import runnable
+from tether.memory.errors import (
+    ApprovalNotFound,
+    ConfigError,
+    EpisodeEnded,
+    EpisodeLeased,
+    EpisodeNotFound,
+    TopologyChanged,
+)
 from tether.memory.events import (
     EpisodeCancelled,
     EpisodeEscalated,
@@ -26,14 +34,6 @@ from tether.memory.events import (
 from tether.memory.leases import Lease, pid_alive, this_host
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Fencing, Journal, Store
-from tether.runtime.errors import (
-    ApprovalNotFound,
-    ConfigError,
-    EpisodeEnded,
-    EpisodeLeased,
-    EpisodeNotFound,
-    TopologyChanged,
-)
 from tether.topologies.loader import Loaded, load_source
 from tether.topologies.spec import Topology
 

@@ -11,9 +11,9 @@ import threading
 import uuid
 from types import TracebackType
 
+from tether.memory.errors import LeaseLost
 from tether.memory.leases import DEFAULT_TTL_S, Lease, Leases
 from tether.memory.store import Fencing
-from tether.runtime.errors import LeaseLost
 
 log = logging.getLogger("tether.lease")
 

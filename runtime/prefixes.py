@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from itertools import pairwise
 
-from .errors import AmbiguousId, ConfigError, TetherError
+from tether.memory.errors import AmbiguousId, ConfigError, TetherError
 
 MIN_PREFIX = 4
 """Hex digits a prefix needs: fewer would name a different id as the store grows."""

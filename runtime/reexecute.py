@@ -36,6 +36,7 @@ from tether.agents.model import ModelRequest, ModelTurn, Usage
 from tether.agents.tools import Tool
 from tether.memory.compare import RUNNERS, Divergence, first_divergence
 from tether.memory.episodes import runnable
+from tether.memory.errors import EpisodeNotFound, ModelError, TransientModelError
 from tether.memory.events import (
     ActionExecuted,
     AgentFailed,
@@ -60,7 +61,6 @@ from tether.memory.events import (
     agent_stream_id,
 )
 from tether.memory.store import Store
-from tether.runtime.errors import EpisodeNotFound, ModelError, TransientModelError
 from tether.topologies.spec import Agent, Topology
 
 from .delegate import Delegate, Execution

@@ -18,9 +18,10 @@ from decimal import Decimal
 from typing import Any
 
 from tether.memory.episodes import list_episodes, load_timeline
+from tether.memory.errors import TetherError
 from tether.memory.events import EpisodeStarted
 from tether.memory.store import Store
-from tether.runtime.errors import TetherError
+from tether.topologies.loader import load_source
 from tether.topologies.spec import Budget, Topology
 
 from .budget import NANO, Extra, active_seconds, granted, nanos, plus, total, waits
@@ -284,8 +285,6 @@ def _dollars(amount: int | None) -> str | None:
 
 
 def _topology(started: EpisodeStarted) -> Topology | None:
-    from tether.topologies.loader import load_source
-
     try:
         return load_source(started.source).topology
     except TetherError:

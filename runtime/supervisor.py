@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 from tether.agents.loop import AgentOutcome
 from tether.memory.audit import episode_act
 from tether.memory.episodes import runnable
+from tether.memory.errors import EpisodeNotFound, HostError, LeaseLost, TopologyChanged
 from tether.memory.events import (
     AgentFailed,
     AgentFinished,
@@ -44,7 +45,6 @@ from tether.memory.events import (
 from tether.memory.leases import DEFAULT_TTL_S
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store
-from tether.runtime.errors import EpisodeNotFound, HostError, LeaseLost, TopologyChanged
 from tether.topologies.spec import Supervisor, Topology
 
 from .escalation import Escalations, partial_results

@@ -20,10 +20,10 @@ from pydantic import BaseModel
 
 from tether.agents import ToolContext, tool
 from tether.agents.model import ModelRequest, ModelTurn, ToolCall
+from tether.agents.secrets import MappingSecrets
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory.events import EffectApplied
 from tether.runtime.host import Host
-from tether.runtime.secrets import MappingSecrets
 from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import (
     Agent,

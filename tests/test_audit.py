@@ -27,6 +27,7 @@ from tether.memory import (
 )
 from tether.memory.audit import GENESIS, AuditKey, AuditRecord, canonical, digest, public_pem
 from tether.memory.episodes import episode_events
+from tether.memory.errors import AuditTampered
 from tether.memory.events import (
     ApprovalDenied,
     ApprovalGranted,
@@ -40,7 +41,6 @@ from tether.memory.events import (
     agent_stream_id,
 )
 from tether.runtime.cli import app
-from tether.runtime.errors import AuditTampered
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.supervisor import LocalHost, RootSupervisor

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from tether.agents import ModelRequest, ModelTurn, ScriptedModel, ToolCall, call, calls, say, tool
 from tether.memory import SequentialIds, StepClock, Store
+from tether.memory.errors import TopologyError
 from tether.memory.events import (
     AgentDelegated,
     AgentRestarted,
@@ -24,7 +25,6 @@ from tether.memory.events import (
     agent_stream_id,
 )
 from tether.runtime import Host, RootSupervisor
-from tether.runtime.errors import TopologyError
 from tether.runtime.inbox import Inbox
 from tether.runtime.reexecute import reexecute
 from tether.runtime.supervisor import LocalHost

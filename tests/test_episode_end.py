@@ -31,7 +31,7 @@ from decimal import Decimal
 from pydantic import BaseModel
 
 from tether.agents import ScriptedModel, ToolContext, call, say, tool
-from tether.runtime.errors import ToolError
+from tether.memory.errors import ToolError
 from tether.topologies import Agent, ApprovalThreshold, Grant, Role, Supervisor, Topology
 
 

@@ -17,8 +17,8 @@ from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory import episodes as episodes_module
 from tether.memory.compare import diff_episodes
 from tether.memory.episodes import episode_events, fork_episode, list_episodes
+from tether.memory.errors import ConfigError
 from tether.runtime.cli import app
-from tether.runtime.errors import ConfigError
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.supervisor import LocalHost, RootSupervisor

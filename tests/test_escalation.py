@@ -15,9 +15,9 @@ from tether.agents import ScriptedModel, Usage, call, say
 from tether.memory import Store
 from tether.memory.audit import AuditKey
 from tether.memory.coverage import verify_trail
+from tether.memory.errors import ApprovalError, ConfigError
 from tether.memory.events import AgentRestarted, BudgetGranted, EpisodeEscalated
 from tether.runtime.cli import app
-from tether.runtime.errors import ApprovalError, ConfigError
 from tether.runtime.escalation import Escalations
 from tether.runtime.reexecute import reexecute
 from tether.topologies import Agent, Budget, Grant, Restarts, Role, Stuck, Supervisor, Topology

@@ -17,13 +17,13 @@ from pydantic import BaseModel
 from tether.agents import OpenAIModel, ToolContext, tool
 from tether.agents.model import ModelRequest, ToolSpec
 from tether.memory import SequentialIds, StepClock, Store
+from tether.memory.errors import TransientModelError
 from tether.memory.events import (
     AgentFailed,
     BoundariesChecked,
     ModelResponded,
     agent_stream_id,
 )
-from tether.runtime.errors import TransientModelError
 from tether.runtime.host import Host
 from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import Agent, Grant, Restarts, Role, Supervisor, Topology

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from tether.agents import ScriptedModel, ToolCall, ToolContext, call, calls, say, tool
 from tether.memory import SequentialIds, StepClock, Store
+from tether.memory.errors import ApprovalError, TransientToolError
 from tether.memory.events import (
     ActionExecuted,
     ActionRecorded,
@@ -24,7 +25,6 @@ from tether.memory.events import (
     effect_stream_id,
 )
 from tether.memory.store import new_event
-from tether.runtime.errors import ApprovalError, TransientToolError
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.supervisor import LocalHost, RootSupervisor

@@ -15,9 +15,9 @@ from tether.agents import call, say
 from tether.memory import SequentialIds, StepClock, Store
 from tether.memory.audit import AuditKey
 from tether.memory.coverage import verify_trail
+from tether.memory.errors import ApprovalError
 from tether.memory.events import ActionRecorded, ApprovalRequested
 from tether.runtime.cli import app
-from tether.runtime.errors import ApprovalError
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.supervisor import LocalHost, RootSupervisor

@@ -25,6 +25,7 @@ from tether.agents import ScriptedModel, ToolContext, call, say, tool
 from tether.memory import SequentialIds, StepClock, Store
 from tether.memory.audit import AuditKey
 from tether.memory.coverage import verify_trail
+from tether.memory.errors import EpisodeLeased, LeaseLost, StreamConflict
 from tether.memory.events import (
     ActionExecuted,
     EffectUncertain,
@@ -36,7 +37,6 @@ from tether.memory.events import (
 )
 from tether.memory.leases import Fence, Leases
 from tether.memory.store import new_event
-from tether.runtime.errors import EpisodeLeased, LeaseLost, StreamConflict
 from tether.runtime.host import Host
 from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
 from tether.topologies import Agent, Grant, Role, Supervisor, Topology

@@ -27,6 +27,7 @@ from tether.agents import (
     say,
     tool,
 )
+from tether.agents.secrets import MappingSecrets, Secrets
 from tether.memory import SequentialIds, StepClock, Store
 from tether.memory.events import (
     EffectApplied,
@@ -39,7 +40,6 @@ from tether.memory.events import (
 from tether.memory.store import new_event
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.secrets import MappingSecrets, Secrets
 from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import (
     Agent,

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 
 from tether.agents import ModelRequest, ModelTurn, ScriptedModel, ToolContext, call, say, tool
 from tether.memory import SequentialIds, StepClock, Store
+from tether.memory.errors import TopologyError
 from tether.memory.events import FactUsed, MemoryRecalled, agent_stream_id
-from tether.runtime.errors import TopologyError
 from tether.runtime.host import Host
 from tether.runtime.reexecute import reexecute
 from tether.runtime.supervisor import LocalHost, RootSupervisor

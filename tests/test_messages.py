@@ -11,6 +11,7 @@ import pytest
 
 from tether.agents import ScriptedModel, call, say
 from tether.memory import Store
+from tether.memory.errors import TopologyError
 from tether.memory.events import (
     BoundariesChecked,
     EffectApplied,
@@ -21,7 +22,6 @@ from tether.memory.events import (
     mailbox_stream_id,
 )
 from tether.memory.sources import SequentialIds, StepClock
-from tether.runtime.errors import TopologyError
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.reexecute import reexecute

@@ -10,8 +10,8 @@ import pytest
 
 from tether.agents import call, flaky, say
 from tether.memory import Store
+from tether.memory.errors import TopologyError
 from tether.memory.events import AgentFailed, ModelResponded
-from tether.runtime.errors import TopologyError
 from tether.runtime.reexecute import reexecute
 from tether.topologies import Grant, Retries, Topology
 
@@ -80,7 +80,7 @@ def test_a_model_that_failed_every_retry_re_executes_identically(store: Store) -
 
 def test_a_model_error_not_worth_a_retry_re_executes_identically(store: Store) -> None:
     from tether.agents.model import ModelRequest, ModelTurn
-    from tether.runtime.errors import ModelError
+    from tether.memory.errors import ModelError
 
     refused = iter([True])
 

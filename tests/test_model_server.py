@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from tether.agents.model import Message, ModelRequest, ToolSpec
+from tether.memory.errors import ConfigError
 from tether.runtime import model_server
-from tether.runtime.errors import ConfigError
 from tether.runtime.model_server import ModelServer, Steer
 
 TOOLS = (

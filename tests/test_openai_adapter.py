@@ -17,13 +17,13 @@ import pytest
 from tether.agents import OpenAIModel, Price
 from tether.agents.model import ModelRequest
 from tether.memory import SequentialIds, StepClock, Store
+from tether.memory.errors import ModelError
 from tether.memory.events import (
     AgentFailed,
     BoundariesChecked,
     ModelResponded,
     agent_stream_id,
 )
-from tether.runtime.errors import ModelError
 from tether.runtime.host import Host
 from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import Agent, Budget, Grant, Restarts, Role, Supervisor, Topology

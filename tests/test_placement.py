@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tether.memory import Store
+from tether.memory.errors import TopologyError
 from tether.memory.events import (
     ActionExecuted,
     AgentRestarted,
@@ -16,7 +17,6 @@ from tether.memory.events import (
     EffectApplied,
     agent_stream_id,
 )
-from tether.runtime.errors import TopologyError
 from tether.runtime.launch import run
 from tether.topologies import Agent, Role, Supervisor, Topology
 from tether.topologies.loader import load_file

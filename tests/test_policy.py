@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from tether.agents import call, say
 from tether.memory import Store
+from tether.memory.errors import PolicyError, TopologyError
 from tether.runtime.cli import app
-from tether.runtime.errors import PolicyError, TopologyError
 from tether.runtime.governance import Governance
 from tether.runtime.provenance import Origin
 from tether.topologies import Grant, Policy, Rule, Topology, When

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tether.agents import ScriptedModel, ToolCall, call, calls, say
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
-from tether.runtime.errors import TopologyError
+from tether.memory.errors import TopologyError
 from tether.runtime.host import Host
 from tether.runtime.provenance import Origin, Sources
 from tether.runtime.supervisor import LocalHost, RootSupervisor

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
+
+import tether
 
 SURFACES = {
     "tether.agents": [
@@ -65,8 +69,8 @@ SURFACES = {
         "Gate",
         "Host",
         "Inbox",
+        "LocalHost",
         "RootSupervisor",
-        "TetherError",
         "resume",
         "run",
     ],
@@ -114,7 +118,7 @@ def test_public_names(package: str) -> None:
 
 
 def test_every_error_descends_from_tether_error() -> None:
-    from tether.runtime import errors
+    from tether.memory import errors
 
     classes = [
         v
@@ -125,3 +129,31 @@ def test_every_error_descends_from_tether_error() -> None:
     for cls in classes:
         assert issubclass(cls, errors.TetherError), cls
         assert cls.__name__ in errors.__doc__, f"{cls.__name__} is missing from the drawn tree"
+
+
+def test_one_import_for_users_reexports_the_owners_objects() -> None:
+    # `from tether import Agent, Topology, run` hands out the very objects the packages
+    # define, so isinstance checks and docs agree whichever import a user wrote.
+    from tether.agents import ScriptedModel, tool
+    from tether.memory.errors import TetherError
+    from tether.runtime import LocalHost, run
+    from tether.topologies import Agent, Supervisor, Topology
+
+    assert tether.Agent is Agent and tether.Supervisor is Supervisor
+    assert tether.Topology is Topology and tether.ScriptedModel is ScriptedModel
+    assert tether.tool is tool and tether.run is run and tether.LocalHost is LocalHost
+    assert tether.TetherError is TetherError
+    for name in tether.__all__:
+        assert getattr(tether, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'Agnet'"):
+        _ = tether.Agnet  # type: ignore[attr-defined]
+
+
+def test_importing_the_store_or_the_facade_never_imports_ray() -> None:
+    code = (
+        "import sys, tether, tether.memory\n"
+        "from tether import Agent, Topology, ScriptedModel, tool, run, Store\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from tether.agents import ModelRequest, ModelTurn, ScriptedModel, Usage, call, say
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
+from tether.memory.errors import TopologyError
 from tether.memory.events import AgentRestarted, EpisodeEscalated
 from tether.runtime.cli import app
-from tether.runtime.errors import TopologyError
 from tether.runtime.host import Host
 from tether.runtime.status import fleet_status
 from tether.runtime.supervisor import LocalHost, RootSupervisor

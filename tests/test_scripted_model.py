@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tether.agents import ModelRequest, ModelTurn, ScriptedModel, ToolCall, call, calls, say
-from tether.runtime.errors import ModelError, ScriptExhausted
+from tether.memory.errors import ModelError, ScriptExhausted
 
 
 def request(turn: int) -> ModelRequest:

@@ -13,11 +13,11 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from tether.agents import ScriptedModel, ToolContext, call, say, tool
+from tether.agents.secrets import MappingSecrets, reveal
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
+from tether.memory.errors import TransientToolError
 from tether.runtime.cli import app
-from tether.runtime.errors import TransientToolError
 from tether.runtime.host import Host
-from tether.runtime.secrets import MappingSecrets, reveal
 from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import Agent, Grant, Role, Supervisor, Topology
 

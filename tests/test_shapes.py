@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from tether.agents import ScriptedModel, call, say
 from tether.memory import Store
+from tether.memory.errors import TopologyError
 from tether.memory.events import BoundariesChecked, TaskAssigned, agent_stream_id
 from tether.runtime.cli import app
-from tether.runtime.errors import TopologyError
 from tether.topologies import Agent, Role, Supervisor, Topology, critic_loop, pipeline, swarm
 
 from .test_restarts import start

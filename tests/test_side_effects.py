@@ -21,6 +21,7 @@ from tether.agents.tools import Tool
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory.audit import AuditKey
 from tether.memory.coverage import verify_trail
+from tether.memory.errors import ConfigError
 from tether.memory.events import (
     ActionExecuted,
     ActionRecorded,
@@ -32,7 +33,6 @@ from tether.memory.events import (
     agent_stream_id,
     effect_stream_id,
 )
-from tether.runtime.errors import ConfigError
 from tether.runtime.escalation import Escalations
 from tether.runtime.host import Host
 from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
+from tether.memory.errors import ConfigError
 from tether.memory.events import ActionProposed, ModelResponded, agent_stream_id
 from tether.memory.steps import Step, label, parse_step
 from tether.runtime.cli import app
-from tether.runtime.errors import ConfigError
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.supervisor import LocalHost, RootSupervisor

@@ -16,6 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 from tether.memory import Journal, StepClock, Store, resolve_url
+from tether.memory.errors import (
+    StoreCorrupt,
+    StoreFormatError,
+    StoreUnavailable,
+    StoreUrlError,
+    StreamConflict,
+)
 from tether.memory.events import (
     ApprovalGranted,
     ApprovalRequested,
@@ -27,13 +34,6 @@ from tether.memory.events import (
     subject_stream_id,
 )
 from tether.memory.store import new_event
-from tether.runtime.errors import (
-    StoreCorrupt,
-    StoreFormatError,
-    StoreUnavailable,
-    StoreUrlError,
-    StreamConflict,
-)
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 

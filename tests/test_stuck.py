@@ -11,8 +11,8 @@ import pytest
 
 from tether.agents import call, say
 from tether.memory import Store, load_timeline
+from tether.memory.errors import TopologyError
 from tether.memory.events import AgentFailed
-from tether.runtime.errors import TopologyError
 from tether.runtime.host import Host
 from tether.topologies import Grant, Stuck, Topology
 

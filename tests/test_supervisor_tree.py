@@ -11,8 +11,8 @@ import pytest
 
 from tether.agents import ScriptedModel, call, say
 from tether.memory import Store
+from tether.memory.errors import TopologyError
 from tether.memory.events import AgentRestarted, BudgetReserved, EpisodeEscalated, agent_stream_id
-from tether.runtime.errors import TopologyError
 from tether.runtime.reexecute import reexecute
 from tether.topologies import Budget, Restarts, Supervisor, Topology
 
@@ -149,8 +149,8 @@ def test_a_spawn_budget_bounds_the_agents_a_supervisor_starts(store: Store) -> N
 
 
 def test_a_batch_start_past_the_spawn_budget_records_nothing(store: Store) -> None:
+    from tether.memory.errors import BudgetExhausted
     from tether.memory.sources import SequentialIds, StepClock
-    from tether.runtime.errors import BudgetExhausted
     from tether.runtime.host import Host
     from tether.runtime.supervisor import LocalHost, RootSupervisor
 

@@ -13,8 +13,8 @@ import pytest
 from tether.agents import ScriptedModel, call, say
 from tether.agents.model import ModelTurn, Usage
 from tether.memory import Store
+from tether.memory.errors import TopologyError
 from tether.memory.events import AgentFailed, ModelResponded
-from tether.runtime.errors import TopologyError
 from tether.runtime.inbox import Inbox
 from tether.topologies import Agent, ApprovalThreshold, Budget, Grant, Role, Supervisor, Topology
 

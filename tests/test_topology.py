@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from tether.agents import ScriptedModel, ToolContext, say, tool
-from tether.runtime.errors import TopologyError, TopologyLoadError
+from tether.memory.errors import TopologyError, TopologyLoadError
 from tether.topologies import (
     Agent,
     AllowedValues,

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether.agents import Price, ScriptedModel, say
-from tether.runtime.errors import TopologyError
+from tether.memory.errors import TopologyError
 from tether.topologies import (
     Agent,
     AllowedValues,

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from tether.agents import Price, ScriptedModel, ToolCall, Usage, call, calls, say
 from tether.memory import Store
+from tether.memory.errors import TopologyError
 from tether.memory.events import (
     ActionExecuted,
     AgentFailed,
@@ -23,7 +24,6 @@ from tether.memory.events import (
     ModelResponded,
 )
 from tether.runtime.cli import app
-from tether.runtime.errors import TopologyError
 from tether.runtime.escalation import Escalations
 from tether.runtime.inbox import Inbox
 from tether.runtime.reexecute import reexecute

@@ -11,8 +11,8 @@ import pytest
 
 from tether.agents import ScriptedModel, say
 from tether.memory import Store
+from tether.memory.errors import TopologyError
 from tether.memory.events import AgentFailed, AnswerRejected, ModelResponded, agent_stream_id
-from tether.runtime.errors import TopologyError
 from tether.runtime.reexecute import reexecute
 from tether.topologies import Agent, Restarts, Role, Stuck, Supervisor, Topology
 

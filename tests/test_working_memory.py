@@ -14,8 +14,8 @@ from tether.agents import ModelRequest, ModelTurn, ScriptedModel, ToolContext, c
 from tether.agents.context import digest, total
 from tether.agents.loop import context_at
 from tether.memory import SequentialIds, StepClock, Store
+from tether.memory.errors import TopologyError
 from tether.memory.events import ActionRecorded, ContextCompacted, ModelResponded, agent_stream_id
-from tether.runtime.errors import TopologyError
 from tether.runtime.host import Host
 from tether.runtime.supervisor import LocalHost, RootSupervisor
 from tether.topologies import Agent, Grant, Role, Supervisor, Topology

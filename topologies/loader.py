@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tether.runtime.errors import TetherError, TopologyLoadError
+from tether.memory.errors import TetherError, TopologyLoadError
 
 from .spec import Topology
 

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import yaml
 
-from tether.runtime.errors import PolicyError
+from tether.memory.errors import PolicyError
 
 Effect = Literal["allow", "deny", "approval"]
 EFFECTS = ("allow", "deny", "approval")

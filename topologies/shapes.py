@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 
 from tether.agents.fanout import FanOut
 from tether.agents.tools import HANDOFF
-from tether.runtime.errors import TopologyError
+from tether.memory.errors import TopologyError
 
 from .shapecheck import type_problems
 from .spec import Agent, Budget, RateLimit, Role, Stuck, Supervisor, entry_agent

@@ -37,8 +37,8 @@ from tether.agents.tools import (
     record_progress,
     send_message,
 )
+from tether.memory.errors import TopologyError
 from tether.memory.org import FactPolicy
-from tether.runtime.errors import TopologyError
 
 from .policy import ORIGINS, Policy
 from .shapecheck import type_problems

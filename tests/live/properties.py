@@ -37,6 +37,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from tether.agents.model import Price, Usage
+from tether.agents.secrets import MappingSecrets
 from tether.memory.codec import bulk
 from tether.memory.coverage import verify_trail
 from tether.memory.episodes import episode_status
@@ -77,7 +78,6 @@ from tether.runtime.delegate import Delegate
 from tether.runtime.gate import Gate
 from tether.runtime.governance import Governance
 from tether.runtime.inbox import Inbox
-from tether.runtime.secrets import MappingSecrets
 from tether.topologies.spec import Agent, Budget, Topology
 
 PROPERTIES: tuple[str, ...] = (

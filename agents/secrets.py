@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from tether.runtime.errors import ConfigError
+from tether.memory.errors import ConfigError
 
 PREFIX = "secret://"
 HANDLE = re.compile(r"secret://([a-z0-9][a-z0-9_.-]*)")
