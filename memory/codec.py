@@ -15,6 +15,11 @@ every one:
   there is nothing to revive but the timestamp.
 
 Other event classes, a cipher or a compressor take eventsourcing's route both ways.
+
+An event class may declare ``upcast(state)``: every stored state of that class passes
+through it as it is read, so an older record reads in today's words and history is never
+rewritten (eventsourcing's upcasting, keyed by what the record says rather than by a
+version number: tether's route writes no ``class_version``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import gc
 import json
 import json.encoder
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +50,9 @@ from .keys import Sealed, SealedTranscoding, SubjectKeys
 from .sources import SystemClock
 
 _AT = b'{"at":{"_type_":"datetime_iso","_data_":"'
+
+Upcast = Callable[[dict[str, Any]], None]
+"""Rewrites a stored state of an older form, in place, as it is read."""
 
 
 _INT_MIN, _INT_END = -(2**63), 2**64
@@ -159,7 +167,7 @@ class EventMapper(Mapper[uuid.UUID]):
         )
         self._kinds: dict[type[Any], tuple[str, bool, tuple[str, ...]]] = {}
         """Per event class: its topic, whether it takes tether's route, its personal fields."""
-        self._classes: dict[str, tuple[type[Any], bool]] = {}
+        self._classes: dict[str, tuple[type[Any], bool, Upcast | None]] = {}
         self._streams: dict[str, uuid.UUID] = {}
 
     def _plain(self, cls: type[Any]) -> bool:
@@ -223,9 +231,12 @@ class EventMapper(Mapper[uuid.UUID]):
         self, originator_id: uuid.UUID | str, version: int, topic: str, state: bytes
     ) -> Any:
         """The event a stored row holds (its stream, position, topic and state)."""
-        cls, plain = self._class(topic)
+        cls, plain, upcast = self._class(topic)
         if not plain:
-            return super().to_domain_event(StoredEvent(originator_id, version, topic, state))
+            event = super().to_domain_event(StoredEvent(originator_id, version, topic, state))
+            if upcast is not None:
+                upcast(event.__dict__)
+            return event
         try:
             fields = self.transcoder.decode(state)
         except Exception as e:
@@ -236,6 +247,8 @@ class EventMapper(Mapper[uuid.UUID]):
             raise MapperDeserialisationError(msg)
         if type(originator_id) is str:
             originator_id = self._stream(originator_id)
+        if upcast is not None:
+            upcast(fields)
         fields["originator_id"] = originator_id
         fields["originator_version"] = version
         event = object.__new__(cls)
@@ -280,6 +293,8 @@ class EventMapper(Mapper[uuid.UUID]):
             except Exception:
                 append((n, self.from_row(originator_id, version, topic, state)))
                 continue
+            if known[2] is not None:
+                known[2](fields)
             fields["originator_id"] = stream
             fields["originator_version"] = version
             event = new(known[0])
@@ -287,12 +302,12 @@ class EventMapper(Mapper[uuid.UUID]):
             append((n, event))
         return out
 
-    def _class(self, topic: str) -> tuple[type[Any], bool]:
-        """The event class of a topic, and whether it takes tether's route."""
+    def _class(self, topic: str) -> tuple[type[Any], bool, Upcast | None]:
+        """The event class of a topic, whether it takes tether's route, its upcaster."""
         known = self._classes.get(topic)
         if known is None:
             cls = resolve_topic(topic)
-            known = self._classes[topic] = (cls, self._plain(cls))
+            known = self._classes[topic] = (cls, self._plain(cls), getattr(cls, "upcast", None))
         return known
 
     def _stream(self, text: str) -> uuid.UUID:

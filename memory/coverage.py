@@ -35,16 +35,10 @@ from tether.memory.errors import TetherError
 
 from .audit import AuditRecord, Verdict, check_chain
 from .events import (
-    ActionExecuted,
-    ActionVerified,
     ApprovalDenied,
     ApprovalGranted,
     ApprovalRequested,
-    ApprovalSettled,
     ApprovalTimedOut,
-    BoundariesChecked,
-    BudgetReserved,
-    EffectUncertain,
     EpisodeCancelled,
     EpisodeForgotten,
     EpisodeForked,
@@ -53,22 +47,16 @@ from .events import (
     EscalationDecided,
     EscalationRequested,
     Event,
-    GovernanceDecided,
     agent_stream_id,
+    stage_events,
 )
 from .store import Store
 
-DECIDING_STAGES: tuple[type[Event], ...] = (
-    BoundariesChecked,
-    BudgetReserved,
-    GovernanceDecided,
-    ApprovalSettled,
-    ActionExecuted,
-    EffectUncertain,
-    ActionVerified,
+DECIDING_STAGES: tuple[type[Event], ...] = tuple(
+    cls for cls in stage_events().values() if cls.decides
 )
-"""The gate's stage events that record a decision: each appends an audit record
-(``runtime/gate.py`` writes them from this list)."""
+"""The gate's stage events that record a decision (``StageEvent.decides``): each appends
+an audit record (``Gate.audit``)."""
 
 AUDITED: tuple[type[Event], ...] = (
     *DECIDING_STAGES,

@@ -49,6 +49,7 @@ from .events import (
     WorkAnswered,
     agent_stream_id,
     effect_stream_id,
+    stage_events,
 )
 from .keys import erased
 from .redaction import without_redacted
@@ -63,6 +64,31 @@ class StageRow:
     decision: str
     reason: str
     detail: dict[str, Any] = field(default_factory=dict)
+    """Its event's other fields."""
+    kind: str = "StageEvent"
+    """Its event's class, which says how the row reads (``StageEvent.describe``)."""
+
+    @property
+    def note(self) -> str:
+        """Its extra column, as its event's class words it ("": none)."""
+        return _kind(self.kind).describe(self.detail)
+
+    @property
+    def tone(self) -> str:
+        """``refused``, ``waiting`` or ``ok``, as its event's class reads its decision."""
+        return _kind(self.kind).tone(self.decision)
+
+
+def _kind(name: str) -> type[StageEvent]:
+    """A stage event class by name (the base for a name no class has any more)."""
+    found = _KINDS.get(name)
+    if found is None:
+        _KINDS.update(stage_events())
+        found = _KINDS.setdefault(name, StageEvent)
+    return found
+
+
+_KINDS: dict[str, type[StageEvent]] = {}
 
 
 @dataclass
@@ -159,7 +185,19 @@ def episode_status(
 SNAPSHOT_EVERY = 1_000
 """Loading a timeline that folds at least this many events writes a snapshot of it."""
 
-_NOT_DETAIL = ("originator_id", "originator_version", "at", "action", "decision", "reason")
+SNAPSHOT_FORM = 2
+"""The form of a timeline snapshot; one of another form is not read (the fold starts
+over and leaves a new one). 2: each stage row names its event's class."""
+
+_NOT_DETAIL = (
+    "originator_id",
+    "originator_version",
+    "at",
+    "action",
+    "stage",
+    "decision",
+    "reason",
+)
 _DETAIL: dict[type[Any], list[str]] = {}
 """Per stage event class: the fields its timeline row shows as detail."""
 
@@ -222,6 +260,7 @@ class TimelineFold:
         episode holds one per event, and loading it should cost less than the fold.
         """
         return {
+            "form": SNAPSHOT_FORM,
             "episode_id": self.episode_id.hex,
             "topology": self.topology,
             "started_at": self.started_at,
@@ -238,7 +277,7 @@ class TimelineFold:
                             r.action,
                             r.tool,
                             r.arguments,
-                            [[s.stage, s.decision, s.reason, s.detail] for s in r.stages],
+                            [[s.stage, s.decision, s.reason, s.detail, s.kind] for s in r.stages],
                             r.outcome,
                             r.effect_key,
                             r.approval_id,
@@ -306,7 +345,9 @@ def _stage(fold: TimelineFold, agent: AgentRow, name: str, e: Any) -> ActionRow:
     if keys is None:
         keys = _DETAIL[cls] = [f.name for f in fields(cls) if f.name not in _NOT_DETAIL]
     state = e.__dict__
-    row.stages.append(StageRow(e.stage, e.decision, e.reason, {k: state[k] for k in keys}))
+    row.stages.append(
+        StageRow(e.stage, e.decision, e.reason, {k: state[k] for k in keys}, cls.__name__)
+    )
     return row
 
 
@@ -417,7 +458,7 @@ def load_timeline(store: Store, episode_id: uuid.UUID, *, snapshots: bool = True
     with bulk():  # the events are dropped inside, so the collector never scans them
         if snapshots:
             state = store.snapshots.latest(episode_id, "timeline")
-            if state is not None:
+            if state is not None and state.get("form") == SNAPSHOT_FORM:
                 fold = TimelineFold.from_state(state)
         streams = [episode_id, *fold.by_stream]
         names = {episode_id: "episode", **fold.by_stream}

@@ -320,15 +320,59 @@ class ActionProposed(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class StageEvent(Event):
-    """The outcome of one gate stage for one action."""
+    """The outcome of one gate stage for one action.
+
+    Each kind says how it is read: whether it records a decision (``decides``: it then has
+    an audit record), what that record says of it (``audited``), and how its row of the
+    timeline reads (``describe``, ``tone``), so the audit trail, ``tether replay`` and
+    ``tether status`` show every stage, a topology's own included, without naming any.
+    """
 
     stage: ClassVar[str]
+    decides: ClassVar[bool] = False
+    """Whether it records a decision: each such event has its audit record
+    (``memory/coverage.py`` checks that none is missing)."""
     action: int
     """The action this outcome belongs to."""
     decision: str
     """What the stage decided (``pass``, ``deny``, ``allow``, ``approval`` ...)."""
     reason: str
     """Why, in words a person reads at 3 a.m."""
+
+    def audited(self) -> dict[str, Any]:
+        """What its audit record says of it besides the action and the decision: the risk
+        tier, the ids of the rules that decided, who approved. Ids, never words."""
+        return {"tier": None, "rules": [], "approver": None}
+
+    @classmethod
+    def describe(cls, detail: dict[str, Any]) -> str:
+        """The extra column of its timeline row, from its other fields ("": none)."""
+        return ""
+
+    @classmethod
+    def tone(cls, decision: str) -> str:
+        """How a decision reads at a glance: ``refused``, ``waiting`` or ``ok``."""
+        if decision in ("deny", "denied", "fail", "error"):
+            return "refused"
+        if decision in ("waiting", "approval"):
+            return "waiting"
+        return "ok"
+
+
+def stage_events() -> dict[str, type[StageEvent]]:
+    """Every kind of stage event, by class name (a timeline row names its kind)."""
+    found: dict[str, type[StageEvent]] = {}
+    todo: list[type[StageEvent]] = [StageEvent]
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = cls
+        todo += cls.__subclasses__()
+    return found
+
+
+def _effect(detail: dict[str, Any]) -> str:
+    key = detail.get("effect_key")
+    return f"effect {key}" if key else ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,11 +382,27 @@ class BoundariesChecked(StageEvent):
     personal: ClassVar[tuple[str, ...]] = ("reason", "violations")
 
     stage: ClassVar[str] = "boundaries"
+    decides: ClassVar[bool] = True
     violations: list[dict[str, Any]] = field(default_factory=list)
     """Each failed rule: ``{"rule", "field", "message"}``."""
     provenance: dict[str, dict[str, str]] = field(default_factory=dict)
     """Where each argument came from: ``{"to": {"origin": "system", "source":
     "context.customer.email"}}`` (``runtime/provenance.py``)."""
+
+    def audited(self) -> dict[str, Any]:
+        return {**super().audited(), "rules": sorted({v["rule"] for v in self.violations})}
+
+    @classmethod
+    def describe(cls, detail: dict[str, Any]) -> str:
+        origins = detail.get("provenance")
+        if not isinstance(origins, dict) or not origins:
+            return ""
+        traced = ", ".join(
+            f"{name} ← {o.get('origin')}" + (f" {o['source']}" if o.get("source") else "")
+            for name, o in origins.items()
+            if isinstance(o, dict)
+        )
+        return f"origins: {traced}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -350,10 +410,18 @@ class BudgetReserved(StageEvent):
     """Stage 2: budget reserved (``reserved``) or refused (``deny``)."""
 
     stage: ClassVar[str] = "budget"
+    decides: ClassVar[bool] = True
     steps: int
     """Steps reserved (0 when refused)."""
     left: dict[str, int | None]
     """Steps left after the reservation, per ledger (agent, supervisor); None = no limit."""
+
+    @classmethod
+    def describe(cls, detail: dict[str, Any]) -> str:
+        left = detail.get("left")
+        if not isinstance(left, dict):
+            return ""
+        return "left: " + ", ".join(f"{k} {'∞' if v is None else v}" for k, v in left.items())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -363,10 +431,18 @@ class GovernanceDecided(StageEvent):
     personal: ClassVar[tuple[str, ...]] = ("reason",)
 
     stage: ClassVar[str] = "governance"
+    decides: ClassVar[bool] = True
     tier: str
     """Risk tier: low, medium or high."""
     rules: list[str]
     """Ids of the rules that decided."""
+
+    def audited(self) -> dict[str, Any]:
+        return {**super().audited(), "tier": self.tier, "rules": list(self.rules)}
+
+    @classmethod
+    def describe(cls, detail: dict[str, Any]) -> str:
+        return f"tier {detail.get('tier')}; rules {', '.join(detail.get('rules', []))}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -376,10 +452,14 @@ class ApprovalSettled(StageEvent):
     personal: ClassVar[tuple[str, ...]] = ("reason",)
 
     stage: ClassVar[str] = "approval"
+    decides: ClassVar[bool] = True
     approval_id: uuid.UUID | None = None
     """The inbox item, if a person was asked."""
     approver: str | None = None
     """Who decided, if a person did."""
+
+    def audited(self) -> dict[str, Any]:
+        return {**super().audited(), "approver": self.approver}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -402,6 +482,7 @@ class ActionExecuted(StageEvent):
     personal: ClassVar[tuple[str, ...]] = ("reason", "result")
 
     stage: ClassVar[str] = "execution"
+    decides: ClassVar[bool] = True
     result: dict[str, Any] | None
     """The tool's result, if it returned one."""
     attempts: int
@@ -413,6 +494,10 @@ class ActionExecuted(StageEvent):
     attempt: int = 1
     """Which execution attempt this result ends (``ExecutionStarted.attempt``): above 1,
     earlier attempts were cut short by crashes."""
+
+    @classmethod
+    def describe(cls, detail: dict[str, Any]) -> str:
+        return _effect(detail)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -426,6 +511,10 @@ class ExecutionStarted(StageEvent):
     effect_key: str | None = None
     """The idempotency key the tool is given (tools with a side effect)."""
 
+    @classmethod
+    def describe(cls, detail: dict[str, Any]) -> str:
+        return _effect(detail)
+
 
 @dataclass(frozen=True, kw_only=True)
 class EffectUncertain(StageEvent):
@@ -436,18 +525,36 @@ class EffectUncertain(StageEvent):
     personal: ClassVar[tuple[str, ...]] = ("reason",)
 
     stage: ClassVar[str] = "execution"
+    decides: ClassVar[bool] = True
     escalation_id: uuid.UUID
     """The escalation a person answers: retry, or resolve done / not done."""
     effect_key: str | None = None
 
+    @classmethod
+    def describe(cls, detail: dict[str, Any]) -> str:
+        return _effect(detail)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ActionVerified(StageEvent):
-    """Stage 6: the post-condition held (``pass``) or not (``fail``)."""
+    """Stage 6: the post-condition held (``pass``) or not (``fail``); ``skipped`` when the
+    tool declares none, or the result is a person's word that the effect happened."""
 
     personal: ClassVar[tuple[str, ...]] = ("reason",)
 
     stage: ClassVar[str] = "verification"
+    decides: ClassVar[bool] = True
+
+    @staticmethod
+    def upcast(state: dict[str, Any]) -> None:
+        """Read an older record in today's words: before tether told an unverified result
+        from a verified one, a tool without a post-condition was recorded as passing."""
+        if state.get("decision") == "pass" and state.get("reason") == NO_POST_CONDITION:
+            state["decision"] = "skipped"
+
+
+NO_POST_CONDITION = "no post-condition declared"
+"""The reason verification gives when a tool declares no post-condition (``skipped``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -472,6 +579,31 @@ class ActionRecorded(StageEvent):
     """The stage that ended the action (``record`` when it ran to the end)."""
     observation: str
     """What the agent is told, as the tool message of its next model call."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageChecked(StageEvent):
+    """A stage a topology added decided (``pass``, ``deny`` or ``approval``): one kind of
+    event for every such stage, so the record reads without the stage's code."""
+
+    personal: ClassVar[tuple[str, ...]] = ("reason",)
+
+    # The one stage event whose stage is a field: each added stage names its own.
+    stage: str  # type: ignore[misc]
+    decides: ClassVar[bool] = True
+    rules: list[str] = field(default_factory=list)
+    """Ids of the rules that decided."""
+    tier: str | None = None
+    """For ``approval``: the risk tier a person decides at."""
+
+    def audited(self) -> dict[str, Any]:
+        return {**super().audited(), "tier": self.tier, "rules": list(self.rules)}
+
+    @classmethod
+    def describe(cls, detail: dict[str, Any]) -> str:
+        rules = f"rules {', '.join(detail.get('rules') or [])}" if detail.get("rules") else ""
+        tier = f"tier {detail['tier']}" if detail.get("tier") else ""
+        return "; ".join(p for p in (tier, rules) if p)
 
 
 @dataclass(frozen=True, kw_only=True)

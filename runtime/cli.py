@@ -1158,11 +1158,9 @@ def render(t: Timeline) -> Tree:
                 f"#{act.action} [bold]{act.tool}[/] {args} → [{color}]{act.outcome}[/]"
             )
             for s in act.stages:
-                extra = _stage_extra(s.stage, s.detail)
-                node.add(
-                    f"{s.stage:<12} [{_stage_color(s.decision)}]{s.decision:<9}[/] "
-                    f"{_esc(s.reason)}{extra}"
-                )
+                color = _TONES.get(s.tone, "white")
+                note = f" [dim]({_esc(s.note)})[/]" if s.note else ""
+                node.add(f"{s.stage:<12} [{color}]{s.decision:<9}[/] {_esc(s.reason)}{note}")
     if t.effects:
         effects = root.add("[bold]effects[/] (the ledger: each key once)")
         for e in t.effects:
@@ -1170,31 +1168,8 @@ def render(t: Timeline) -> Tree:
     return root
 
 
-def _stage_extra(stage: str, detail: dict[str, Any]) -> str:
-    if stage == "budget" and "left" in detail:
-        left = ", ".join(f"{k} {'∞' if v is None else v}" for k, v in detail["left"].items())
-        return f" [dim](left: {left})[/]"
-    if stage == "governance":
-        return f" [dim](tier {detail.get('tier')}; rules {', '.join(detail.get('rules', []))})[/]"
-    if stage == "execution" and detail.get("effect_key"):
-        return f" [dim](effect {detail['effect_key']})[/]"
-    origins = detail.get("provenance")
-    if stage == "boundaries" and isinstance(origins, dict) and origins:
-        traced = ", ".join(
-            f"{name} ← {o.get('origin')}" + (f" {o['source']}" if o.get("source") else "")
-            for name, o in origins.items()
-            if isinstance(o, dict)
-        )
-        return f" [dim](origins: {_esc(traced)})[/]"
-    return ""
-
-
-def _stage_color(decision: str) -> str:
-    if decision in ("deny", "denied", "fail", "error"):
-        return "red"
-    if decision in ("waiting", "approval"):
-        return "yellow"
-    return "green"
+_TONES = {"refused": "red", "waiting": "yellow", "ok": "green"}
+"""The colour of a stage's decision, by how its event reads it (``StageEvent.tone``)."""
 
 
 def _esc(text: str) -> str:

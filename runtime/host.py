@@ -493,6 +493,7 @@ class Host:
             agents=self.names,
             spawn_check=lambda target, first: self._spawn_denied(episode_id, target, first),
             escalations=self.escalations,
+            stages=self.topology.stages,
         )
         tools = tuple(t.spec() for t in spec.all_tools().values())
         loop = AgentLoop(

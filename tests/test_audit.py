@@ -441,8 +441,9 @@ def _note_statement(seen: list[str], *args: Any) -> None:
 
 def test_the_cross_check_knows_every_producer_of_records() -> None:
     # A new kind of audited event must be declared where verify looks for it.
+    # (The gate audits each stage event that ``decides``: the same declaration.)
     from tether.memory.coverage import AUDITED
-    from tether.runtime.gate import _AUDITED
+    from tether.memory.coverage import DECIDING_STAGES as _AUDITED
 
     producers = {*_AUDITED, ApprovalGranted, ApprovalDenied, ApprovalTimedOut}
     others = {EscalationDecided, EpisodeTakenOver, EpisodeCancelled, EpisodeForked}

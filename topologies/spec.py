@@ -42,6 +42,7 @@ from tether.memory.org import FactPolicy
 
 from .policy import ORIGINS, Policy
 from .shapecheck import type_problems
+from .stage import CustomStage, stage_problems
 
 Tier = Literal["low", "medium", "high"]
 TIERS: tuple[Tier, ...] = ("low", "medium", "high")
@@ -472,6 +473,9 @@ class Topology:
     """Deadlines of approval requests, per tier."""
     policy: Policy = field(default_factory=Policy)
     """Rules on top of the roles' grants (``topologies/policy.py``)."""
+    stages: tuple[CustomStage, ...] = ()
+    """Stages added to every agent's gate, each after the stage it names
+    (``topologies/stage.py``): a business-hours check, a second opinion."""
 
     def __post_init__(self) -> None:
         problems = problems_of(self)
@@ -583,6 +587,8 @@ class Topology:
                 ],
                 "approvals": asdict(self.approvals),
                 "policy": asdict(self.policy),
+                # (Only when there are some: the hash of a fleet without any stays as it was.)
+                **({"stages": [_stage_id(s) for s in self.stages]} if self.stages else {}),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -674,6 +680,7 @@ def _problems_of(topology: Topology) -> list[str]:
     if not isinstance(topology.policy, Policy):
         return [*out, f"{name}.policy: must be a Policy (or Policy.load('policy.toml'))"]
     out += topology.policy.problems(f"{name}.policy")
+    out += stage_problems(topology.stages, f"{name}.stages")
     tools = {t for a, _ in tree.agents for t in a.all_tools()}
     for i, rule in enumerate(topology.policy.rules):
         for field_name, known_names in (("tools", tools), ("agents", known)):
@@ -684,6 +691,16 @@ def _problems_of(topology: Topology) -> list[str]:
                         f"{field_name[:-1]} of the topology; it has {_some(known_names)}"
                     )
     return out
+
+
+def _stage_id(stage: CustomStage) -> dict[str, str]:
+    """What names a topology's stage in the policy hash: its name, place and class."""
+    kind = type(stage)
+    return {
+        "name": stage.name,
+        "after": stage.after,
+        "kind": f"{kind.__module__}.{kind.__qualname__}",
+    }
 
 
 def _delegation_cycles(agents: list[tuple[Agent, str]]) -> list[str]:
