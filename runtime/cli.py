@@ -1157,10 +1157,11 @@ def render(t: Timeline) -> Tree:
             node = branch.add(
                 f"#{act.action} [bold]{act.tool}[/] {args} → [{color}]{act.outcome}[/]"
             )
+            width = max([12, *(len(s.stage) + 1 for s in act.stages)])  # a topology's may be long
             for s in act.stages:
                 color = _TONES.get(s.tone, "white")
                 note = f" [dim]({_esc(s.note)})[/]" if s.note else ""
-                node.add(f"{s.stage:<12} [{color}]{s.decision:<9}[/] {_esc(s.reason)}{note}")
+                node.add(f"{s.stage:<{width}} [{color}]{s.decision:<9}[/] {_esc(s.reason)}{note}")
     if t.effects:
         effects = root.add("[bold]effects[/] (the ledger: each key once)")
         for e in t.effects:
