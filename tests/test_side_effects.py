@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from tether.agents import ScriptedModel, ToolContext, call, say, tool
+from tether.agents import ScriptedModel, ToolCall, ToolContext, call, calls, say, tool
 from tether.agents.tools import Tool
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory.audit import AuditKey
@@ -26,6 +26,7 @@ from tether.memory.events import (
     ActionExecuted,
     ActionRecorded,
     ActionVerified,
+    BoundariesChecked,
     EffectApplied,
     EffectUncertain,
     Event,
@@ -35,8 +36,17 @@ from tether.memory.events import (
 )
 from tether.runtime.escalation import Escalations
 from tether.runtime.host import Host
+from tether.runtime.inbox import Inbox
 from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
-from tether.topologies import Agent, Grant, Role, Supervisor, Topology
+from tether.topologies import (
+    Agent,
+    ApprovalThreshold,
+    Grant,
+    RateLimit,
+    Role,
+    Supervisor,
+    Topology,
+)
 
 
 class Refund(BaseModel):
@@ -253,6 +263,65 @@ def test_a_tool_that_reconciles_runs_again_when_the_effect_did_not_happen(store:
     assert world == [KEY]
     starts = [e.reason for e in clerk_events(store) if isinstance(e, ExecutionStarted)]
     assert starts == ["attempt 1", "attempt 2: reconciled: it had not happened; run again"]
+
+
+# --- a resumed action passes the rails again, by recorded time --------------------------
+
+
+def test_an_action_a_crash_cut_short_is_checked_against_the_rails_again_on_resume(
+    store: Store,
+) -> None:
+    # One refund an hour. The clerk asks for two at once: ada's, above the threshold,
+    # waits for a person; bob's goes out, and the process dies inside it.
+    topology = Topology(
+        "desk",
+        Supervisor(
+            "root",
+            (
+                Agent(
+                    "clerk",
+                    Role(
+                        "clerk",
+                        (Grant("refund", tier="low", approval=ApprovalThreshold("amount", 500)),),
+                    ),
+                    ScriptedModel(
+                        [
+                            calls(
+                                ToolCall("refund", {"to": "ada@example.com", "amount": "900"}),
+                                ToolCall("refund", {"to": "bob@example.com", "amount": "20"}),
+                            ),
+                            say("done"),
+                        ]
+                    ),
+                    (refund_tool(idempotent=True),),
+                    rails=(RateLimit("refund", calls=1, per_s=3600),),
+                ),
+            ),
+        ),
+    )
+    ada, bob = f"{EPISODE}/clerk/1", f"{EPISODE}/clerk/2"
+    crash_next.append(True)
+    clock, ids = StepClock(), SequentialIds()
+    with pytest.raises(Crash):
+        RootSupervisor(
+            topology, store, LocalHost(Host(topology, store, clock, ids)), clock, ids
+        ).start({"ticket": "two refunds"})
+    assert world == [bob]
+    # Alice approves ada's refund; on resume it goes out, the hour's one refund.
+    [item] = Inbox(store, clock).items("pending")
+    Inbox(store, clock).approve(item.id, "alice", "checked")
+    assert resume(store, topology).status == "completed"
+    # Bob's, resumed after the crash, is checked again, at the time on record: over the
+    # limit now, so it is not run again, and the check that refused it is on record.
+    assert world == [bob, ada]
+    checks = [e for e in clerk_events(store) if isinstance(e, BoundariesChecked) and e.action == 2]
+    assert [c.decision for c in checks] == ["pass", "deny"]
+    assert checks[1].reason.startswith("checked again on resume: refund ran 1 times in the last")
+    assert [v["rule"] for v in checks[1].violations] == ["rate:refund"]
+    [recorded] = [e for e in clerk_events(store) if isinstance(e, ActionRecorded) and e.action == 2]
+    assert (recorded.decision, recorded.ended_at) == ("denied", "boundaries")
+    key = AuditKey.load(store.audit_key_path)
+    assert verify_trail(store, {key.id: key.public}).intact
 
 
 class Nothing(BaseModel):
