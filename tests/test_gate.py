@@ -17,6 +17,7 @@ from tether.memory.errors import ApprovalError, TransientToolError
 from tether.memory.events import (
     ActionExecuted,
     ActionRecorded,
+    ActionVerified,
     BudgetReserved,
     EffectApplied,
     Event,
@@ -472,6 +473,17 @@ def test_a_failed_post_condition_fails_the_step(store: Store) -> None:
         ("record", "failed"),
     ]
     assert "upstream said not ok" in run.reasons(1)
+
+
+def test_a_result_with_nothing_to_check_is_recorded_as_unverified(store: Store) -> None:
+    # noop declares no post-condition: verification skips it, and says so in the event
+    # and in the signed audit record, so a verified result and this one differ there.
+    run = Run(store, fleet([call("noop"), say("done")], grants=(Grant("noop"),)))
+    [verified] = [e for e in run.events() if isinstance(e, ActionVerified)]
+    assert (verified.decision, verified.reason) == ("skipped", "no post-condition declared")
+    [audited] = [r.fields for r in store.audit.records() if r.fields.get("stage") == "verification"]
+    assert audited["decision"] == "skipped"
+    assert audited["event"].endswith(f"/{verified.originator_version}")
 
 
 # --- 7. record ------------------------------------------------------------------------

@@ -9,11 +9,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from eventsourcing.utils import get_topic
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from tether.agents import ScriptedModel, ToolContext, call, say, tool
 from tether.memory import SequentialIds, StepClock, Store
+from tether.memory.episodes import episode_events
+from tether.memory.events import ActionVerified
 from tether.runtime.cli import app
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
@@ -65,6 +69,31 @@ def with_refund_cap(topology: Topology, cap: str) -> Topology:
     changed = dataclasses.replace(refunds, rails=rails)
     children = tuple(changed if a.name == "refunds" else a for a in topology.root.children)
     return dataclasses.replace(topology, root=dataclasses.replace(topology.root, children=children))
+
+
+def test_an_episode_recorded_when_unverified_results_passed_reexecutes_identically(
+    store: Store,
+) -> None:
+    # Tether used to record a tool without a post-condition as passing verification. Such
+    # a history is written as it was (here: today's record, put back in the old words);
+    # it reads in today's words, and re-executes identically.
+    episode = run_and_approve(store)
+    t = store.recorder.table
+    today, then = b'"decision":"skipped",', b'"decision":"pass",'
+    with store.engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(t.c.id, t.c.state).where(t.c.topic == get_topic(ActionVerified))
+        ).all()
+        old = [(id_, state.replace(today, then)) for id_, state in rows if today in state]
+        for id_, state in old:
+            conn.execute(sa.update(t).where(t.c.id == id_).values(state=state))
+    assert old and all(b'"no post-condition declared"' in state for _, state in old)
+    verified = [e for _, e in episode_events(store, episode) if isinstance(e, ActionVerified)]
+    said = {(e.decision, e.reason) for e in verified}
+    assert ("skipped", "no post-condition declared") in said
+    assert ("pass", "no post-condition declared") not in said
+    done = reexecute(store, episode, demo.topology)
+    assert done.identical, done.divergence
 
 
 def test_the_refund_desk_reexecutes_identically_without_calling_anything(store: Store) -> None:
