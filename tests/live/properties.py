@@ -65,6 +65,7 @@ from tether.memory.events import (
     MemoryRecalled,
     MessagesRead,
     ModelResponded,
+    StageChecked,
     StageEvent,
     TaskAssigned,
     agent_stream_id,
@@ -461,7 +462,14 @@ def _stages_in_order(store: Store, ep: _Episode, report: Report) -> None:
             continue
         rank, after_grant = -1, False
         for s in act.stages:
-            mine = 3 if isinstance(s, BoundariesChecked) and after_grant else _RANK[type(s)]
+            if isinstance(s, BoundariesChecked) and (
+                after_grant or rank == _RANK[ExecutionStarted]
+            ):
+                mine = rank  # checked again: after a person approved, or resumed after a crash
+            elif isinstance(s, StageChecked):
+                mine = rank  # a stage a topology added, where it placed it
+            else:
+                mine = _RANK[type(s)]
             if rank == 7:
                 add(f"{act.name}: {s.stage} ({s.decision}) after its record ({_stages(act)})")
                 break
