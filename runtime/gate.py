@@ -235,7 +235,7 @@ class Gate:
     def settle(self, action: int) -> ActionResult:
         """Finish an action a previous run left open.
 
-        One that waits for a person goes on once the person has decided. One that a crash
+        One that waits for a person goes on once the person has answered. One that a crash
         cut short after its write-ahead record (it was cleared to run) is executed again:
         the effects ledger feeds back an effect that already happened, and the tool gets
         the same idempotency key. Anything else is closed as failed.
@@ -247,6 +247,13 @@ class Gate:
         opened = self.open.get(action)
         if opened is None:
             return ActionResult(action, "", "failed", f"action {action} is not open")
+        if opened.uncertain is not None:
+            asked = self.escalations.get(opened.uncertain)
+            if asked.decision is None:  # no answer yet: nothing goes on, nothing is recorded
+                reason = f"waiting for a person: {asked.request.reason}"
+                return ActionResult(
+                    action, opened.tool, "waiting", reason, approval_id=str(asked.id)
+                )
         named = {s.name: s for s in self.stages}
         running = self.stages[self.stages.index(named["execution"]) :]  # to the record
         if opened.approval_id is not None and not opened.cleared:

@@ -24,8 +24,7 @@ from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.reexecute import reexecute
 from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
-from tether.topologies import Agent, Grant, Role, Supervisor, Topology
-from tether.topologies.stage import ActionView, StageOutcome
+from tether.topologies import ActionView, Agent, Grant, Role, StageOutcome, Supervisor, Topology
 
 
 class BusinessHours:

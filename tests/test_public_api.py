@@ -75,6 +75,7 @@ SURFACES = {
         "run",
     ],
     "tether.topologies": [
+        "ActionView",
         "Agent",
         "AllowedDomains",
         "AllowedPaths",
@@ -94,6 +95,7 @@ SURFACES = {
         "Role",
         "Rule",
         "SpendCap",
+        "StageOutcome",
         "Stuck",
         "Supervisor",
         "Topology",

@@ -31,6 +31,7 @@ from tether.memory.events import (
     EffectUncertain,
     Event,
     ExecutionStarted,
+    StageEvent,
     agent_stream_id,
     effect_stream_id,
 )
@@ -168,9 +169,11 @@ def test_a_tool_that_is_not_idempotent_waits_for_a_person_instead_of_running_twi
     [item] = Escalations(store, StepClock()).items()
     assert item.request.options == ["retry", "done", "not-done"]
     assert item.request.partial["idempotency_key"] == KEY
-    # Resuming before anyone answers changes nothing.
+    # Resuming before anyone answers changes nothing: nothing runs, no stage records.
+    stages = sum(isinstance(e, StageEvent) for e in clerk_events(store))
     assert resume(store, topology, 200).status == "waiting"
     assert world == [KEY]
+    assert sum(isinstance(e, StageEvent) for e in clerk_events(store)) == stages
     # The answers of a supervisor that gave up are not answers here.
     with pytest.raises(ConfigError, match="not an option"):
         Escalations(store, StepClock()).decide(item.id, "accept", "alice", "")

@@ -24,8 +24,10 @@ from .spec import (
     Supervisor,
     Topology,
 )
+from .stage import ActionView, StageOutcome
 
 __all__ = [
+    "ActionView",
     "Agent",
     "AllowedDomains",
     "AllowedPaths",
@@ -45,6 +47,7 @@ __all__ = [
     "Role",
     "Rule",
     "SpendCap",
+    "StageOutcome",
     "Stuck",
     "Supervisor",
     "Topology",

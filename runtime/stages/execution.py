@@ -159,17 +159,11 @@ class ExecutionStage:
         )
 
     def _answered(self, action: ActionInFlight, escalation_id: uuid.UUID) -> StageOutcome:
-        """Carry out a person's answer about an uncertain side effect (or keep waiting)."""
+        """Carry out a person's answer about an uncertain side effect."""
         gate = self.gate
         tool, args = action.valid
-        item = gate.escalations.get(escalation_id)
-        d = item.decision
-        if d is None:
-            return StageOutcome(
-                "wait",
-                f"waiting for a person: {item.request.reason}",
-                waiting_for=str(escalation_id),
-            )
+        d = gate.escalations.get(escalation_id).decision
+        assert d is not None  # (the gate resumes it only once a person has answered)
         said = f"{d.approver}: {d.reason or 'no reason given'}"
         if d.option == "retry":
             return self._run(action, f"run again by {said}")
