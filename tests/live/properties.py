@@ -65,7 +65,6 @@ from tether.memory.events import (
     MemoryRecalled,
     MessagesRead,
     ModelResponded,
-    StageChecked,
     StageEvent,
     TaskAssigned,
     agent_stream_id,
@@ -466,10 +465,8 @@ def _stages_in_order(store: Store, ep: _Episode, report: Report) -> None:
                 after_grant or rank == _RANK[ExecutionStarted]
             ):
                 mine = rank  # checked again: after a person approved, or resumed after a crash
-            elif isinstance(s, StageChecked):
-                mine = rank  # a stage a topology added, where it placed it
-            else:
-                mine = _RANK[type(s)]
+            else:  # (a stage the order does not name, a topology's own, keeps its place)
+                mine = _RANK.get(type(s), rank)
             if rank == 7:
                 add(f"{act.name}: {s.stage} ({s.decision}) after its record ({_stages(act)})")
                 break
