@@ -22,9 +22,10 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from tether.agents.builtins import builtin, folds
 from tether.agents.loop import ActionResult, LoopState
 from tether.agents.model import ToolCall
-from tether.agents.tools import DELEGATE, HANDOFF, SEND, Tool
+from tether.agents.tools import Tool
 from tether.memory.coverage import DECIDING_STAGES
 from tether.memory.events import (
     ActionExecuted,
@@ -159,7 +160,7 @@ class Gate:
         elif isinstance(event, WorkAnswered):
             self.delegated = {}  # its workers started, or never will
         elif isinstance(event, ActionProposed):
-            if event.tool == DELEGATE:
+            if folds(event.tool) == "answer":  # a worker starts, and answers later
                 self.delegated[event.action] = str(event.arguments.get("to", ""))
             self.actions = max(self.actions, event.action)
             self.open[event.action] = _Open(
@@ -281,7 +282,7 @@ class Gate:
         short = self.ledger.can_reserve(1)
         if reason is None and short is not None:
             reason = f"no step left on {short.name}'s budget (limit {short.limit})"
-        if reason is None and tool.name in (HANDOFF, DELEGATE) and self.spawn_check is not None:
+        if reason is None and _spawns(tool.name) and self.spawn_check is not None:
             others = tuple(to for a, to in self.delegated.items() if a != n)
             reason = self.spawn_check(str(getattr(args, "to", "")), others)
         if reason is not None:
@@ -647,7 +648,8 @@ class Gate:
         """The message a ``send_message`` call delivers, into the recipient's mailbox with
         the action's record; none when the ledger fed the call back (it was delivered
         with the effect's first record). Stamped with the execution's recorded time."""
-        if tool.name != SEND or replayed:
+        found = builtin(tool.name)
+        if found is None or not found.delivers or replayed:
             return ()
         fields = args.model_dump()
         to = str(fields["to"])
@@ -719,6 +721,11 @@ class Gate:
 
     def _record(self, cls: type[E], **fields: Any) -> E:
         return self.journal.record(cls, **fields)
+
+
+def _spawns(tool: str) -> bool:
+    found = builtin(tool)
+    return found is not None and found.spawns
 
 
 def _ran(calls: int, attempt: int) -> str:

@@ -24,8 +24,8 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from tether.agents.builtins import HANDOFF
 from tether.agents.fanout import FanOut
-from tether.agents.tools import HANDOFF
 from tether.memory.errors import TopologyError
 
 from .shapecheck import type_problems

@@ -22,21 +22,10 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from tether.agents.builtins import BUILTINS, builtins_of
 from tether.agents.loop import Verifier
 from tether.agents.model import Model, Price
-from tether.agents.tools import (
-    DELEGATE,
-    HANDOFF,
-    PAGE_BACK,
-    PROGRESS,
-    SEND,
-    Tool,
-    delegate,
-    handoff,
-    page_back,
-    record_progress,
-    send_message,
-)
+from tether.agents.tools import Tool
 from tether.memory.errors import TopologyError
 from tether.memory.org import FactPolicy
 
@@ -419,16 +408,8 @@ class Agent:
         built-in page_back tool when its working memory is bounded."""
         given = self.tools if isinstance(self.tools, tuple) else ()
         found = {t.name: t for t in given if isinstance(t, Tool)}
-        if self.handoffs:
-            found.setdefault(HANDOFF, handoff)
-        if self.peers:
-            found.setdefault(SEND, send_message)
-        if self.workers:
-            found.setdefault(DELEGATE, delegate)
-        if self.context_tokens is not None:
-            found.setdefault(PAGE_BACK, page_back)
-        if isinstance(self.stuck, Stuck) and self.stuck.no_progress_steps is not None:
-            found.setdefault(PROGRESS, record_progress)
+        for b in builtins_of(self):
+            found.setdefault(b.tool.name, b.tool)
         return found
 
 
@@ -944,21 +925,11 @@ def _agent_problems(
     return out
 
 
-_BUILT_IN = {
-    HANDOFF: "Agent(handoffs=(...)) naming the agents it may hand off to",
-    SEND: "Agent(peers=(...)) naming the agents it may message",
-    DELEGATE: "Agent(workers=(...)) naming the agents it may give work to",
-    PAGE_BACK: "Agent(context_tokens=...) bounding its working memory",
-    PROGRESS: "Agent(stuck=Stuck(no_progress_steps=...))",
-}
-"""The field of ``Agent`` that gives it each built-in tool."""
-
-
 def _unknown_tool(name: str, tools: dict[str, Tool]) -> str:
     """Why ``name`` is not one of the agent's tools, and how to make it one."""
-    fix = _BUILT_IN.get(name)
-    if fix is not None:
-        return f"unknown tool {name!r}; it is built in: give the agent {fix}"
+    found = BUILTINS.get(name)
+    if found is not None:
+        return f"unknown tool {name!r}; it is built in: give the agent {found.how}"
     return f"unknown tool {name!r}; the agent's tools are {sorted(tools)}"
 
 
