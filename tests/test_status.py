@@ -98,7 +98,7 @@ def test_limits_come_from_the_topology_file(tmp_path: Path) -> None:
 
 
 def test_the_progress_line_follows_the_episode_from_the_store(sqlite_url: str) -> None:
-    from tether.runtime.cli import Progress
+    from tether.runtime.cli._render import Progress
 
     with Store(sqlite_url) as store:
         script = [call("pay", to="a@x.test", amount="10"), call("pay", to="a@x.test", amount="120")]

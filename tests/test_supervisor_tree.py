@@ -110,7 +110,7 @@ def test_status_shows_the_tree_with_each_supervisors_budget(store: Store) -> Non
 
     from rich.console import Console
 
-    from tether.runtime.cli import _status_tree
+    from tether.runtime.cli._render import _status_tree
     from tether.runtime.status import episode_status
 
     topology = tree(failures=0)
