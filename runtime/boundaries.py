@@ -20,8 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from tether.agents.secrets import handles
 from tether.agents.tools import DELEGATE, HANDOFF, SEND, Tool
-from tether.topologies.spec import (
-    Agent,
+from tether.topologies.rails import (
     AllowedDomains,
     AllowedPaths,
     AllowedValues,
@@ -32,6 +31,7 @@ from tether.topologies.spec import (
     ReadOnly,
     SpendCap,
 )
+from tether.topologies.spec import Agent
 
 from .provenance import MADE_UP, Origin, Sources
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tether.agents.loop import AgentOutcome
-from tether.topologies.spec import Topology
+from tether.topologies.topology import Topology
 
 from .supervisor import RayHost
 

@@ -61,7 +61,8 @@ from tether.memory.events import (
     agent_stream_id,
 )
 from tether.memory.store import Store
-from tether.topologies.spec import Agent, Topology
+from tether.topologies.spec import Agent
+from tether.topologies.topology import Topology
 
 from .delegate import Delegate, Execution
 from .escalation import Escalation, Escalations

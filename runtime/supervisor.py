@@ -45,7 +45,8 @@ from tether.memory.events import (
 from tether.memory.leases import DEFAULT_TTL_S
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store
-from tether.topologies.spec import Supervisor, Topology
+from tether.topologies.spec import Supervisor
+from tether.topologies.topology import Topology
 
 from .escalation import Escalations, partial_results
 from .host import Host
