@@ -66,9 +66,10 @@ from tether.topologies.topology import Topology
 
 from .delegate import Delegate, Execution
 from .escalation import Escalation, Escalations
+from .handles import LocalHost
 from .host import Host
 from .inbox import Inbox, InboxItem, fold
-from .supervisor import LocalHost, RootSupervisor
+from .supervisor import RootSupervisor
 
 
 @dataclass(frozen=True)
