@@ -22,7 +22,8 @@ from tether.agents import ScriptedModel, ToolCall, ToolContext, call, say, tool
 from tether.memory import Store, SystemClock
 from tether.memory.sources import RandomIds
 from tether.runtime.actor import ensure_ray, spawn_host
-from tether.runtime.supervisor import RayHost, RootSupervisor
+from tether.runtime.handles import RayHost
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Agent, Grant, Restarts, Role, Supervisor, Topology
 from tether.topologies.loader import Loaded
 

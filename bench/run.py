@@ -56,8 +56,9 @@ from tether.agents import ScriptedModel, ToolCall, ToolContext, say, tool
 from tether.memory import SequentialIds, StepClock, Store, SystemClock
 from tether.memory.codec import new_mapper
 from tether.memory.sources import RandomIds
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Agent, Grant, Role, Supervisor, Topology
 from tether.topologies.loader import Loaded
 
@@ -132,7 +133,7 @@ def gate_on_ray(db: Path, n: int) -> tuple[float, float]:
     import ray
 
     from tether.runtime.actor import ensure_ray, spawn_host
-    from tether.runtime.supervisor import RayHost
+    from tether.runtime.handles import RayHost
 
     ensure_ray()
     with Store(f"sqlite:///{db}") as store:

@@ -21,8 +21,7 @@ from pydantic import BaseModel, ValidationError
 from tether.agents.builtins import builtins_of
 from tether.agents.secrets import handles
 from tether.agents.tools import Tool
-from tether.topologies.spec import (
-    Agent,
+from tether.topologies.rails import (
     AllowedDomains,
     AllowedPaths,
     AllowedValues,
@@ -33,6 +32,7 @@ from tether.topologies.spec import (
     ReadOnly,
     SpendCap,
 )
+from tether.topologies.spec import Agent
 
 from .provenance import MADE_UP, Origin, Sources
 

@@ -38,7 +38,8 @@ from tether.memory.org import OrgMemory
 from tether.memory.redaction import redacted, redactions
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Fencing, Journal, Store, flush_together, new_event
-from tether.topologies.spec import Agent, Topology
+from tether.topologies.spec import Agent
+from tether.topologies.topology import Topology
 
 from .boundaries import Boundaries, fleet_spend
 from .budget import (

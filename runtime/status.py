@@ -22,7 +22,8 @@ from tether.memory.errors import TetherError
 from tether.memory.events import EpisodeStarted
 from tether.memory.store import Store
 from tether.topologies.loader import load_source
-from tether.topologies.spec import Budget, Topology
+from tether.topologies.spec import Budget
+from tether.topologies.topology import Topology
 
 from .budget import NANO, Extra, active_seconds, granted, nanos, plus, total, waits
 

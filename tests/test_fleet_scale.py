@@ -13,7 +13,8 @@ from tether.memory import Store
 from tether.memory.events import AgentFinished, MessagesRead, agent_stream_id
 from tether.memory.sources import RandomIds, SystemClock
 from tether.runtime.actor import spawn_host
-from tether.runtime.supervisor import RayHost, RootSupervisor
+from tether.runtime.handles import RayHost
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Agent, Loaded, Role, Supervisor, Topology
 
 pytestmark = pytest.mark.ray

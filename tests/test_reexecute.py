@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 from tether.agents import ScriptedModel, ToolContext, call, say, tool
 from tether.memory import SequentialIds, StepClock, Store
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.reexecute import reexecute
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import (
     Agent,
     Grant,

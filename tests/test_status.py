@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 from tether.agents import call, say
 from tether.memory import SequentialIds, StepClock, Store
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.status import fleet_status
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import load_file
 
 from .test_gate import Run, threshold_fleet
@@ -98,7 +99,7 @@ def test_limits_come_from_the_topology_file(tmp_path: Path) -> None:
 
 
 def test_the_progress_line_follows_the_episode_from_the_store(sqlite_url: str) -> None:
-    from tether.runtime.cli import Progress
+    from tether.runtime.cli._render import Progress
 
     with Store(sqlite_url) as store:
         script = [call("pay", to="a@x.test", amount="10"), call("pay", to="a@x.test", amount="120")]

@@ -78,7 +78,8 @@ from tether.runtime.delegate import Delegate
 from tether.runtime.gate import Gate
 from tether.runtime.governance import Governance
 from tether.runtime.inbox import Inbox
-from tether.topologies.spec import Agent, Budget, Topology
+from tether.topologies.spec import Agent, Budget
+from tether.topologies.topology import Topology
 
 PROPERTIES: tuple[str, ...] = (
     "rails_and_policy",
