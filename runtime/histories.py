@@ -18,7 +18,7 @@ from tether.memory.events import EpisodeStarted
 from tether.memory.histories import import_history, read_history
 from tether.memory.store import Store
 from tether.topologies.loader import load_source
-from tether.topologies.spec import Topology
+from tether.topologies.topology import Topology
 
 from .reexecute import Reexecution, reexecute
 

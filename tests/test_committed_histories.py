@@ -26,10 +26,11 @@ from tether.memory.events import mailbox_stream_id
 from tether.memory.histories import export_episode, import_history, read_history
 from tether.memory.keys import ERASED
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.histories import recorded_topology, reexecute_history
 from tether.runtime.host import Host
 from tether.runtime.reexecute import reexecute
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import (
     Agent,
     ApprovalThreshold,
