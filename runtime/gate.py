@@ -54,7 +54,7 @@ from tether.memory.store import Journal, new_event
 from tether.topologies.spec import Approvals
 
 from .boundaries import Boundaries
-from .budget import Deadline, Ledger
+from .budget import BudgetFold, Deadline, action_key
 from .delegate import Delegate, Execution, idempotency_key
 from .escalation import UNCERTAIN, Escalations
 from .governance import Governance
@@ -102,7 +102,7 @@ class Gate:
         episode_id: uuid.UUID,
         journal: Journal,
         boundaries: Boundaries,
-        ledger: Ledger,
+        budget: BudgetFold,
         governance: Governance,
         inbox: Inbox,
         delegate: Delegate,
@@ -136,7 +136,9 @@ class Gate:
         self.episode_id = episode_id
         self.journal = journal
         self.boundaries = boundaries
-        self.ledger = ledger
+        self.budget = budget
+        """The episode's budgets: the agent's steps are reserved there (its journal's
+        events are folded into it by its host)."""
         self.governance = governance
         self.inbox = inbox
         self.delegate = delegate
@@ -167,10 +169,8 @@ class Gate:
                 event.tool, event.arguments, f"{event.originator_id}/{event.originator_version}"
             )
         elif isinstance(event, BudgetReserved) and event.steps:
-            self.ledger.reserve(event.steps)
             self.open[event.action].reserved = event.steps
         elif isinstance(event, BudgetSettled):
-            self.ledger.settle(event.used, event.released)
             self.open[event.action].reserved = 0
         elif isinstance(event, ApprovalAwaited):
             self.open[event.action].approval_id = event.approval_id
@@ -279,12 +279,16 @@ class Gate:
         tool, args = check.tool, check.args
         # 2. budget
         reason = self.deadline.passed(proposed.at) if self.deadline is not None else None
-        short = self.ledger.can_reserve(1)
-        if reason is None and short is not None:
-            reason = f"no step left on {short.name}'s budget (limit {short.limit})"
+        # The step is checked and held in one operation on the budget (the hold is the
+        # one this action's BudgetReserved records; folding that event holds no more).
+        short = self.budget.reserve(self.agent, action_key(n), steps=1) if reason is None else None
+        if short is not None:
+            reason = f"no step left on {short.ledger.name}'s budget (limit {short.ledger.limit})"
         if reason is None and _spawns(tool.name) and self.spawn_check is not None:
             others = tuple(to for a, to in self.delegated.items() if a != n)
             reason = self.spawn_check(str(getattr(args, "to", "")), others)
+            if reason is not None:
+                self.budget.release(self.agent, action_key(n))
         if reason is not None:
             self._record(
                 BudgetReserved,
@@ -292,13 +296,10 @@ class Gate:
                 decision="deny",
                 reason=reason,
                 steps=0,
-                left=self.ledger.left_by_ledger(),
+                left=self.budget.left(self.agent, "steps"),
             )
             return self._end(n, "denied", "budget", f"denied by budget: {reason}")
-        left = {
-            name: None if steps is None else steps - 1
-            for name, steps in self.ledger.left_by_ledger().items()
-        }
+        left = self.budget.left(self.agent, "steps")
         self._record(
             BudgetReserved,
             action=n,
