@@ -259,7 +259,9 @@ class Host:
     def send(self, episode_id: uuid.UUID, to: str, body: str, sender: str = "operator") -> int:
         """Put a message in an agent's mailbox from outside the fleet (agents message
         each other with ``send_message``); it reads it before its next model call, as
-        untrusted content. Returns its mailbox position."""
+        untrusted content. Returns the message's notification id: its place in the
+        store's one order of all events (unique across streams, rising), not its place in
+        the mailbox."""
         if to not in self.topology.agents():
             raise ConfigError(f"agent {to!r} is not in topology {self.topology.name!r}")
         self._load_episode(episode_id)

@@ -6,7 +6,8 @@ or stopped: per episode, its supervisor's steps, model
 tokens and cost used against its budget (with what people granted) and the time to live
 it has left; per agent, its state, what it used and has left, and the approvals it waits
 for. Limits come from the topology, loaded again from where the episode
-says it came from; a topology that cannot be loaded any more shows its limits as unknown.
+says it came from; a topology that cannot be loaded any more shows its limits as unknown,
+and a note names the file and the error.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from tether.memory.episodes import list_episodes, load_timeline
-from tether.memory.errors import TetherError
+from tether.memory.errors import TetherError, TopologyLoadError
 from tether.memory.events import EpisodeStarted, agent_stream_id
 from tether.memory.store import Store
 from tether.topologies.loader import load_source
@@ -98,6 +99,9 @@ class EpisodeStatus:
     supervisors: tuple[SupervisorStatus, ...] = ()
     """Every supervisor of the tree, the root first (empty when the topology could not
     be loaded again)."""
+    note: str | None = None
+    """Why it shows less than it could: the topology file (or module) that could not be
+    loaded again, and the error (None when it loaded, or was built in Python)."""
 
     def as_dict(self) -> dict[str, Any]:
         """As JSON: every unit with what is left; cost in dollars (decimal strings)."""
@@ -121,8 +125,9 @@ class EpisodeStatus:
         return out
 
 
-Topologies = dict[str, Topology | None]
-"""Topologies already loaded, by their source: ``--watch`` loads each file once."""
+Topologies = dict[str, Topology | TetherError]
+"""Topologies already loaded, by their source, or the error that kept one from loading:
+``--watch`` loads each file once."""
 
 
 def fleet_status(
@@ -157,7 +162,8 @@ def episode_status(
     loaded: Topologies = {} if topologies is None else topologies
     if key not in loaded:
         loaded[key] = _topology(started)
-    topology = loaded[key]
+    found = loaded[key]
+    topology = found if isinstance(found, Topology) else None
     timeline = load_timeline(store, episode_id)
     budget = _budget(store, started, topology)
     root = topology.root if topology is not None else None
@@ -201,6 +207,7 @@ def episode_status(
         cost=cost,
         ttl_left_s=budget.time_left(root.name, until) if root is not None else None,
         supervisors=_supervisors(topology, budget, until),
+        note=None if isinstance(found, Topology) else _unloadable(started.source, found),
     )
 
 
@@ -252,8 +259,22 @@ def _dollars(amount: int | None) -> str | None:
     return None if amount is None else str(Decimal(amount) / NANO)
 
 
-def _topology(started: EpisodeStarted) -> Topology | None:
+def _topology(started: EpisodeStarted) -> Topology | TetherError:
     try:
         return load_source(started.source).topology
-    except TetherError:
+    except TetherError as e:
+        return e
+
+
+def _unloadable(source: dict[str, Any], error: TetherError) -> str | None:
+    """One line naming the topology file (or module) that no longer loads, and why; None
+    for a topology built in Python, which has nothing to load."""
+    kind = source.get("kind")
+    if kind not in ("file", "module"):
         return None
+    where = source["path"] if kind == "file" else source["module"]
+    why = error.reason if isinstance(error, TopologyLoadError) else str(error)
+    return (
+        f"topology {kind} {where} could not be loaded again, so its limits and supervisors "
+        f"are not shown: {why}"
+    )

@@ -179,3 +179,37 @@ def test_watch_off_a_terminal_prints_each_change_as_plain_lines(store: Store) ->
     assert watch.returncode == 0, rest
     # Plain lines: no cursor movement, no colour, no redraw.
     assert "\x1b" not in "".join(first + second) + rest
+
+
+def test_a_topology_file_broken_since_its_episode_began_is_named_with_its_error(
+    tmp_path: Path,
+) -> None:
+    # An episode starts from a file, waiting for approval; then someone breaks the file.
+    db = f"sqlite:///{tmp_path / 'status.db'}"
+    fleet = tmp_path / "fleet.py"
+    fleet.write_text(
+        "from tether.agents import ScriptedModel, call, say\n"
+        "from tether.topologies import Agent, Grant, Role, Supervisor, Topology\n"
+        "from tests.test_gate import pay\n"
+        "clerk = Agent('clerk', Role('clerk', (Grant('pay', tier='high'),)), "
+        "ScriptedModel([call('pay', to='a@x.test', amount='5'), say('ok')]), (pay,))\n"
+        "topology = Topology('payables', Supervisor('root', (clerk,)))\n"
+    )
+    loaded = load_file(fleet)
+    clock, ids = StepClock(), SequentialIds()
+    with Store(db) as store:
+        host = Host(loaded.topology, store, clock, ids)
+        RootSupervisor(loaded.topology, store, LocalHost(host), clock, ids).start(
+            {}, {}, source=loaded.source
+        )
+    fleet.write_text("topology = (\n")
+    # Status still shows the episode, and one line says which file failed and why.
+    result = CliRunner().invoke(app, ["status", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "clerk · waiting" in result.output
+    [note] = [line for line in result.output.splitlines() if "note:" in line]
+    assert f"topology file {fleet} could not be loaded again" in note
+    assert "line 1: SyntaxError" in note
+    shown = CliRunner().invoke(app, ["status", "--json", "--db", db])
+    [episode] = json.loads(shown.output)
+    assert episode["limits_known"] is False and episode["note"] in note

@@ -271,6 +271,8 @@ def _status_tree(episodes: list[Any]) -> Any:
         tree = Tree(f"[bold]{e.episode_id}[/] · {_esc(e.topology)} · {e.status}")
         unknown = "" if e.limits_known else " [dim](limits unknown: topology not loadable)[/]"
         root = tree.add(f"{_esc(e.supervisor)}: {_budgets(e)}{unknown}")
+        if e.note:
+            tree.add(f"[yellow]note:[/] {_esc(e.note)}")
         nodes = {e.supervisor: root}
         for s in e.supervisors[1:]:  # nested supervisors, each under its parent
             nodes[s.name] = nodes.get(s.parent or "", root).add(
