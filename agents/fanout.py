@@ -17,8 +17,8 @@ from typing import Any
 
 from tether.memory.errors import ModelError
 
+from .builtins import DELEGATE, HANDOFF
 from .model import Message, ModelRequest, ModelTurn, Price, ToolCall
-from .tools import DELEGATE, HANDOFF
 
 
 class FanOut:

@@ -39,8 +39,8 @@ from tether.memory.events import (
 from tether.memory.store import Journal
 
 from . import context
+from .builtins import folds
 from .model import Message, Model, ModelRequest, ModelTurn, Price, ToolCall, ToolSpec
-from .tools import DELEGATE, HANDOFF, PROGRESS
 
 Outcome = Literal["finished", "handed_off", "waiting", "failed", "delegated"]
 
@@ -172,16 +172,17 @@ class LoopState:
             call = (event.tool, canonical_arguments(event.arguments))
             self.repeats = self.repeats + 1 if call == self.last_call else 1
             self.last_call = call
-            if event.tool != PROGRESS:
+            if folds(event.tool) != "progress":
                 self.since_progress += 1
-            if event.tool == DELEGATE:
+            if folds(event.tool) == "answer":
                 self.delegating[event.action] = event.arguments
         elif isinstance(event, ActionRecorded):
             if event.action in self.open_actions:
                 self.open_actions.remove(event.action)
             tool = self.tools.get(event.action)
             asked = self.delegating.pop(event.action, None)
-            if tool == DELEGATE and event.decision == "executed" and asked is not None:
+            meaning = folds(tool)
+            if meaning == "answer" and event.decision == "executed" and asked is not None:
                 # Its result is the worker's answer, which comes later (``WorkAnswered``).
                 key = f"{agent}#{event.action}"
                 self.awaiting[key] = {
@@ -191,7 +192,7 @@ class LoopState:
                     "task": str(asked.get("task", "")),
                 }
                 return
-            if tool == HANDOFF and event.decision == "executed":
+            if meaning == "handoff" and event.decision == "executed":
                 r = _json_object(event.observation)
                 self.handing = AgentOutcome(
                     agent,
@@ -200,7 +201,7 @@ class LoopState:
                     handoff_to=str(r.get("to", "")),
                     reason=str(r.get("reason", "")),
                 )
-            if self.tools.get(event.action) == PROGRESS and event.decision == "executed":
+            if meaning == "progress" and event.decision == "executed":
                 self.since_progress = 0
                 self.best = _json_object(event.observation).get("result")
             self.messages.append(
@@ -566,7 +567,8 @@ class AgentLoop:
         if limit is not None and key == state.last_call and state.repeats + 1 >= limit:
             return f"{call.name} called with the same arguments {limit} times in a row"
         steps = self.stuck_without_progress
-        if steps is not None and call.name != PROGRESS and state.since_progress >= steps:
+        watched = folds(call.name) != "progress"
+        if steps is not None and watched and state.since_progress >= steps:
             return f"no progress recorded in {steps} actions (record_progress)"
         return ""
 
@@ -597,7 +599,7 @@ class AgentLoop:
         """
         if result.outcome == "waiting" and result.approval_id:
             waiting.append(result.approval_id)
-        if result.tool != HANDOFF or result.outcome != "executed" or not result.result:
+        if folds(result.tool) != "handoff" or result.outcome != "executed" or not result.result:
             return None
         r = result.result
         return AgentOutcome(
@@ -674,7 +676,6 @@ def context_at(events: list[Event], call: int) -> list[Message]:
 
 
 __all__ = [
-    "HANDOFF",
     "ActionGate",
     "ActionResult",
     "AgentLoop",

@@ -1,8 +1,8 @@
 """Fleet benchmarks on Ray: starting logical agents, messages, restarts, memory at rest.
 
 Each figure is measured against a baseline in the same run where the issue asks for a
-ratio: logical agents against one Ray actor per agent, mailbox deliveries against raw
-pipelined Ray actor calls.
+ratio: logical agents against as many agents on one Ray actor each (``bench/baseline.py``),
+mailbox deliveries against raw pipelined Ray actor calls.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from tether.agents import ScriptedModel, ToolCall, ToolContext, call, say, tool
 from tether.memory import Store, SystemClock
 from tether.memory.sources import RandomIds
 from tether.runtime.actor import ensure_ray, spawn_host
-from tether.runtime.supervisor import RayHost, RootSupervisor
+from tether.runtime.handles import RayHost
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Agent, Grant, Restarts, Role, Supervisor, Topology
 from tether.topologies.loader import Loaded
+
+from .baseline import OneAgent
 
 BODY = "x" * 256
 
@@ -43,57 +46,82 @@ def swarm(n: int) -> Topology:
     return Topology("swarm", Supervisor("root", workers))
 
 
-class OneAgent:
-    """The baseline: an agent as a Ray actor of its own, holding its state in memory."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.inbox: list[str] = []
-
-    def ready(self) -> str:
-        return self.name
-
-    def deliver(self, episode: Any, to: str, body: str, sender: str) -> int:
-        self.inbox.append(body)
-        return len(self.inbox)
-
-
 def _host(topology: Topology, store: Store) -> tuple[RayHost, Any]:
     host = RayHost(lambda: spawn_host(Loaded(topology, {"kind": "python"}), store))
     supervisor = RootSupervisor(topology, store, host, SystemClock(), RandomIds())
     return host, supervisor.open({"bench": True})
 
 
-def start_ratio(tmp: Path, logical: int = 2_000, actors: int = 20) -> dict[str, float]:
-    """Logical agents started per second (a host actor spawned, its agents rebuilt and
-    given their tasks in one transaction) against Ray actors started per second (each
-    constructed and answering)."""
-    topology = swarm(logical)
+def _memory(pids: list[int]) -> tuple[float, float]:
+    """(RSS, PSS) summed over processes, in MB. RSS counts the pages processes share (the
+    interpreter, Ray's libraries) once per process; PSS splits each shared page among
+    those sharing it, so a sum over processes counts it once."""
+    rss = pss = 0
+    for pid in pids:
+        full = psutil.Process(pid).memory_full_info()
+        rss += full.rss
+        pss += full.pss
+    return rss / 1e6, pss / 1e6
+
+
+def start(tmp: Path, n: int = 8, rounds: int = 3) -> dict[str, float]:
+    """``n`` logical agents started on a shared host actor against ``n`` agents started
+    as one Ray actor each, alternating ``rounds`` times; the medians.
+
+    Started means: for tether, a host actor spawned and the agents rebuilt there and given
+    their tasks in one transaction (as ``tether run`` starts a fleet); for the baseline,
+    each actor constructed and given its task (a bare Ray actor per agent, its state in
+    memory, its module importing nothing of tether). Equal counts, so the ratio does not
+    grow with ``n`` by construction; ``n`` is small because the baseline starts about one
+    Ray worker process a second on two cores. Then the memory each side holds per agent
+    at rest: the host actor's, or the sum of the agents' actors', over ``n``.
+    """
+    topology = swarm(n)
     tasks = {name: {"part": name} for name in topology.agents()}
-    with Store(f"sqlite:///{tmp / 'start.db'}") as store:
-        t0 = time.perf_counter()
-        host, episode = _host(topology, store)
-        started = ray.get(host.actor.start.remote(episode, tasks))
-        tether_s = time.perf_counter() - t0
-        ray.kill(host.actor)
-    assert started == logical
     remote = ray.remote(num_cpus=0)(OneAgent)
-    t0 = time.perf_counter()
-    handles = [remote.remote(f"a{i}") for i in range(actors)]
-    ray.get([h.ready.remote() for h in handles])
-    ray_s = time.perf_counter() - t0
-    for h in handles:
-        ray.kill(h)
-    tether_rate, ray_rate = logical / tether_s, actors / ray_s
+    rates: dict[str, list[float]] = {"logical": [], "actors": []}
+    rss: dict[str, list[float]] = {"logical": [], "actors": []}
+    pss: dict[str, list[float]] = {"logical": [], "actors": []}
+    for r in range(rounds):
+        with Store(f"sqlite:///{tmp / f'start{r}.db'}") as store:
+            t0 = time.perf_counter()
+            host, episode = _host(topology, store)
+            started = ray.get(host.actor.start.remote(episode, tasks))
+            rates["logical"].append(n / (time.perf_counter() - t0))
+            assert started == n
+            memory = _memory([ray.get(host.actor.pid.remote())])
+            ray.kill(host.actor)
+        rss["logical"].append(memory[0] / n)
+        pss["logical"].append(memory[1] / n)
+        t0 = time.perf_counter()
+        handles = [remote.remote(name) for name in tasks]
+        ray.get([h.start.remote(task) for h, task in zip(handles, tasks.values(), strict=True)])
+        rates["actors"].append(n / (time.perf_counter() - t0))
+        memory = _memory(ray.get([h.pid.remote() for h in handles]))
+        for h in handles:
+            ray.kill(h)
+        rss["actors"].append(memory[0] / n)
+        pss["actors"].append(memory[1] / n)
+    ratios = [a / b for a, b in zip(rates["logical"], rates["actors"], strict=True)]
+    logical, actors = statistics.median(rates["logical"]), statistics.median(rates["actors"])
     print(
-        f"started {logical} logical agents in {tether_s:.2f} s ({tether_rate:.0f}/s); "
-        f"{actors} Ray actors in {ray_s:.2f} s ({ray_rate:.1f}/s)",
+        f"{n} agents started (median of {rounds}): {logical:.1f}/s as logical agents on one "
+        f"host actor, {actors:.2f}/s as one Ray actor each; at rest, per agent: "
+        f"{statistics.median(rss['logical']):.1f} MB RSS "
+        f"({statistics.median(pss['logical']):.1f} MB PSS) on the host, "
+        f"{statistics.median(rss['actors']):.1f} MB RSS "
+        f"({statistics.median(pss['actors']):.1f} MB PSS) as actors",
         file=sys.stderr,
     )
     return {
-        "fleet_start_ratio": round(tether_rate / ray_rate, 1),
-        "logical_agents_started_per_s": round(tether_rate),
-        "ray_actors_started_per_s": round(ray_rate, 2),
+        "agents_per_s_logical": round(logical, 2),
+        "actors_per_s": round(actors, 2),
+        "logical_vs_actors_start": round(statistics.median(ratios), 2),
+        "start_agents": n,
+        "rss_per_agent_logical_mb": round(statistics.median(rss["logical"]), 1),
+        "rss_per_agent_actor_mb": round(statistics.median(rss["actors"]), 1),
+        "pss_per_agent_logical_mb": round(statistics.median(pss["logical"]), 1),
+        "pss_per_agent_actor_mb": round(statistics.median(pss["actors"]), 1),
     }
 
 
@@ -217,7 +245,7 @@ def restarts(tmp: Path, trials: int = 5) -> dict[str, float]:
 
 def memory_at_rest(tmp: Path, n: int = 10_000) -> dict[str, float]:
     """Resident memory of a host actor carrying ``n`` started agents, and of one carrying
-    a single agent, in MB."""
+    a single agent, in MB; and what each agent past the first adds, in KB."""
     out: dict[str, float] = {}
     with Store(f"sqlite:///{tmp / 'memory.db'}") as store:
         for size, key in ((1, "host_actor_rss_mb"), (n, "fleet_10k_rss_mb")):
@@ -227,9 +255,11 @@ def memory_at_rest(tmp: Path, n: int = 10_000) -> dict[str, float]:
             pid = ray.get(host.actor.pid.remote())
             out[key] = round(psutil.Process(pid).memory_info().rss / 1e6, 1)
             ray.kill(host.actor)
+    added = (out["fleet_10k_rss_mb"] - out["host_actor_rss_mb"]) * 1000 / (n - 1)
+    out["rss_per_agent_at_10k_kb"] = round(added, 1)
     print(
         f"host actor at rest: {out['host_actor_rss_mb']} MB with 1 agent, "
-        f"{out['fleet_10k_rss_mb']} MB with {n}",
+        f"{out['fleet_10k_rss_mb']} MB with {n} ({added:.1f} KB an agent)",
         file=sys.stderr,
     )
     return out
@@ -303,7 +333,7 @@ def fan_out(tmp: Path, items: int = 8, copies: int = 2) -> dict[str, float]:
 def measure(tmp: Path) -> dict[str, float]:
     ensure_ray()
     return {
-        **start_ratio(tmp),
+        **start(tmp),
         **messages(tmp),
         **restarts(tmp),
         **memory_at_rest(tmp),

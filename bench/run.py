@@ -5,7 +5,13 @@ The last line of stdout is one JSON object:
 - ``gate_step_us``: median in-process time of one governed no-op action (all seven
   stages, recorded to SQLite), in microseconds.
 - ``gate_vs_ray_call``: median time of one governed no-op action executed in a host actor,
-  divided by the median of a bare call to the same actor with the same payload.
+  divided by the median of a bare call to the same actor with the same payload. The no-op
+  is read-only and has no rails: the gate's cheapest path.
+- ``gate_effect_vs_ray_call``: the same for the full path a real effect takes: a payment
+  (a tool with a side effect) under two rails (a spend cap, an allow-list of payees) and a
+  policy rule, its decision written ahead of the effect, the effect in the effects ledger,
+  every stage in the signed audit trail; against a bare call to the same actor with the
+  same payload. ``gate_effect_step_us``: that action in process, in microseconds.
 - ``sealed_vs_plain_step``: the same governed no-op in an episode about a data subject
   (personal fields sealed under the subject's key) divided by one about nobody.
 - ``append_vs_sqlite``: events appended per second through the store in batches of 1,000,
@@ -20,11 +26,20 @@ The last line of stdout is one JSON object:
 - ``policy_decision_us``: median time of one governance decision under a 50-rule policy
   with provenance checks (``bench/policy.py``).
 - ``policy_vs_cedarpy``: that time divided by cedarpy's decision time for the equivalent
-  Cedar policy set, both parsed once, alternated call by call.
-- ``fleet_start_ratio``: logical agents started per second (2,000 of them: a host actor
-  spawned, the agents rebuilt and given their tasks in one transaction) divided by Ray
-  actors started per second, one per agent (20 of them, each constructed and answering)
-  (``bench/fleet.py``).
+  Cedar policy set, given the same work: the same parsed inputs, the same rules evaluated
+  (the grant and the called tool's five; Cedar gets tether's index by tool as a policy set
+  per tool), the marshalling of the request in both timed regions, the same mix of
+  allowed and denied calls, alternated call by call. ``cedarpy_all_policies_decision_us``:
+  Cedar over all 51 policies, for scale.
+- ``agents_per_s_logical`` and ``actors_per_s``: agents started per second at equal
+  counts (``start_agents`` of them): as logical agents on a shared host actor (the actor
+  spawned, the agents rebuilt and given their tasks in one transaction), and as one bare
+  Ray actor each (constructed and given its task); ``logical_vs_actors_start`` is their
+  ratio, the median of three alternating rounds (``bench/fleet.py``). Memory per agent at
+  rest, after start: ``rss_per_agent_logical_mb`` (the host actor's RSS over its agents)
+  and ``rss_per_agent_actor_mb`` (the actors' RSS summed, over the agents); RSS counts
+  pages the actors' processes share once per process, so ``pss_per_agent_*_mb`` gives
+  the same split by PSS, which counts each shared page once.
 - ``msg_vs_ray``: messages delivered per second into agents' mailboxes through a host
   actor (pipelined; each a durable append) divided by raw pipelined calls per second to a
   Ray actor with the same arguments; the median of three alternating rounds.
@@ -32,7 +47,11 @@ The last line of stdout is one JSON object:
 - ``restart_ms``: median milliseconds from a host actor's worker dying inside a tool call
   to its agent running its next action on a new host actor.
 - ``fleet_10k_rss_mb``: resident memory of a host actor carrying 10,000 started agents at
-  rest (``host_actor_rss_mb``: the same actor with one agent).
+  rest (``host_actor_rss_mb``: the same actor with one agent; ``rss_per_agent_at_10k_kb``:
+  what each agent past the first adds).
+- ``fanout_side_by_side_ratio``: a map-reduce of 8 quarter-second items over 2 worker
+  copies, its time with the copies sharing one host actor divided by its time with a host
+  actor each.
 """
 
 from __future__ import annotations
@@ -46,6 +65,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +76,21 @@ from tether.agents import ScriptedModel, ToolCall, ToolContext, say, tool
 from tether.memory import SequentialIds, StepClock, Store, SystemClock
 from tether.memory.codec import new_mapper
 from tether.memory.sources import RandomIds
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import LocalHost, RootSupervisor
-from tether.topologies import Agent, Grant, Role, Supervisor, Topology
+from tether.runtime.supervisor import RootSupervisor
+from tether.topologies import (
+    Agent,
+    AllowedValues,
+    Grant,
+    Policy,
+    Role,
+    Rule,
+    SpendCap,
+    Supervisor,
+    Topology,
+    When,
+)
 from tether.topologies.loader import Loaded
 
 PAYLOAD = "x" * 256
@@ -91,6 +123,43 @@ TOPOLOGY = Topology(
 CALL = ToolCall("noop", {"payload": PAYLOAD}, id="bench")
 
 
+class Payment(BaseModel):
+    to: str
+    amount: Decimal
+    payload: str = ""
+
+
+@tool()
+def pay(args: Payment, ctx: ToolContext) -> dict[str, Any]:
+    """Pay someone: a side effect, so the gate writes ahead and keeps an effects ledger."""
+    return {"paid": str(args.amount), "to": args.to}
+
+
+# The full path a real effect takes: two rails (a spend cap, an allow-list of payees) and
+# a policy rule, all checked and passed; the decision written ahead of the effect, the
+# effect in the effects ledger, every stage signed into the audit trail.
+EFFECT_TOPOLOGY = Topology(
+    name="bench_effect",
+    root=Supervisor(
+        name="root",
+        children=(
+            Agent(
+                name="bench",
+                role=Role("bench", grants=(Grant("pay", tier="low"),)),
+                model=ScriptedModel([say("idle")]),
+                tools=(pay,),
+                rails=(
+                    SpendCap(tool="pay", field="amount", per_call=Decimal("500")),
+                    AllowedValues(tool="pay", field="to", values=("ada@example.com",)),
+                ),
+            ),
+        ),
+    ),
+    policy=Policy((Rule("pay-cap", "deny", tools=("pay",), when=(When("amount", "gt", "400"),)),)),
+)
+EFFECT = ToolCall("pay", {"to": "ada@example.com", "amount": "120", "payload": PAYLOAD}, id="bench")
+
+
 def _median_s(run: Callable[[], object], times: int = 3) -> float:
     """The median wall time of ``times`` runs, in seconds."""
     samples = []
@@ -105,54 +174,66 @@ def _median_us(samples: list[float]) -> float:
     return statistics.median(samples) * 1e6
 
 
-def gate_in_process(db: Path, n: int, subject: str | None = None) -> float:
-    """Median µs of one governed no-op through the gate, recorded to SQLite; with a
-    ``subject``, its personal fields are sealed under the subject's key."""
+def gate_in_process(
+    db: Path,
+    n: int,
+    subject: str | None = None,
+    topology: Topology = TOPOLOGY,
+    call: ToolCall = CALL,
+) -> float:
+    """Median µs of one governed action (by default a no-op) through the gate, recorded
+    to SQLite; with a ``subject``, its personal fields are sealed under the subject's
+    key."""
     with Store(f"sqlite:///{db}") as store:
         clock, ids = SystemClock(), SequentialIds()
-        host = Host(TOPOLOGY, store, clock, ids)
+        host = Host(topology, store, clock, ids)
         episode = (
-            RootSupervisor(TOPOLOGY, store, LocalHost(host), StepClock(), ids)
+            RootSupervisor(topology, store, LocalHost(host), StepClock(), ids)
             .start({}, {}, subject=subject)
             .episode_id
         )
         for _ in range(50):
-            host.act(episode, "bench", CALL)
+            host.act(episode, "bench", call)
         samples = []
         for _ in range(n):
             t0 = time.perf_counter()
-            result = host.act(episode, "bench", CALL)
+            result = host.act(episode, "bench", call)
             samples.append(time.perf_counter() - t0)
             assert result.outcome == "executed", result
     return _median_us(samples)
 
 
-def gate_on_ray(db: Path, n: int) -> tuple[float, float]:
-    """(governed µs, bare µs): medians of calls to one host actor, interleaved."""
+def gate_on_ray(
+    db: Path, n: int, topology: Topology = TOPOLOGY, call: ToolCall = CALL
+) -> tuple[float, float]:
+    """(governed µs, bare µs): medians of calls to one host actor, interleaved: ``call``
+    through the gate, and a bare call to the same actor with the same payload."""
     import ray
 
     from tether.runtime.actor import ensure_ray, spawn_host
-    from tether.runtime.supervisor import RayHost
+    from tether.runtime.handles import RayHost
 
     ensure_ray()
     with Store(f"sqlite:///{db}") as store:
-        actor = spawn_host(Loaded(TOPOLOGY, {"kind": "python", "name": "bench"}), store)
+        actor = spawn_host(Loaded(topology, {"kind": "python", "name": "bench"}), store)
         try:
             episode = (
-                RootSupervisor(TOPOLOGY, store, RayHost(lambda: actor), SystemClock(), RandomIds())
+                RootSupervisor(topology, store, RayHost(lambda: actor), SystemClock(), RandomIds())
                 .start({}, {})
                 .episode_id
             )
-            for _ in range(50):
-                ray.get(actor.act.remote(episode, "bench", CALL))
-                ray.get(actor.echo.remote(episode, "bench", CALL))
             governed: list[float] = []
             bare: list[float] = []
-            for _ in range(n):  # alternate call by call, so the machine's drift hits both alike
-                for method, samples in ((actor.act, governed), (actor.echo, bare)):
-                    t0 = time.perf_counter()
-                    ray.get(method.remote(episode, "bench", CALL))
-                    samples.append(time.perf_counter() - t0)
+            for i in range(50 + n):  # alternate call by call: the machine's drift hits both
+                t0 = time.perf_counter()
+                result = ray.get(actor.act.remote(episode, "bench", call))
+                t1 = time.perf_counter()
+                ray.get(actor.echo.remote(episode, "bench", call))
+                t2 = time.perf_counter()
+                assert result.outcome == "executed", result
+                if i >= 50:  # the first 50 warm up
+                    governed.append(t1 - t0)
+                    bare.append(t2 - t1)
         finally:
             ray.kill(actor)
     return _median_us(governed), _median_us(bare)
@@ -287,10 +368,26 @@ def main() -> None:
             f"fields sealed for a data subject: {sealed_us:.0f} µs",
             file=sys.stderr,
         )
+        effect_us = gate_in_process(
+            Path(tmp) / "effect.db", 2000, topology=EFFECT_TOPOLOGY, call=EFFECT
+        )
+        print(
+            f"governed payment in process (two rails, a policy rule, written ahead, "
+            f"effects ledger, audit; SQLite): {effect_us:.0f} µs",
+            file=sys.stderr,
+        )
         governed_us, bare_us = gate_on_ray(Path(tmp) / "ray.db", 2000)
         print(
             f"governed no-op in a host actor: {governed_us:.0f} µs; bare actor call: "
             f"{bare_us:.0f} µs",
+            file=sys.stderr,
+        )
+        paid_us, paid_bare_us = gate_on_ray(
+            Path(tmp) / "ray_effect.db", 2000, topology=EFFECT_TOPOLOGY, call=EFFECT
+        )
+        print(
+            f"governed payment in a host actor: {paid_us:.0f} µs; bare actor call: "
+            f"{paid_bare_us:.0f} µs",
             file=sys.stderr,
         )
         stored = appends(Path(tmp))
@@ -305,6 +402,8 @@ def main() -> None:
     result = {
         "gate_step_us": round(step_us, 1),
         "gate_vs_ray_call": round(governed_us / bare_us, 3),
+        "gate_effect_step_us": round(effect_us, 1),
+        "gate_effect_vs_ray_call": round(paid_us / paid_bare_us, 3),
         "sealed_vs_plain_step": round(sealed_us / step_us, 3),
         **stored,
         **replayed,
@@ -312,6 +411,8 @@ def main() -> None:
         **fleets,
         "governed_ray_call_us": round(governed_us, 1),
         "bare_ray_call_us": round(bare_us, 1),
+        "governed_effect_ray_call_us": round(paid_us, 1),
+        "bare_effect_ray_call_us": round(paid_bare_us, 1),
     }
     print(json.dumps(result))
 

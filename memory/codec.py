@@ -16,10 +16,14 @@ every one:
 
 Other event classes, a cipher or a compressor take eventsourcing's route both ways.
 
-An event class may declare ``upcast(state)``: every stored state of that class passes
-through it as it is read, so an older record reads in today's words and history is never
-rewritten (eventsourcing's upcasting, keyed by what the record says rather than by a
-version number: tether's route writes no ``class_version``).
+**Upcasting** (eventsourcing's convention, on both routes): an event class whose shape
+changed declares ``class_version: ClassVar[int] = 2`` and a static method
+``upcast_v1_v2(state)`` that turns a version-1 state (a dict of its fields, as decoded)
+into a version-2 one in place; version 3 adds ``upcast_v2_v3``, and so on. A state
+written by a versioned class carries ``"class_version"``; one without it is version 1.
+On read, the state is upcast step by step to the class's version before the event is
+built, so old records (a database, a committed history under ``tests/fixtures``) are
+read by the current code and never rewritten. See ``docs/REPLAY-FIXTURES.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import gc
 import json
 import json.encoder
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,9 +54,6 @@ from .keys import Sealed, SealedTranscoding, SubjectKeys
 from .sources import SystemClock
 
 _AT = b'{"at":{"_type_":"datetime_iso","_data_":"'
-
-Upcast = Callable[[dict[str, Any]], None]
-"""Rewrites a stored state of an older form, in place, as it is read."""
 
 
 _INT_MIN, _INT_END = -(2**63), 2**64
@@ -100,6 +101,34 @@ def _plain_json(v: Any) -> bool:
     if t is list:
         return all(_plain_json(x) for x in v)
     return False
+
+
+def class_version(cls: type[Any]) -> int:
+    """The version of an event class's shape: 1 unless it declares ``class_version``."""
+    version = getattr(cls, "class_version", 1)
+    if type(version) is not int or version < 1:
+        raise TypeError(f"{cls.__name__}.class_version must be an integer from 1, not {version!r}")
+    for v in range(1, version):
+        if not callable(getattr(cls, f"upcast_v{v}_v{v + 1}", None)):
+            raise TypeError(
+                f"{cls.__name__} is at class_version {version} but has no upcast_v{v}_v{v + 1}: "
+                f"add a static method that turns a version-{v} state into version {v + 1}"
+            )
+    return version
+
+
+def upcast(cls: type[Any], version: int, state: dict[str, Any]) -> None:
+    """Bring a decoded ``state`` of ``cls`` (with its ``class_version``, if it has one)
+    up to ``version``, the class's own, in place."""
+    found = state.pop("class_version", 1)
+    if type(found) is not int or found > version:
+        raise MapperDeserialisationError(
+            f"a {cls.__name__} of class_version {found!r}, written by a newer tether than this "
+            f"one (which reads up to version {version}): upgrade tether to read it"
+        )
+    while found < version:
+        getattr(cls, f"upcast_v{found}_v{found + 1}")(state)
+        found += 1
 
 
 class FastTranscoder(JSONTranscoder):
@@ -165,18 +194,14 @@ class EventMapper(Mapper[uuid.UUID]):
             if encoder is not None
             else None
         )
-        self._kinds: dict[type[Any], tuple[str, bool, tuple[str, ...]]] = {}
-        """Per event class: its topic, whether it takes tether's route, its personal fields."""
-        self._classes: dict[str, tuple[type[Any], bool, Upcast | None]] = {}
+        self._kinds: dict[type[Any], tuple[str, bool, tuple[str, ...], int]] = {}
+        """Per event class: its topic, whether it takes tether's route, its personal
+        fields, its class version."""
+        self._classes: dict[str, tuple[type[Any], bool, int]] = {}
         self._streams: dict[str, uuid.UUID] = {}
 
     def _plain(self, cls: type[Any]) -> bool:
-        return (
-            issubclass(cls, Event)
-            and getattr(cls, "class_version", 1) == 1
-            and self.cipher is None
-            and self.compressor is None
-        )
+        return issubclass(cls, Event) and self.cipher is None and self.compressor is None
 
     def to_stored_event(self, domain_event: Any, subject: str | None = None) -> StoredEvent:
         """The stored form of an event; ``subject``'s key seals its personal fields (an
@@ -188,8 +213,9 @@ class EventMapper(Mapper[uuid.UUID]):
                 get_topic(cls),
                 self._plain(cls),
                 getattr(cls, "personal", ()),
+                class_version(cls),
             )
-        topic, plain, personal = kind
+        topic, plain, personal, version = kind
         own = getattr(domain_event, "subject", None)
         subject = own if isinstance(own, str) else subject
         sealing = subject is not None and bool(personal)
@@ -199,7 +225,9 @@ class EventMapper(Mapper[uuid.UUID]):
             return super().to_stored_event(domain_event)
         state = dict(domain_event.__dict__)
         originator_id = state.pop("originator_id")
-        version = state.pop("originator_version")
+        position = state.pop("originator_version")
+        if version > 1:
+            state["class_version"] = version  # last, where eventsourcing's mapper puts it
         data = None
         if not sealing and _wrapped_for_orjson(state):
             try:
@@ -207,10 +235,10 @@ class EventMapper(Mapper[uuid.UUID]):
             except orjson.JSONEncodeError:
                 data = None
         if data is None:
-            data = self._encode_slowly(domain_event, subject if sealing else None)
-        return StoredEvent(originator_id, version, topic, data)
+            data = self._encode_slowly(domain_event, subject if sealing else None, version)
+        return StoredEvent(originator_id, position, topic, data)
 
-    def _encode_slowly(self, event: Any, subject: str | None) -> bytes:
+    def _encode_slowly(self, event: Any, subject: str | None, version: int) -> bytes:
         """The state of an event through the json module's encoder and the transcodings."""
         state = dict(event.__dict__)
         del state["originator_id"], state["originator_version"]
@@ -219,6 +247,8 @@ class EventMapper(Mapper[uuid.UUID]):
             for name in type(event).personal:
                 if state.get(name):  # an empty value carries nothing personal
                     state[name] = Sealed(subject, name, state[name])
+        if version > 1:
+            state["class_version"] = version
         if self._encode is not None:
             return "".join(self._encode(state, 0)).encode("utf8")
         return self.transcoder.encode(state)
@@ -231,12 +261,9 @@ class EventMapper(Mapper[uuid.UUID]):
         self, originator_id: uuid.UUID | str, version: int, topic: str, state: bytes
     ) -> Any:
         """The event a stored row holds (its stream, position, topic and state)."""
-        cls, plain, upcast = self._class(topic)
+        cls, plain, current = self._class(topic)
         if not plain:
-            event = super().to_domain_event(StoredEvent(originator_id, version, topic, state))
-            if upcast is not None:
-                upcast(event.__dict__)
-            return event
+            return super().to_domain_event(StoredEvent(originator_id, version, topic, state))
         try:
             fields = self.transcoder.decode(state)
         except Exception as e:
@@ -245,10 +272,10 @@ class EventMapper(Mapper[uuid.UUID]):
         if not isinstance(fields, dict):
             msg = f"the state of a {cls.__name__} is not an object"
             raise MapperDeserialisationError(msg)
+        if current > 1 or "class_version" in fields:
+            upcast(cls, current, fields)
         if type(originator_id) is str:
             originator_id = self._stream(originator_id)
-        if upcast is not None:
-            upcast(fields)
         fields["originator_id"] = originator_id
         fields["originator_version"] = version
         event = object.__new__(cls)
@@ -262,8 +289,9 @@ class EventMapper(Mapper[uuid.UUID]):
 
         The route a replay takes. Most records hold nothing to revive but their ``at``,
         which the encoder writes first; when the bytes show that (they start with it and
-        name ``_type_`` once), the event is built from orjson's dict directly. Any other
-        record, or one the direct route cannot read, goes through ``from_row``.
+        name ``_type_`` once), the event is built from orjson's dict directly (and upcast,
+        if its class is at a later version). Any other record, or one the direct route
+        cannot read, goes through ``from_row``.
         """
         loads, isotime, new, setattr_ = (
             orjson.loads,
@@ -293,8 +321,8 @@ class EventMapper(Mapper[uuid.UUID]):
             except Exception:
                 append((n, self.from_row(originator_id, version, topic, state)))
                 continue
-            if known[2] is not None:
-                known[2](fields)
+            if known[2] > 1 or "class_version" in fields:
+                upcast(known[0], known[2], fields)
             fields["originator_id"] = stream
             fields["originator_version"] = version
             event = new(known[0])
@@ -302,12 +330,12 @@ class EventMapper(Mapper[uuid.UUID]):
             append((n, event))
         return out
 
-    def _class(self, topic: str) -> tuple[type[Any], bool, Upcast | None]:
-        """The event class of a topic, whether it takes tether's route, its upcaster."""
+    def _class(self, topic: str) -> tuple[type[Any], bool, int]:
+        """The event class of a topic, whether it takes tether's route, and its version."""
         known = self._classes.get(topic)
         if known is None:
             cls = resolve_topic(topic)
-            known = self._classes[topic] = (cls, self._plain(cls), getattr(cls, "upcast", None))
+            known = self._classes[topic] = (cls, self._plain(cls), class_version(cls))
         return known
 
     def _stream(self, text: str) -> uuid.UUID:

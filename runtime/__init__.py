@@ -11,17 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .gate import Gate
+    from .handles import LocalHost
     from .host import Host
     from .inbox import Inbox
     from .launch import resume, run
-    from .supervisor import EpisodeReport, LocalHost, RootSupervisor
+    from .supervisor import EpisodeReport, RootSupervisor
 
 _LAZY = {
     "EpisodeReport": ".supervisor",
     "Gate": ".gate",
     "Host": ".host",
     "Inbox": ".inbox",
-    "LocalHost": ".supervisor",
+    "LocalHost": ".handles",
     "RootSupervisor": ".supervisor",
     "resume": ".launch",
     "run": ".launch",

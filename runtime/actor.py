@@ -23,7 +23,7 @@ from tether.memory.errors import HostError
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Store
 from tether.topologies.loader import Loaded, load_source
-from tether.topologies.spec import Topology
+from tether.topologies.topology import Topology
 
 from .host import Host
 

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
+from tether.agents.builtins import builtins_of
 from tether.agents.secrets import handles
-from tether.agents.tools import DELEGATE, HANDOFF, SEND, Tool
-from tether.topologies.spec import (
-    Agent,
+from tether.agents.tools import Tool
+from tether.topologies.rails import (
     AllowedDomains,
     AllowedPaths,
     AllowedValues,
@@ -32,6 +32,7 @@ from tether.topologies.spec import (
     ReadOnly,
     SpendCap,
 )
+from tether.topologies.spec import Agent
 
 from .provenance import MADE_UP, Origin, Sources
 
@@ -140,18 +141,12 @@ class Boundaries:
         self.patterns = {
             r: [re.compile(p) for p in r.patterns] for r in agent.rails if isinstance(r, Forbidden)
         }
-        if agent.handoffs:
-            self.rails.setdefault(HANDOFF, []).append(
-                AllowedValues(tool=HANDOFF, field="to", values=agent.handoffs)
-            )
-        if agent.peers:
-            self.rails.setdefault(SEND, []).append(
-                AllowedValues(tool=SEND, field="to", values=agent.peers)
-            )
-        if agent.workers:
-            self.rails.setdefault(DELEGATE, []).append(
-                AllowedValues(tool=DELEGATE, field="to", values=agent.workers)
-            )
+        for b in builtins_of(agent):
+            if b.to_named:  # naming the agents is the grant; this rail holds it to them
+                values = getattr(agent, b.given_by)
+                self.rails.setdefault(b.tool.name, []).append(
+                    AllowedValues(tool=b.tool.name, field="to", values=values)
+                )
         # Allowed sets are resolved once, from trusted records, never from model text.
         self.allowed: dict[AllowedValues, frozenset[str]] = {}
         for rails in self.rails.values():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from tether.agents.builtins import folds
 from tether.memory.errors import ApprovalError, ApprovalNotFound, ConfigError, StreamConflict
 from tether.memory.events import (
     ActionProposed,
@@ -88,7 +89,7 @@ def partial_results(store: Store, episode_id: uuid.UUID, agents: list[str]) -> d
             if isinstance(e, ActionProposed):
                 tools[e.action] = e.tool
             elif isinstance(e, ActionRecorded) and e.decision == "executed":
-                if tools.get(e.action) == "record_progress":
+                if folds(tools.get(e.action)) == "progress":
                     recorded = json.loads(e.observation)
                     best = recorded.get("result") if isinstance(recorded, dict) else best
             elif isinstance(e, AgentFinished):

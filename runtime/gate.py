@@ -21,9 +21,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tether.agents.builtins import folds
 from tether.agents.loop import ActionResult
 from tether.agents.model import ToolCall
-from tether.agents.tools import DELEGATE
 from tether.memory.events import (
     ActionExecuted,
     ActionProposed,
@@ -47,7 +47,7 @@ from tether.topologies.spec import Approvals
 from tether.topologies.stage import CustomStage, Stage
 
 from .boundaries import Boundaries
-from .budget import Deadline, Ledger
+from .budget import BudgetFold, Deadline
 from .delegate import Delegate
 from .escalation import Escalations
 from .governance import Governance
@@ -70,7 +70,7 @@ class Gate:
         episode_id: uuid.UUID,
         journal: Journal,
         boundaries: Boundaries,
-        ledger: Ledger,
+        budget: BudgetFold,
         governance: Governance,
         inbox: Inbox,
         delegate: Delegate,
@@ -105,7 +105,9 @@ class Gate:
         self.episode_id = episode_id
         self.journal = journal
         self.boundaries = boundaries
-        self.ledger = ledger
+        self.budget = budget
+        """The episode's budgets: the agent's steps are reserved there (its journal's
+        events are folded into it by its host)."""
         self.governance = governance
         self.inbox = inbox
         self.delegate = delegate
@@ -131,7 +133,7 @@ class Gate:
         elif isinstance(event, WorkAnswered):
             self.delegated.clear()  # its workers started, or never will
         elif isinstance(event, ActionProposed):
-            if event.tool == DELEGATE:
+            if folds(event.tool) == "answer":  # a worker starts, and answers later
                 self.delegated[event.action] = str(event.arguments.get("to", ""))
             self.actions = max(self.actions, event.action)
             self.open[event.action] = OpenAction(
@@ -141,10 +143,8 @@ class Gate:
                 event.at,
             )
         elif isinstance(event, BudgetReserved) and event.steps:
-            self.ledger.reserve(event.steps)
             self.open[event.action].reserved = event.steps
         elif isinstance(event, BudgetSettled):
-            self.ledger.settle(event.used, event.released)
             self.open[event.action].reserved = 0
         elif isinstance(event, ApprovalAwaited):
             self.open[event.action].approval_id = event.approval_id

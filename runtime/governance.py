@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from tether.agents.tools import DELEGATE, HANDOFF, PAGE_BACK, PROGRESS, SEND, Tool
+from tether.agents.builtins import builtins_of
+from tether.agents.tools import Tool
 from tether.topologies.policy import NUMERIC, Policy, Rule, When, as_number
 from tether.topologies.spec import TIER_RANK, Agent, Grant, Tier, default_tier
 
@@ -136,21 +137,10 @@ class Governance:
         self.policy = CompiledPolicy(policy or Policy(), agent.name)
         self.role = agent.role.name
         self.grants: dict[str, Grant] = {g.tool: g for g in agent.role.grants}
-        if agent.handoffs:
-            # Naming handoff targets in the topology is the grant; the rail checks the target.
-            self.grants.setdefault(HANDOFF, Grant(HANDOFF, tier="low"))
-        if agent.peers:
-            # Likewise naming peers: the rail checks the recipient.
-            self.grants.setdefault(SEND, Grant(SEND, tier="low"))
-        if agent.workers:
-            # And naming workers: the rail checks the worker; its actions pass its own gate.
-            self.grants.setdefault(DELEGATE, Grant(DELEGATE, tier="low"))
-        if agent.context_tokens is not None:
-            # Reading its own compacted memory back is part of having a bounded one.
-            self.grants.setdefault(PAGE_BACK, Grant(PAGE_BACK, tier="low"))
-        if agent.stuck.no_progress_steps is not None:
-            # Recording progress is part of being watched for it.
-            self.grants.setdefault(PROGRESS, Grant(PROGRESS, tier="low"))
+        for b in builtins_of(agent):
+            # Declaring what gives a built-in tool is its grant (naming handoff targets,
+            # peers or workers, bounding memory, watching progress); rails check the rest.
+            self.grants.setdefault(b.tool.name, Grant(b.tool.name, tier="low"))
 
     def decide(
         self, tool: Tool, args: BaseModel, provenance: dict[str, Origin] | None = None

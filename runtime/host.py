@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -24,12 +24,9 @@ from tether.memory.events import (
     ActionProposed,
     ActionRecorded,
     AgentFailed,
-    BudgetReserved,
-    BudgetSettled,
     EpisodeStarted,
     Event,
     MessageSent,
-    ModelResponded,
     TaskAssigned,
     agent_stream_id,
     mailbox_stream_id,
@@ -38,29 +35,19 @@ from tether.memory.org import OrgMemory
 from tether.memory.redaction import redacted, redactions
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Fencing, Journal, Store, flush_together, new_event
-from tether.topologies.spec import Agent, Topology
+from tether.topologies.spec import Agent
+from tether.topologies.topology import Topology
 
 from .boundaries import Boundaries, fleet_spend
-from .budget import (
-    CostMeter,
-    Deadline,
-    Extra,
-    Ledger,
-    Meters,
-    TokenMeter,
-    deadline,
-    first_deadline,
-    granted,
-    nanos,
-    plus,
-    total,
-    waits,
-)
+from .budget import BudgetFold, ModelBudget
 from .delegate import Delegate
 from .escalation import Escalations
 from .gate import Gate
 from .governance import Governance
 from .inbox import Inbox
+
+_STARTING = "starting"
+"""The key of the spawn a start check holds for a moment (and gives back)."""
 
 
 @dataclass
@@ -71,17 +58,18 @@ class AgentRuntime:
     journal: Journal
     gate: Gate
     loop: AgentLoop
-    started: datetime | None = None
-    """When it was first given a task: its time to live counts from there."""
-    firsts: dict[str, datetime] = field(default_factory=dict)
-    """Where the episode keeps each agent's first task time (the host's)."""
-    spawns: Ledger | None = None
-    """Its supervisor's spawn ledger: its first task counts one start there."""
+    budget: BudgetFold
+    """The episode's budgets, which its journal's events are folded into."""
+
+    @property
+    def started(self) -> datetime | None:
+        """When it was first given a task: its time to live counts from there."""
+        return self.budget.started.get(self.name)
 
     def assign(self, task: dict[str, Any], by: str, *, flush: bool = True) -> None:
         """Give the agent a task (the episode's input or a handoff); ``flush=False``
         leaves it held for the caller to flush with others."""
-        event = self.journal.record(
+        self.journal.record(
             TaskAssigned,
             episode_id=self.gate.episode_id,
             agent=self.name,
@@ -89,11 +77,6 @@ class AgentRuntime:
             by=by,
             instructions=self.loop.instructions,
         )
-        if self.started is None:
-            self.started = self.firsts[self.name] = event.at
-            if self.spawns is not None:
-                for ledger in self.spawns.chain():
-                    ledger.used += 1
         if flush:
             self.journal.flush()
 
@@ -143,20 +126,17 @@ class Host:
         """The agents this host runs; the others run on other hosts, and what they spend
         is folded from the store before each run (``Outside``)."""
         self.outside: dict[uuid.UUID, Outside] = {}
+        self.budgets: dict[uuid.UUID, BudgetFold] = {}
+        """Per episode: what its agents and supervisors spent and may spend, folded from
+        its own stream (grants, waits) and every agent's, this host's or not."""
+        self.seen: dict[uuid.UUID, int] = {}
+        """Per episode: the position in its own stream folded so far."""
         self.store = store
         self.clock = clock
         self.ids = ids
         self.inbox = inbox or Inbox(store, clock)
         self.delegate = delegate or Delegate(store, clock, facts=topology.facts, secrets=secrets)
         self.agents: dict[tuple[uuid.UUID, str], AgentRuntime] = {}
-        self.ledgers: dict[uuid.UUID, dict[str, Ledgers]] = {}
-        """Per episode and supervisor: its steps, model tokens and spend (nano-dollars),
-        each chained to its parent's and shared by the ledgers of its children."""
-        self.first_task: dict[uuid.UUID, dict[str, datetime]] = {}
-        """Per episode: when each agent was first given a task (a nested supervisor's
-        time to live counts from the first of its agents')."""
-        self.granted: dict[uuid.UUID, dict[str, Extra]] = {}
-        """Per episode and agent: what people granted on escalations."""
         self.contexts: dict[uuid.UUID, dict[str, Any]] = {}
         self.subjects: dict[uuid.UUID, str | None] = {}
         self.fleet_spent: dict[uuid.UUID, dict[tuple[str, str], Decimal]] = {}
@@ -182,9 +162,7 @@ class Host:
         runtime = self.agent(episode_id, agent)
         if fence is not None:
             self.fences[episode_id].token = fence
-        outside = self.outside.get(episode_id)
-        if outside is not None:
-            outside.refresh()  # what agents on other hosts spent since this one last ran
+        self._refresh(episode_id)
         if task is not None and runtime.started is None:
             denied = self._spawn_denied(episode_id, agent)
             if denied is not None:
@@ -193,7 +171,8 @@ class Host:
             runtime.assign(task, by)
         if answers:
             runtime.loop.answer(answers)
-        runtime.loop.deadline = runtime.gate.deadline = self._deadline(episode_id, runtime)
+        deadline = self.budgets[episode_id].deadline(agent)
+        runtime.loop.deadline = runtime.gate.deadline = deadline
         try:
             return runtime.loop.run()
         except StoreError:
@@ -221,23 +200,21 @@ class Host:
     def _room_to_start(self, new: list[AgentRuntime]) -> None:
         """Raise ``BudgetExhausted`` unless every supervisor above these agents may start
         them all (spawn budgets); nothing is held after the check."""
-        held: list[Ledger] = []
+        held: list[AgentRuntime] = []
         try:
             for i, r in enumerate(new):
-                if r.spawns is None:
-                    continue
-                short = r.spawns.can_reserve(1)
+                short = r.budget.reserve(r.name, _STARTING, spawns=1)
                 if short is not None:
+                    ledger = short.ledger
                     raise BudgetExhausted(
-                        f"spawn budget of supervisor {short.name} exhausted: {short.used} of "
-                        f"{short.limit} agents started; {r.name} and {len(new) - i - 1} more "
+                        f"spawn budget of supervisor {ledger.name} exhausted: {ledger.used} of "
+                        f"{ledger.limit} agents started; {r.name} and {len(new) - i - 1} more "
                         "of this batch were not started (nothing was recorded)"
                     )
-                r.spawns.reserve(1)
-                held.append(r.spawns)
+                held.append(r)
         finally:
-            for ledger in held:
-                ledger.settle(0, 1)  # released: nothing stays held
+            for r in held:
+                r.budget.release(r.name, _STARTING)  # nothing stays held
 
     def _spawn_denied(
         self, episode_id: uuid.UUID, target: str, first: tuple[str, ...] = ()
@@ -245,62 +222,46 @@ class Host:
         """Why handing work to ``target`` would start one agent too many, once the
         agents in ``first`` started (work given to them before starts first); None when
         it is started already, or may be."""
-        started = self.first_task.get(episode_id, {})
-        if target not in self.names or target in started:
+        budget = self.budgets[episode_id]
+        if target not in self.names or target in budget.started:
             return None
-        ledgers = self.ledgers[episode_id]
-        chain = self.topology.chain
         ahead = [
-            ledgers[chain(n)[0].name].spawns
+            n
             for n in dict.fromkeys(first)
-            if n in self.names and n not in started and n != target
+            if n in self.names and n not in budget.started and n != target
         ]
-        for ledger in ahead:
-            ledger.reserve(1)
+        for n in ahead:
+            budget.hold(n, _STARTING, spawns=1)
         try:
-            short = ledgers[chain(target)[0].name].spawns.can_reserve(1)
+            short = budget.short(target, spawns=1)
         finally:
-            for ledger in ahead:
-                ledger.settle(0, 1)
+            for n in ahead:
+                budget.release(n, _STARTING)
         if short is None:
             return None
         return (
-            f"no spawn left on {short.name}'s budget (limit {short.limit}): {target} "
-            "cannot be started"
+            f"no spawn left on {short.ledger.name}'s budget (limit {short.ledger.limit}): "
+            f"{target} cannot be started"
         )
 
-    def _deadline(self, episode_id: uuid.UUID, runtime: AgentRuntime) -> Deadline | None:
-        """The earliest of the agent's and its supervisor's deadlines, from the episode's
-        recorded times (read afresh: waits for people and granted seconds move them)."""
-        spec = self.topology.agents()[runtime.name]
-        timed = [s for s in self.topology.chain(runtime.name) if s.budget.ttl_s is not None]
-        if not timed and spec.budget.ttl_s is None:
-            return None
-        episode = self.store.read(episode_id)
-        spans, extras = waits(episode), granted(episode)
-        found: list[Deadline | None] = []
-        firsts = self.first_task.get(episode_id, {})
-        for sup in timed:
-            assert sup.budget.ttl_s is not None
-            under = self.topology.under(sup.name)
-            more = total(extras, under).seconds
-            if sup is self.topology.root:
-                start: datetime | None = episode[0].at
-            else:
-                start = min((firsts[a] for a in under if a in firsts), default=runtime.started)
-            if start is not None:
-                ttl = sup.budget.ttl_s + more
-                found.append(Deadline(deadline(start, ttl, spans), f"supervisor {sup.name}", ttl))
-        if spec.budget.ttl_s is not None and runtime.started is not None:
-            ttl = spec.budget.ttl_s + extras.get(runtime.name, Extra()).seconds
-            at = deadline(runtime.started, ttl, spans)
-            found.append(Deadline(at, f"agent {runtime.name}", ttl))
-        return first_deadline(*found)
+    def _refresh(self, episode_id: uuid.UUID) -> None:
+        """Fold what others recorded since this host last ran one of the episode's agents:
+        the episode's own stream (grants, waits for people) and the agents on other
+        hosts."""
+        budget = self.budgets[episode_id]
+        for e in self.store.read(episode_id, after=self.seen[episode_id]):
+            budget.apply(e)
+            self.seen[episode_id] = e.originator_version
+        outside = self.outside.get(episode_id)
+        if outside is not None:
+            outside.refresh()
 
     def send(self, episode_id: uuid.UUID, to: str, body: str, sender: str = "operator") -> int:
         """Put a message in an agent's mailbox from outside the fleet (agents message
         each other with ``send_message``); it reads it before its next model call, as
-        untrusted content. Returns its mailbox position."""
+        untrusted content. Returns the message's notification id: its place in the
+        store's one order of all events (unique across streams, rising), not its place in
+        the mailbox."""
         if to not in self.topology.agents():
             raise ConfigError(f"agent {to!r} is not in topology {self.topology.name!r}")
         self._load_episode(episode_id)
@@ -376,35 +337,13 @@ class Host:
         self.fences[episode_id] = Fencing(episode_id)
         self.redactions[episode_id] = redactions(events)
         # What people granted on escalations raises the agent's limits and those of every
-        # supervisor above it.
-        extras = self.granted[episode_id] = granted(events)
-        ledgers: dict[str, Ledgers] = {}
-        for sup in self.topology.supervisors().values():  # (parents before children)
-            above = self.topology.chain(sup.name)
-            parent = ledgers[above[0].name] if above else None
-            under = self.topology.under(sup.name)
-            more = total(extras, under)
-            ledgers[sup.name] = Ledgers(
-                Ledger(sup.name, sup.budget.spawns, parent.spawns if parent else None),
-                Ledger(
-                    sup.name, plus(sup.budget.steps, more.steps), parent.steps if parent else None
-                ),
-                Ledger(
-                    sup.name,
-                    plus(sup.budget.tokens, more.tokens),
-                    parent.tokens if parent else None,
-                ),
-                Ledger(
-                    sup.name,
-                    plus(_nanos(sup.budget.cost), more.cost),
-                    parent.cost if parent else None,
-                ),
-            )
-        self.ledgers[episode_id] = ledgers
-        self.first_task[episode_id] = {}
+        # supervisor above it; the waits for a person move deadlines.
+        budget = self.budgets[episode_id] = BudgetFold.of(self.topology, episode_id)
+        budget.apply_all(events)
+        self.seen[episode_id] = events[-1].originator_version
         self.fleet_spent[episode_id] = {}  # every agent's spend, folded as they are rebuilt
-        # The supervisor's ledger is shared: fold every agent's history into it now. All
-        # the streams are read in one query; a fleet may have thousands of agents.
+        # The supervisors' ledgers are shared: fold every agent's history into them now.
+        # All the streams are read in one query; a fleet may have thousands of agents.
         streams = {
             agent_stream_id(episode_id, name): name
             for name in self.topology.agents()
@@ -418,14 +357,7 @@ class Host:
             self.agents[(episode_id, name)] = self._rebuild(episode_id, name, stream, history)
         if self.carries != self.names:
             others = {n: a for n, a in self.topology.agents().items() if n not in self.carries}
-            outside = Outside(
-                self.store,
-                episode_id,
-                others,
-                {n: ledgers[self.topology.chain(n)[0].name] for n in others},
-                self.fleet_spent[episode_id],
-                self.first_task[episode_id],
-            )
+            outside = Outside(self.store, episode_id, others, budget, self.fleet_spent[episode_id])
             outside.refresh()
             self.outside[episode_id] = outside
 
@@ -455,33 +387,14 @@ class Host:
         journal = Journal.after(self.store, stream, clock, history)
         journal.subject = self.subjects[episode_id]
         journal.fence = self.fences[episode_id]
-        more = self.granted[episode_id].get(name, Extra())
+        budget = self.budgets[episode_id]
         price = spec.price or getattr(spec.model, "price", None)  # the agent's, or its model's
-        above = self.ledgers[episode_id][self.topology.chain(name)[0].name]
-        ledger = Ledger(name, plus(spec.budget.steps, more.steps), parent=above.steps)
-        meters = Meters(
-            TokenMeter(
-                Ledger(
-                    name,
-                    plus(spec.budget.tokens, more.tokens),
-                    parent=above.tokens,
-                )
-            ),
-            CostMeter(
-                Ledger(
-                    name,
-                    plus(_nanos(spec.budget.cost), more.cost),
-                    parent=above.cost,
-                ),
-                price,
-            ),
-        )
         gate = Gate(
             agent=name,
             episode_id=episode_id,
             journal=journal,
             boundaries=Boundaries(spec, context, self.fleet_spent[episode_id]),
-            ledger=ledger,
+            budget=budget,
             governance=Governance(spec, self.topology.policy),
             inbox=self.inbox,
             delegate=self.delegate,
@@ -511,7 +424,7 @@ class Host:
             verifier_agents=tuple(v for v in spec.verifiers if isinstance(v, str)),
             recall=self._recall(episode_id, name, spec.memory) if spec.memory else None,
             stuck_rejections=spec.stuck.rejected_answers,
-            tokens=meters,
+            tokens=ModelBudget(budget, name, price),
             price=price,
             model_attempts=spec.retries.attempts,
             backoff_s=spec.retries.backoff_s,
@@ -524,18 +437,10 @@ class Host:
         for event in history:
             gate.observe(event)
             loop.observe(event)
-            meters.observe(event)
-        journal.observers += [gate.observe, loop.observe, meters.observe]
+            budget.apply(event)
+        journal.observers += [gate.observe, loop.observe, budget.apply]
         journal.auditor = gate.audit
-        started = next((e.at for e in history if isinstance(e, TaskAssigned)), None)
-        runtime = AgentRuntime(
-            name, journal, gate, loop, started, self.first_task[episode_id], above.spawns
-        )
-        if started is not None:
-            runtime.firsts[name] = started
-            for spawned in above.spawns.chain():
-                spawned.used += 1
-        return runtime
+        return AgentRuntime(name, journal, gate, loop, budget)
 
 
 Memory = Callable[[list[str], str, datetime], list[dict[str, Any]]]
@@ -569,39 +474,24 @@ class OrgRecall:
         ]
 
 
-@dataclass(frozen=True)
-class Ledgers:
-    """A supervisor's ledgers in one episode."""
-
-    spawns: Ledger
-    """Agents started under it."""
-    steps: Ledger
-    tokens: Ledger
-    cost: Ledger
-    """In nano-dollars."""
-
-
 class Outside:
-    """What the agents on other hosts of an episode spent: their steps, tokens and cost on
-    the supervisor's ledgers, and their calls on the fleet's spend caps. Folded from their
-    streams, each refresh reading only what was recorded since the last."""
+    """What the agents on other hosts of an episode spent: their budgets (into the
+    episode's fold) and their calls on the fleet's spend caps. Folded from their streams,
+    each refresh reading only what was recorded since the last."""
 
     def __init__(
         self,
         store: Store,
         episode_id: uuid.UUID,
         others: dict[str, Agent],
-        parents: dict[str, Ledgers],
+        budget: BudgetFold,
         fleet: dict[tuple[str, str], Decimal],
-        firsts: dict[str, datetime],
     ) -> None:
         self.store = store
         self.streams = {agent_stream_id(episode_id, name): name for name in others}
         self.rails = {name: others[name].rails for name in others}
-        self.parents = parents
-        """Each other agent's supervisor's ledgers (chained up to the root)."""
+        self.budget = budget
         self.fleet = fleet
-        self.firsts = firsts
         self.after = 0
         """The last notification folded."""
         self.proposed: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
@@ -611,24 +501,8 @@ class Outside:
         for n, e in self.store.read_streams(self.streams, after=self.after):
             self.after = n
             name = self.streams[e.originator_id]
-            above = self.parents[name]
-            if isinstance(e, BudgetReserved) and e.steps:
-                for ledger in above.steps.chain():
-                    ledger.reserved += e.steps
-            elif isinstance(e, BudgetSettled):
-                for ledger in above.steps.chain():
-                    ledger.reserved -= e.used + e.released
-                    ledger.used += e.used
-            elif isinstance(e, ModelResponded):
-                for ledger in above.tokens.chain():
-                    ledger.used += sum(e.usage.values())
-                for ledger in above.cost.chain():
-                    ledger.used += nanos(e.cost) if e.cost is not None else 0
-            elif isinstance(e, TaskAssigned) and name not in self.firsts:
-                self.firsts[name] = e.at
-                for ledger in above.spawns.chain():
-                    ledger.used += 1
-            elif isinstance(e, ActionProposed):
+            self.budget.apply(e)
+            if isinstance(e, ActionProposed):
                 self.proposed[(name, e.action)] = (e.tool, e.arguments)
             elif isinstance(e, ActionExecuted) and e.decision == "ok":
                 tool, arguments = self.proposed.get((name, e.action), ("", {}))
@@ -637,7 +511,3 @@ class Outside:
                     self.fleet[key] = self.fleet.get(key, Decimal(0)) + amount
             elif isinstance(e, ActionRecorded):
                 self.proposed.pop((name, e.action), None)
-
-
-def _nanos(dollars: Decimal | None) -> int | None:
-    return None if dollars is None else nanos(dollars)

@@ -35,7 +35,7 @@ from tether.memory.leases import Lease, pid_alive, this_host
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.store import Fencing, Journal, Store
 from tether.topologies.loader import Loaded, load_source
-from tether.topologies.spec import Topology
+from tether.topologies.topology import Topology
 
 from .escalation import Escalations
 from .inbox import Inbox

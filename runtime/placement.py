@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tether.agents.loop import AgentOutcome
-from tether.topologies.spec import Topology
+from tether.topologies.topology import Topology
 
-from .supervisor import RayHost
+from .handles import RayHost
 
 SHARED = ""
 """The key of the host actor the agents that are not isolated share."""

@@ -61,13 +61,15 @@ from tether.memory.events import (
     agent_stream_id,
 )
 from tether.memory.store import Store
-from tether.topologies.spec import Agent, Topology
+from tether.topologies.spec import Agent
+from tether.topologies.topology import Topology
 
 from .delegate import Delegate, Execution
 from .escalation import Escalation, Escalations
+from .handles import LocalHost
 from .host import Host
 from .inbox import Inbox, InboxItem, fold
-from .supervisor import LocalHost, RootSupervisor
+from .supervisor import RootSupervisor
 
 
 @dataclass(frozen=True)

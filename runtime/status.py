@@ -1,11 +1,13 @@
 """The fleet's state, from the store: what ``tether status`` shows.
 
-Every number is folded from recorded events, so status is the same whether the fleet is
-running, waiting for people, or stopped: per episode, its supervisor's steps, model
+Every number is folded from recorded events (budgets by the fold the hosts use,
+``BudgetFold``), so status is the same whether the fleet is running, waiting for people,
+or stopped: per episode, its supervisor's steps, model
 tokens and cost used against its budget (with what people granted) and the time to live
 it has left; per agent, its state, what it used and has left, and the approvals it waits
 for. Limits come from the topology, loaded again from where the episode
-says it came from; a topology that cannot be loaded any more shows its limits as unknown.
+says it came from; a topology that cannot be loaded any more shows its limits as unknown,
+and a note names the file and the error.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from decimal import Decimal
 from typing import Any
 
 from tether.memory.episodes import list_episodes, load_timeline
-from tether.memory.errors import TetherError
-from tether.memory.events import EpisodeStarted
+from tether.memory.errors import TetherError, TopologyLoadError
+from tether.memory.events import EpisodeStarted, agent_stream_id
 from tether.memory.store import Store
 from tether.topologies.loader import load_source
-from tether.topologies.spec import Budget, Topology
+from tether.topologies.topology import Topology
 
-from .budget import NANO, Extra, active_seconds, granted, nanos, plus, total, waits
+from .budget import NANO, BudgetFold, Limits, Unit
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ class EpisodeStatus:
     supervisors: tuple[SupervisorStatus, ...] = ()
     """Every supervisor of the tree, the root first (empty when the topology could not
     be loaded again)."""
+    note: str | None = None
+    """Why it shows less than it could: the topology file (or module) that could not be
+    loaded again, and the error (None when it loaded, or was built in Python)."""
 
     def as_dict(self) -> dict[str, Any]:
         """As JSON: every unit with what is left; cost in dollars (decimal strings)."""
@@ -120,8 +125,9 @@ class EpisodeStatus:
         return out
 
 
-Topologies = dict[str, Topology | None]
-"""Topologies already loaded, by their source: ``--watch`` loads each file once."""
+Topologies = dict[str, Topology | TetherError]
+"""Topologies already loaded, by their source, or the error that kept one from loading:
+``--watch`` loads each file once."""
 
 
 def fleet_status(
@@ -150,142 +156,125 @@ def episode_status(
     own = store.read(episode_id)
     started = own[0]
     assert isinstance(started, EpisodeStarted)
-    extras, spans = granted(own), waits(own)
     # Time runs while the episode runs; a finished one stopped at its last event.
     until = own[-1].at if status in ("completed", "failed") else now
     key = json.dumps(started.source, sort_keys=True, default=str)
     loaded: Topologies = {} if topologies is None else topologies
     if key not in loaded:
         loaded[key] = _topology(started)
-    topology = loaded[key]
+    found = loaded[key]
+    topology = found if isinstance(found, Topology) else None
     timeline = load_timeline(store, episode_id)
-    budgets: dict[str, Budget] = (
-        {n: a.budget for n, a in topology.agents().items()} if topology is not None else {}
-    )
+    budget = _budget(store, started, topology)
     root = topology.root if topology is not None else None
-    everything = total(extras)
-    rows = {row.name: row for row in timeline.agents}
-    # Each supervisor's time left: the root's from the episode's start, a nested one's
-    # from the first task of an agent under it.
-    sup_ttl: dict[str, float] = {}
-    for sup in topology.supervisors().values() if topology is not None else []:
-        if sup.budget.ttl_s is None:
-            continue
-        under = topology.under(sup.name) if topology is not None else frozenset()
-        more_s = total(extras, under).seconds
-        firsts = [
-            datetime.fromisoformat(r.started) for a in under if (r := rows.get(a)) and r.started
-        ]
-        start = started.at if sup is root else min(firsts, default=until)
-        sup_ttl[sup.name] = sup.budget.ttl_s + more_s - active_seconds(start, spans, until)
-    episode_ttl = sup_ttl.get(root.name) if root is not None else None
     agents = []
     for row in timeline.agents:
-        budget = budgets.get(row.name, Budget())
-        more = extras.get(row.name, Extra())
         chain = topology.chain(row.name) if topology is not None else []
-        above = [sup_ttl[s.name] for s in chain if s.name in sup_ttl]
-        ttl = min(above) if above else None
-        if budget.ttl_s is not None:
-            start = datetime.fromisoformat(row.started) if row.started else until
-            mine = budget.ttl_s + more.seconds - active_seconds(start, spans, until)
-            ttl = mine if ttl is None else min(ttl, mine)
-        held = sum(
-            1
-            for a in row.actions
-            if ("budget", "reserved") in ((st.stage, st.decision) for st in a.stages)
-            and not any(st.stage == "budget" and st.decision == "settled" for st in a.stages)
-        )
+        times = [budget.time_left(n, until) for n in (row.name, *(s.name for s in chain))]
+        known = [t for t in times if t is not None]
         agents.append(
             AgentStatus(
                 name=row.name,
                 state=row.status,
                 detail=row.detail,
-                steps=Usage(row.steps_used, plus(budget.steps, more.steps), held),
-                tokens=Usage(row.tokens, plus(budget.tokens, more.tokens)),
+                steps=_usage(budget, row.name, "steps"),
+                tokens=_usage(budget, row.name, "tokens"),
                 waiting=tuple(str(a.approval_id) for a in row.actions if a.outcome == "waiting"),
                 restarts=row.restarts,
-                cost=Usage(nanos(row.cost), plus(_nanos(budget.cost), more.cost)),
-                ttl_left_s=ttl,
+                cost=_usage(budget, row.name, "cost"),
+                ttl_left_s=min(known) if known else None,
                 supervisor=chain[0].name if chain else "",
             )
         )
+    if root is not None:
+        steps, tokens = _usage(budget, root.name, "steps"), _usage(budget, root.name, "tokens")
+        cost = _usage(budget, root.name, "cost")
+    else:  # no tree: what the agents used, against no known limit
+        steps = Usage(
+            sum(a.steps.used for a in agents), None, sum(a.steps.reserved for a in agents)
+        )
+        tokens = Usage(sum(a.tokens.used for a in agents), None)
+        cost = Usage(sum(a.cost.used for a in agents), None)
     return EpisodeStatus(
         episode_id=episode_id,
         topology=started.topology,
         status=status,
         supervisor=root.name if root is not None else "root",
-        steps=Usage(
-            sum(a.steps.used for a in agents),
-            plus(root.budget.steps, everything.steps) if root else None,
-            sum(a.steps.reserved for a in agents),
-        ),
-        tokens=Usage(
-            sum(a.tokens.used for a in agents),
-            plus(root.budget.tokens, everything.tokens) if root else None,
-        ),
+        steps=steps,
+        tokens=tokens,
         agents=tuple(agents),
         limits_known=topology is not None,
-        cost=Usage(
-            sum(a.cost.used for a in agents),
-            plus(_nanos(root.budget.cost), everything.cost) if root else None,
-        ),
-        ttl_left_s=episode_ttl,
-        supervisors=_supervisors(topology, tuple(agents), extras, sup_ttl, rows),
+        cost=cost,
+        ttl_left_s=budget.time_left(root.name, until) if root is not None else None,
+        supervisors=_supervisors(topology, budget, until),
+        note=None if isinstance(found, Topology) else _unloadable(started.source, found),
     )
 
 
+def _budget(store: Store, started: EpisodeStarted, topology: Topology | None) -> BudgetFold:
+    """The episode's budgets, folded from its streams (with no limits for agents the
+    topology, if it could be loaded again, does not know)."""
+    episode_id = started.originator_id
+    budget = BudgetFold.of(topology, episode_id)
+    for name in started.agents:
+        if name not in budget.nodes:
+            budget.add(name, Limits())
+    streams = [episode_id, *(agent_stream_id(episode_id, name) for name in started.agents)]
+    budget.apply_all(e for _, e in store.read_streams(streams))
+    return budget
+
+
+def _usage(budget: BudgetFold, name: str, unit: Unit) -> Usage:
+    """One unit of an agent or a supervisor: what it used and holds, against its limit.
+    (A model call's hold is not on record: only steps are held between events.)"""
+    ledger = budget.ledger(name, unit)
+    return Usage(ledger.used, ledger.limit, ledger.reserved)
+
+
 def _supervisors(
-    topology: Topology | None,
-    agents: tuple[AgentStatus, ...],
-    extras: dict[str, Extra],
-    ttl: dict[str, float],
-    rows: dict[str, Any],
+    topology: Topology | None, budget: BudgetFold, until: datetime
 ) -> tuple[SupervisorStatus, ...]:
-    """Each supervisor's usage: the sum over the agents under it, against its budget
-    raised by what people granted those agents."""
+    """Each supervisor's usage: what the agents under it used, against its budget raised
+    by what people granted those agents."""
     if topology is None:
         return ()
     out = []
     for sup in topology.supervisors().values():
-        names = topology.under(sup.name)
-        under = [a for a in agents if a.name in names]
-        more = total(extras, names)
         chain = topology.chain(sup.name)
         out.append(
             SupervisorStatus(
                 name=sup.name,
                 parent=chain[0].name if chain else None,
-                steps=Usage(
-                    sum(a.steps.used for a in under),
-                    plus(sup.budget.steps, more.steps),
-                    sum(a.steps.reserved for a in under),
-                ),
-                tokens=Usage(
-                    sum(a.tokens.used for a in under), plus(sup.budget.tokens, more.tokens)
-                ),
-                cost=Usage(
-                    sum(a.cost.used for a in under), plus(_nanos(sup.budget.cost), more.cost)
-                ),
-                ttl_left_s=ttl.get(sup.name),
-                spawns=Usage(
-                    sum(1 for a in under if rows[a.name].started is not None), sup.budget.spawns
-                ),
+                steps=_usage(budget, sup.name, "steps"),
+                tokens=_usage(budget, sup.name, "tokens"),
+                cost=_usage(budget, sup.name, "cost"),
+                ttl_left_s=budget.time_left(sup.name, until),
+                spawns=_usage(budget, sup.name, "spawns"),
             )
         )
     return tuple(out)
-
-
-def _nanos(dollars: Decimal | None) -> int | None:
-    return None if dollars is None else nanos(dollars)
 
 
 def _dollars(amount: int | None) -> str | None:
     return None if amount is None else str(Decimal(amount) / NANO)
 
 
-def _topology(started: EpisodeStarted) -> Topology | None:
+def _topology(started: EpisodeStarted) -> Topology | TetherError:
     try:
         return load_source(started.source).topology
-    except TetherError:
+    except TetherError as e:
+        return e
+
+
+def _unloadable(source: dict[str, Any], error: TetherError) -> str | None:
+    """One line naming the topology file (or module) that no longer loads, and why; None
+    for a topology built in Python, which has nothing to load."""
+    kind = source.get("kind")
+    if kind not in ("file", "module"):
         return None
+    where = source["path"] if kind == "file" else source["module"]
+    why = error.reason if isinstance(error, TopologyLoadError) else str(error)
+    return (
+        f"topology {kind} {where} could not be loaded again, so its limits and supervisors "
+        f"are not shown: {why}"
+    )

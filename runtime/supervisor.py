@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from datetime import datetime
+from typing import Any, Literal
 
 from tether.agents.loop import AgentOutcome
 from tether.memory.audit import episode_act
 from tether.memory.episodes import runnable
-from tether.memory.errors import EpisodeNotFound, HostError, LeaseLost, TopologyChanged
+from tether.memory.errors import EpisodeNotFound, HostError, TopologyChanged
 from tether.memory.events import (
     AgentFailed,
     AgentFinished,
@@ -45,109 +44,16 @@ from tether.memory.events import (
 from tether.memory.leases import DEFAULT_TTL_S
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store
-from tether.topologies.spec import Supervisor, Topology
+from tether.topologies.topology import Topology
 
 from .escalation import Escalations, partial_results
-from .host import Host
+from .handles import AgentHost
 from .lease import Held
+from .restarts import RestartPolicy, last_task
 
 MAX_HANDOFFS = 50
 """Handoffs one piece of work (the episode's, or a delegated task) may make before the
 supervisor calls it a loop and fails it."""
-
-
-class AgentHost(Protocol):
-    """Where agents run: a Ray host actor or an in-process ``Host``."""
-
-    def run(
-        self,
-        episode_id: uuid.UUID,
-        agent: str,
-        task: dict[str, Any] | None,
-        by: str,
-        answers: list[dict[str, Any]] | None = None,
-        fence: int | None = None,
-    ) -> AgentOutcome:
-        """Run ``agent`` (given ``task``, or the ``answers`` to the work it delegated)
-        until it finishes, hands off, waits, delegates or fails; every append it makes
-        carries ``fence``, the runner's lease token on the episode."""
-        ...
-
-    def replace(self, agent: str) -> None:
-        """Start over after the host that runs ``agent`` died: its agents rebuild their
-        state from the store."""
-        ...
-
-    def lane(self, agent: str) -> str:
-        """Which lane runs ``agent``: agents of one lane run one at a time; work for
-        agents in different lanes (host actors of their own) may run side by side."""
-        ...
-
-
-class LocalHost:
-    """Agents in this process (tests, and tools that need no Ray)."""
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
-
-    def run(
-        self,
-        episode_id: uuid.UUID,
-        agent: str,
-        task: dict[str, Any] | None,
-        by: str,
-        answers: list[dict[str, Any]] | None = None,
-        fence: int | None = None,
-    ) -> AgentOutcome:
-        return self.host.run(episode_id, agent, task, by, answers, fence)
-
-    def replace(self, agent: str | None = None) -> None:
-        """An in-process host does not die without its driver."""
-
-    def lane(self, agent: str) -> str:
-        return ""  # one process: one agent at a time
-
-
-class RayHost:
-    """Agents in a Ray host actor; ``spawn`` starts a new one when it dies."""
-
-    def __init__(self, spawn: Callable[[], Any]) -> None:
-        self.spawn = spawn
-        self.actor = spawn()
-
-    def replace(self, agent: str | None = None) -> None:
-        import ray
-
-        try:
-            ray.kill(self.actor)  # it may be half-dead; make sure it is gone
-        except Exception:
-            pass
-        self.actor = self.spawn()
-
-    def lane(self, agent: str) -> str:
-        return ""  # one actor: Ray runs its calls one at a time
-
-    def run(
-        self,
-        episode_id: uuid.UUID,
-        agent: str,
-        task: dict[str, Any] | None,
-        by: str,
-        answers: list[dict[str, Any]] | None = None,
-        fence: int | None = None,
-    ) -> AgentOutcome:
-        import ray
-
-        try:
-            call = self.actor.run.remote(episode_id, agent, task, by, answers, fence)
-            outcome: AgentOutcome = ray.get(call)
-        except ray.exceptions.RayActorError as e:
-            raise HostError("host actor", f"died while running {agent!r}: {e}") from e
-        except ray.exceptions.RayTaskError as e:
-            if isinstance(e.cause, LeaseLost):
-                raise e.cause from None  # the store refused it: this runner must stop
-            raise
-        return outcome
 
 
 @dataclass(frozen=True)
@@ -248,13 +154,13 @@ class RootSupervisor:
         self.host = host
         self.clock = clock
         self.ids = ids
-        self.sleep = sleep
-        """How it waits before a restart (re-execution does not wait)."""
         self.escalations = escalations or Escalations(store, clock)
         """Where it asks a person when it gives up."""
         self.on_episode: Callable[[uuid.UUID], None] | None = None
         """Told a new episode's id once its start is recorded (progress displays)."""
-        self._jitter = random.Random()
+        self.restarts = RestartPolicy(topology, store, sleep=sleep)
+        """Who restarts a failed agent, and when a supervisor gives up. ``sleep`` is how it
+        waits before a restart (re-execution does not wait)."""
         self._deciding = threading.RLock()
         """Held while a restart is decided and recorded: delegated work in several lanes
         may fail at once, and each supervisor's intensity is counted over all of it."""
@@ -478,13 +384,13 @@ class RootSupervisor:
                     # again under the same idempotency key). Counted like any restart.
                     with self._deciding:
                         at = self._last_at(episode_id, agent)
-                        found = self._who_restarts(journal, agent, str(e), at)
+                        found = self.restarts.who_restarts(journal, agent, str(e), at)
                         if isinstance(found, str):
                             return Ended("failed", agent, found)
                         sup, n, _, _ = found
                         self.host.replace(agent)
-                        self._restarted(journal, agent, agent, str(e), "host", n, sup.name)
-                    last = self._last_task(episode_id, agent)
+                        self.restarts.record(journal, agent, agent, str(e), "host", n, sup.name)
+                    last = last_task(self.store, episode_id, agent)
                     if last is not None and (task is None or last.task == task):
                         task = None  # it has its task on record; the new host reads it there
                     continue  # (answers are taken once: delivering them again is harmless)
@@ -516,7 +422,7 @@ class RootSupervisor:
                 return Ended("waiting", agent, waiting=done.waiting, held=frozenset({agent}))
             reason = done.output or "the agent failed"
             with self._deciding:
-                restarted = self._restart(journal, agent, reason, episode_input, call)
+                restarted = self.restarts.restart(journal, agent, reason, episode_input, call)
             if isinstance(restarted, str):
                 return Ended("failed", agent, restarted)
             agent, task, by = restarted
@@ -645,141 +551,6 @@ class RootSupervisor:
                 out[key] = (name, ended.get((name, key)) or gone)
         return out
 
-    def _restart(
-        self,
-        journal: Journal,
-        failed: str,
-        reason: str,
-        episode_input: dict[str, Any],
-        call: str | None = None,
-    ) -> tuple[str, dict[str, Any], str] | str:
-        """Restart after ``failed`` failed, as its supervisor's policy says: the agent to
-        run, its task and who gives it; or, when no supervisor up the tree will restart
-        it, why the root gives up.
-
-        A supervisor past its intensity gives up to its own supervisor, which restarts
-        the work of the one that gave up (counted in its own window); a failure for want
-        of budget goes straight to a person, since no supervisor can add budget. A
-        delegated task (``call``) is restarted alone, whatever the strategy: the agent
-        that delegated it waits for it, and is told if it fails for good."""
-        if self.topology.agents()[failed].restart == "temporary":
-            return reason
-        if reason.startswith("budget:"):
-            return reason  # a restart could not find more budget
-        episode_id = journal.stream_id
-        history = self.store.read(agent_stream_id(episode_id, failed))
-        failed_at = next((e.at for e in reversed(history) if isinstance(e, AgentFailed)), None)
-        if failed_at is None:
-            return reason
-        found = self._who_restarts(journal, failed, reason, failed_at)
-        if isinstance(found, str):
-            return found
-        sup, n, child, reason = found
-        strategy = sup.restarts.strategy
-        if strategy == "one_for_all" and call is None:
-            work: tuple[str, dict[str, Any], str] | None = self._work_of(
-                episode_id, sup.name, episode_input
-            )
-        elif child == failed or call is not None:  # rest_for_one is one_for_one, in turn
-            last = self._last_task(episode_id, failed)
-            work = (failed, last.task, last.by) if last is not None else None
-        else:  # a nested supervisor that gave up: its work starts over
-            work = self._work_of(episode_id, child, episode_input)
-        if work is None:
-            return reason  # it failed before it was given a task: nothing to restart
-        self._restarted(journal, work[0], child, reason, strategy, n, sup.name)
-        return work
-
-    def _who_restarts(
-        self, journal: Journal, agent: str, reason: str, at: datetime
-    ) -> tuple[Supervisor, int, str, str] | str:
-        """The nearest supervisor above ``agent`` still within its intensity: it, the
-        number of its restart, the child it restarts (the agent, or the nested supervisor
-        below it that gave up) and the reason as it stands; or why the root gave up."""
-        child = agent
-        for sup in self.topology.chain(agent):
-            n = self._next_restart(journal, sup, reason, at)
-            if isinstance(n, int):
-                return sup, n, child, reason
-            reason, child = n, sup.name  # it gave up: its supervisor decides
-        return reason
-
-    def _work_of(
-        self, episode_id: uuid.UUID, supervisor: str, episode_input: dict[str, Any]
-    ) -> tuple[str, dict[str, Any], str] | None:
-        """A supervisor's work from its start: the first task any agent under it was
-        given, to that agent, from the same giver (the root's: the episode's input)."""
-        if supervisor == self.topology.root.name:
-            return self.topology.entry, episode_input, "operator"
-        under = {agent_stream_id(episode_id, n): n for n in self.topology.under(supervisor)}
-        first = next(
-            (
-                e
-                for _, e in self.store.read_streams(under)
-                if isinstance(e, TaskAssigned) and "call" not in e.task
-            ),
-            None,
-        )
-        return (first.agent, first.task, first.by) if first is not None else None
-
-    def _next_restart(
-        self, journal: Journal, sup: Supervisor, reason: str, at: datetime
-    ) -> int | str:
-        """The number of ``sup``'s restart to make now, after waiting out its backoff; or,
-        if its restarts within the window (up to ``at``, a recorded time) reached its
-        intensity, why it gives up."""
-        policy = sup.restarts
-        since = at - timedelta(seconds=policy.period_s)
-        above = {s.name for s in self.topology.chain(sup.name)}
-        mine = {sup.name} | ({""} if sup is self.topology.root else set())
-        recent: list[AgentRestarted] = []
-        for e in self.store.read(journal.stream_id):
-            if isinstance(e, EpisodeEscalated):
-                recent = []  # a person's retry opens a new window
-            elif not isinstance(e, AgentRestarted):
-                continue
-            elif e.supervisor in above and (
-                e.failed in above | {sup.name} or e.strategy == "one_for_all"
-            ):
-                recent = []  # restarted from above, a supervisor starts with a fresh count
-            elif e.supervisor in mine and e.at > since and e.restart > 0:
-                recent.append(e)  # (a person's retry, restart 0, is not the supervisor's)
-        if len(recent) >= policy.max_restarts:
-            return (
-                f"{sup.name} gave up after {len(recent)} restarts within "
-                f"{policy.period_s:g} s ({policy.strategy}): {reason}"
-            )
-        wait = min(policy.max_backoff_s, policy.backoff_s * 2 ** len(recent))
-        if wait > 0:
-            self.sleep(wait * self._jitter.uniform(0.5, 1.0))
-        return len(recent) + 1
-
-    def _restarted(
-        self,
-        journal: Journal,
-        agent: str,
-        failed: str,
-        reason: str,
-        strategy: str,
-        n: int,
-        supervisor: str,
-    ) -> None:
-        journal.record(
-            AgentRestarted,
-            agent=agent,
-            failed=failed,
-            reason=reason,
-            restart=n,
-            strategy=strategy,
-            supervisor=supervisor,
-        )
-        journal.flush()
-
-    def _last_task(self, episode_id: uuid.UUID, agent: str) -> TaskAssigned | None:
-        """The task the agent was given last, if any."""
-        history = self.store.read(agent_stream_id(episode_id, agent))
-        return next((e for e in reversed(history) if isinstance(e, TaskAssigned)), None)
-
     def _last_at(self, episode_id: uuid.UUID, agent: str) -> datetime:
         """The time of the agent's last recorded event (or now, if it has none)."""
         history = self.store.read(agent_stream_id(episode_id, agent))
@@ -852,7 +623,7 @@ class RootSupervisor:
             supervisor=self.topology.root.name,
         )
         journal.flush()
-        last = self._last_task(episode_id, agent)
+        last = last_task(self.store, episode_id, agent)
         if last is None:  # it never got a task: start the work over
             entry = self.topology.entry
             return self._drive(journal, entry, episode_input, "operator", episode_input)

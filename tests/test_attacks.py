@@ -23,8 +23,9 @@ from tether.agents.model import ModelRequest, ModelTurn, ToolCall
 from tether.agents.secrets import MappingSecrets
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory.events import EffectApplied
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import (
     Agent,
     AllowedDomains,

@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from tether.memory import SequentialIds, StepClock, Store
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import demo
 
 # Three episodes whose ids share their first four hex digits, and no more.

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from tether.memory import RandomIds, SequentialIds, StepClock, Store, SystemClock
 from tether.runtime import launch
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
+from tether.runtime.supervisor import EpisodeReport, RootSupervisor
 from tether.topologies import demo
 from tether.topologies.loader import Loaded
 

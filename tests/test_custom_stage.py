@@ -20,10 +20,11 @@ from tether.memory import SequentialIds, StepClock, Store
 from tether.memory.errors import TopologyError
 from tether.memory.events import StageChecked, agent_stream_id
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.reexecute import reexecute
-from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
+from tether.runtime.supervisor import EpisodeReport, RootSupervisor
 from tether.topologies import ActionView, Agent, Grant, Role, StageOutcome, Supervisor, Topology
 
 

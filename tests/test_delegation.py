@@ -25,9 +25,9 @@ from tether.memory.events import (
     agent_stream_id,
 )
 from tether.runtime import Host, RootSupervisor
+from tether.runtime.handles import LocalHost
 from tether.runtime.inbox import Inbox
 from tether.runtime.reexecute import reexecute
-from tether.runtime.supervisor import LocalHost
 from tether.topologies import (
     Agent,
     Budget,

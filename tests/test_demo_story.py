@@ -9,9 +9,10 @@ from tether.memory.events import (
     agent_stream_id,
     subject_stream_id,
 )
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import demo
 
 

@@ -21,8 +21,9 @@ from tether.memory.events import (
     TopologyChangeAccepted,
 )
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
+from tether.runtime.supervisor import EpisodeReport, RootSupervisor
 from tether.topologies.loader import Loaded, load_file
 
 DESK = """

@@ -19,9 +19,10 @@ from tether.memory.compare import diff_episodes
 from tether.memory.episodes import episode_events, fork_episode, list_episodes
 from tether.memory.errors import ConfigError
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Agent, Grant, Role, Supervisor, Topology, demo
 
 

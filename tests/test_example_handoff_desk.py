@@ -9,8 +9,9 @@ from tether.memory import Store
 from tether.memory.episodes import load_timeline
 from tether.memory.events import AgentHandedOff, agent_stream_id
 from tether.memory.sources import SequentialIds, StepClock
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import load_file
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "handoff_desk.py"

@@ -8,9 +8,10 @@ from pathlib import Path
 from tether.memory import Store
 from tether.memory.episodes import load_timeline
 from tether.memory.sources import SequentialIds, StepClock
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import load_file
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "release_gate.py"

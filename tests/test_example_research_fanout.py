@@ -13,9 +13,10 @@ from tether.memory import Store
 from tether.memory.events import AgentHandedOff, TaskAssigned, agent_stream_id
 from tether.memory.sources import SequentialIds, StepClock
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.reexecute import reexecute
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import load_file
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "research_fanout.py"

@@ -176,11 +176,12 @@ def test_a_worker_host_that_dies_mid_fan_out_is_replaced_and_its_item_goes_on(
 ASKING = """
 import json
 import time
-from pathlib import Path
 
 from pydantic import BaseModel
 
 from tether.agents import ScriptedModel, ToolContext, call, say, tool
+from tether.memory import Store, SystemClock
+from tether.runtime.inbox import Inbox
 from tether.topologies import Agent, Grant, Role, Topology, map_reduce
 
 
@@ -194,18 +195,23 @@ def publish(args: Item, ctx: ToolContext) -> dict:
     return {"published": args.item}
 
 
+def asked(db, name):
+    '''Whether the inbox holds a request to publish item ``name``.'''
+    with Store(db) as store:
+        requests = Inbox(store, SystemClock()).items()
+    return any(r.request.arguments.get("item") == name for r in requests)
+
+
 def work(request):
     item = json.loads(json.loads(request.messages[1].content)["task"])["item"]
-    here = Path(item["dir"])
     if item["name"] == "a":
-        # The first copy asks second: it waits until the other has asked.
-        for _ in range(600):
-            if (here / "b-asked").exists():
-                break
-            time.sleep(0.1)
-        time.sleep(1.0)
-    else:
-        (here / "b-asked").write_text("")
+        # The first copy asks second: it waits until the other's request is on record
+        # (a minute at most; past it this copy fails, and so does the test).
+        deadline = time.monotonic() + 60
+        while not asked(item["db"], "b"):
+            if time.monotonic() > deadline:
+                raise AssertionError("item b's approval request never reached the inbox")
+            time.sleep(0.05)
     return call("publish", item=item["name"])
 
 
@@ -231,7 +237,7 @@ def test_work_recorded_side_by_side_re_executes_in_turn(
 
     path = tmp_path / "asking.py"
     path.write_text(ASKING)
-    items = [{"name": n, "dir": str(tmp_path)} for n in ("a", "b")]
+    items = [{"name": n, "db": sqlite_url} for n in ("a", "b")]
     report = run(load_file(path), {"items": items}, db=sqlite_url)
     assert report.status == "waiting" and len(report.waiting) == 2
     with Store(sqlite_url) as store:

@@ -10,10 +10,17 @@ import ray
 
 from tether.agents import ScriptedModel, say
 from tether.memory import Store
-from tether.memory.events import AgentFinished, MessagesRead, agent_stream_id
+from tether.memory.events import (
+    AgentFinished,
+    MessageSent,
+    MessagesRead,
+    agent_stream_id,
+    mailbox_stream_id,
+)
 from tether.memory.sources import RandomIds, SystemClock
 from tether.runtime.actor import spawn_host
-from tether.runtime.supervisor import RayHost, RootSupervisor
+from tether.runtime.handles import RayHost
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Agent, Loaded, Role, Supervisor, Topology
 
 pytestmark = pytest.mark.ray
@@ -39,8 +46,10 @@ def test_ten_thousand_logical_agents_run_on_one_host(ray_session: None, sqlite_u
             names = list(topology.agents())
             started = ray.get(actor.start.remote(episode, {n: {"part": n} for n in names}))
             assert started == AGENTS
-            sent = [actor.send.remote(episode, n, f"hello {n}") for n in names]
-            assert len(set(ray.get(sent))) == AGENTS  # each in its own mailbox, at position 1
+            sent = ray.get([actor.send.remote(episode, n, f"hello {n}") for n in names])
+            # Each message has a notification id of its own: its place in the store's one
+            # order of all events (its place in its mailbox is checked below).
+            assert len(set(sent)) == AGENTS
             outcomes = ray.get([actor.run.remote(episode, n, None, "operator") for n in names])
             assert {o.outcome for o in outcomes} == {"finished"}
             assert [o.output for o in outcomes[:2]] == ["w0 done", "w1 done"]
@@ -58,3 +67,11 @@ def test_ten_thousand_logical_agents_run_on_one_host(ray_session: None, sqlite_u
                 ]
                 read.add(streams[e.originator_id])
         assert finished == read == set(names)
+        # Each mailbox holds its one message, first in it, under the id send returned.
+        mailboxes = {mailbox_stream_id(episode, n): n for n in names}
+        held = {
+            mailboxes[e.originator_id]: (e.originator_version, notification)
+            for notification, e in store.read_streams(mailboxes)
+            if isinstance(e, MessageSent)
+        }
+        assert held == {n: (1, notification) for n, notification in zip(names, sent, strict=True)}

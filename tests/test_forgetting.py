@@ -24,9 +24,10 @@ from tether.memory.events import (
 from tether.memory.keys import ERASED
 from tether.memory.org import OrgMemory
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import demo
 
 EMAIL = b"ada@example.com"

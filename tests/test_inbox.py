@@ -18,9 +18,10 @@ from tether.memory.coverage import verify_trail
 from tether.memory.errors import ApprovalError
 from tether.memory.events import ActionRecorded, ApprovalRequested
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Approvals, Grant, Topology
 
 from .test_gate import Run, fleet, threshold_fleet

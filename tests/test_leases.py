@@ -37,8 +37,9 @@ from tether.memory.events import (
 )
 from tether.memory.leases import Fence, Leases
 from tether.memory.store import new_event
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
+from tether.runtime.supervisor import EpisodeReport, RootSupervisor
 from tether.topologies import Agent, Grant, Role, Supervisor, Topology
 
 EPISODE = uuid.UUID(int=1)

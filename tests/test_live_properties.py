@@ -38,9 +38,10 @@ from tether.memory.events import (
     effect_stream_id,
 )
 from tether.memory.store import new_event
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import (
     Agent,
     AllowedValues,

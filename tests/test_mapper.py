@@ -16,9 +16,10 @@ from tether.memory import SequentialIds, StepClock, Store
 from tether.memory.episodes import episode_events
 from tether.memory.events import TaskAssigned
 from tether.memory.store import new_event, new_mapper
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import demo
 
 

@@ -14,9 +14,10 @@ from tether.agents import ModelRequest, ModelTurn, ScriptedModel, ToolContext, c
 from tether.memory import SequentialIds, StepClock, Store
 from tether.memory.errors import TopologyError
 from tether.memory.events import FactUsed, MemoryRecalled, agent_stream_id
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.reexecute import reexecute
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Agent, Grant, Role, Supervisor, Topology
 
 

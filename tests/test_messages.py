@@ -22,10 +22,11 @@ from tether.memory.events import (
     mailbox_stream_id,
 )
 from tether.memory.sources import SequentialIds, StepClock
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.reexecute import reexecute
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import (
     Agent,
     ApprovalThreshold,

@@ -24,8 +24,9 @@ from tether.memory.events import (
     ModelResponded,
     agent_stream_id,
 )
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Agent, Budget, Grant, Restarts, Role, Supervisor, Topology
 
 from .test_gate import noop

@@ -199,10 +199,15 @@ def store(sqlite_url: str) -> Iterator[Store]:
 
 
 def test_the_benchmark_policy_decides_as_its_cedar_twin() -> None:
-    from bench.policy import Decider, agree
+    from bench.policy import Decider, agree, sliced_as_whole
 
-    decided = agree(Decider())
+    decider = Decider()
+    decided = agree(decider)
     assert [(name, ours) for name, ours, _ in decided] == [
         (name, cedar) for name, _, cedar in decided
     ]
     assert {ours for _, ours, _ in decided} == {True, False}  # both outcomes are exercised
+    # Cedar is timed over the policies a call to its tool can match, as tether's index
+    # runs only that tool's rules: each slice decides as the whole set does.
+    sliced = sliced_as_whole(decider)
+    assert [(name, s) for name, s, _ in sliced] == [(name, w) for name, _, w in sliced]

@@ -13,8 +13,9 @@ from pydantic import BaseModel
 
 from tether.agents import ScriptedModel, ToolContext, call, say, tool
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import (
     Agent,
     AllowedDomains,

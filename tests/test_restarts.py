@@ -4,6 +4,7 @@ what it spent still spent; past the restart intensity the supervisor gives up.""
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +15,13 @@ from tether.agents import ModelRequest, ModelTurn, ScriptedModel, Usage, call, s
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory.errors import TopologyError
 from tether.memory.events import AgentRestarted, EpisodeEscalated
+from tether.memory.store import Journal
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
+from tether.runtime.restarts import RestartPolicy
 from tether.runtime.status import fleet_status
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Agent, Budget, Grant, Restarts, Role, Supervisor, Topology
 
 from .test_gate import noop
@@ -182,3 +186,32 @@ def test_a_persons_retry_opens_a_new_window(store: Store) -> None:
     assert report.status == "completed"
     restarts = [e.restart for e in store.read(report.episode_id) if isinstance(e, AgentRestarted)]
     assert restarts == [1, 0, 1]
+
+
+def test_the_restart_policy_counts_its_window_and_backs_off_without_a_supervisor(
+    store: Store,
+) -> None:
+    # The policy alone, over an episode stream: no host, no model, no Ray.
+    root = Supervisor(
+        "root",
+        (agent("a", ScriptedModel([say("done")])),),
+        restarts=Restarts(max_restarts=2, period_s=60, backoff_s=1, max_backoff_s=30),
+    )
+    topology = Topology("t", root)
+    waits: list[float] = []
+    policy = RestartPolicy(topology, store, sleep=waits.append, jitter=random.Random(7))
+    clock = StepClock()
+    journal = Journal(store, SequentialIds().new(), clock)
+    # Agent a fails twice: the root restarts it, waiting up to 1 s, then up to 2 s.
+    for n in (1, 2):
+        found = policy.who_restarts(journal, "a", "boom", clock.now())
+        assert not isinstance(found, str)
+        sup, number, child, reason = found
+        assert (sup.name, number, child, reason) == ("root", n, "a", "boom")
+        policy.record(journal, "a", "a", "boom", "one_for_one", number, sup.name)
+    assert 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0
+    # A third failure within the minute is past the intensity: the root gives up.
+    gave_up = policy.who_restarts(journal, "a", "boom", clock.now())
+    assert gave_up == "root gave up after 2 restarts within 60 s (one_for_one): boom"
+    assert [e.restart for e in store.read(journal.stream_id)] == [1, 2]
+    assert len(waits) == 2  # giving up waits for nothing

@@ -17,8 +17,9 @@ from tether.agents.secrets import MappingSecrets, reveal
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory.errors import TransientToolError
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Agent, Grant, Role, Supervisor, Topology
 
 CANARY = "canary-9f3b7c21-never-print-me"

@@ -36,9 +36,10 @@ from tether.memory.events import (
     effect_stream_id,
 )
 from tether.runtime.escalation import Escalations
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
+from tether.runtime.supervisor import EpisodeReport, RootSupervisor
 from tether.topologies import (
     Agent,
     ApprovalThreshold,

@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 from tether.agents import call, say
 from tether.memory import SequentialIds, StepClock, Store
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.status import fleet_status
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import load_file
 
 from .test_gate import Run, threshold_fleet
@@ -98,7 +99,7 @@ def test_limits_come_from_the_topology_file(tmp_path: Path) -> None:
 
 
 def test_the_progress_line_follows_the_episode_from_the_store(sqlite_url: str) -> None:
-    from tether.runtime.cli import Progress
+    from tether.runtime.cli._render import Progress
 
     with Store(sqlite_url) as store:
         script = [call("pay", to="a@x.test", amount="10"), call("pay", to="a@x.test", amount="120")]
@@ -178,3 +179,37 @@ def test_watch_off_a_terminal_prints_each_change_as_plain_lines(store: Store) ->
     assert watch.returncode == 0, rest
     # Plain lines: no cursor movement, no colour, no redraw.
     assert "\x1b" not in "".join(first + second) + rest
+
+
+def test_a_topology_file_broken_since_its_episode_began_is_named_with_its_error(
+    tmp_path: Path,
+) -> None:
+    # An episode starts from a file, waiting for approval; then someone breaks the file.
+    db = f"sqlite:///{tmp_path / 'status.db'}"
+    fleet = tmp_path / "fleet.py"
+    fleet.write_text(
+        "from tether.agents import ScriptedModel, call, say\n"
+        "from tether.topologies import Agent, Grant, Role, Supervisor, Topology\n"
+        "from tests.test_gate import pay\n"
+        "clerk = Agent('clerk', Role('clerk', (Grant('pay', tier='high'),)), "
+        "ScriptedModel([call('pay', to='a@x.test', amount='5'), say('ok')]), (pay,))\n"
+        "topology = Topology('payables', Supervisor('root', (clerk,)))\n"
+    )
+    loaded = load_file(fleet)
+    clock, ids = StepClock(), SequentialIds()
+    with Store(db) as store:
+        host = Host(loaded.topology, store, clock, ids)
+        RootSupervisor(loaded.topology, store, LocalHost(host), clock, ids).start(
+            {}, {}, source=loaded.source
+        )
+    fleet.write_text("topology = (\n")
+    # Status still shows the episode, and one line says which file failed and why.
+    result = CliRunner().invoke(app, ["status", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "clerk · waiting" in result.output
+    [note] = [line for line in result.output.splitlines() if "note:" in line]
+    assert f"topology file {fleet} could not be loaded again" in note
+    assert "line 1: SyntaxError" in note
+    shown = CliRunner().invoke(app, ["status", "--json", "--db", db])
+    [episode] = json.loads(shown.output)
+    assert episode["limits_known"] is False and episode["note"] in note

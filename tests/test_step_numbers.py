@@ -15,9 +15,10 @@ from tether.memory.errors import ConfigError
 from tether.memory.events import ActionProposed, ModelResponded, agent_stream_id
 from tether.memory.steps import Step, label, parse_step
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import demo
 
 

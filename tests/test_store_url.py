@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from tether.memory import SequentialIds, StepClock, Store, resolve_url
 from tether.memory.org import OrgMemory
 from tether.runtime.cli import app
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import demo
 
 from .conftest import ONE_AGENT_FILE

@@ -110,7 +110,7 @@ def test_status_shows_the_tree_with_each_supervisors_budget(store: Store) -> Non
 
     from rich.console import Console
 
-    from tether.runtime.cli import _status_tree
+    from tether.runtime.cli._render import _status_tree
     from tether.runtime.status import episode_status
 
     topology = tree(failures=0)
@@ -151,8 +151,9 @@ def test_a_spawn_budget_bounds_the_agents_a_supervisor_starts(store: Store) -> N
 def test_a_batch_start_past_the_spawn_budget_records_nothing(store: Store) -> None:
     from tether.memory.errors import BudgetExhausted
     from tether.memory.sources import SequentialIds, StepClock
+    from tether.runtime.handles import LocalHost
     from tether.runtime.host import Host
-    from tether.runtime.supervisor import LocalHost, RootSupervisor
+    from tether.runtime.supervisor import RootSupervisor
 
     workers = tuple(agent(f"w{i}", ScriptedModel([say("-")])) for i in range(4))
     topology = Topology("t", Supervisor("root", workers, budget=Budget(spawns=3)))

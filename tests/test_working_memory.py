@@ -16,8 +16,9 @@ from tether.agents.loop import context_at
 from tether.memory import SequentialIds, StepClock, Store
 from tether.memory.errors import TopologyError
 from tether.memory.events import ActionRecorded, ContextCompacted, ModelResponded, agent_stream_id
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.supervisor import LocalHost, RootSupervisor
+from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Agent, Grant, Role, Supervisor, Topology
 
 

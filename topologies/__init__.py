@@ -2,29 +2,31 @@
 
 from .loader import Loaded, load_file, load_module
 from .policy import Policy, Rule, When
-from .shapes import critic_loop, map_reduce, pipeline, supervisor_workers, swarm
-from .spec import (
-    Agent,
+from .rails import (
     AllowedDomains,
     AllowedPaths,
     AllowedValues,
-    Approvals,
-    ApprovalThreshold,
-    Budget,
     Forbidden,
-    Grant,
     Provenance,
     RateLimit,
     ReadOnly,
+    SpendCap,
+)
+from .shapes import critic_loop, map_reduce, pipeline, supervisor_workers, swarm
+from .spec import (
+    Agent,
+    Approvals,
+    ApprovalThreshold,
+    Budget,
+    Grant,
     Restarts,
     Retries,
     Role,
-    SpendCap,
     Stuck,
     Supervisor,
-    Topology,
 )
 from .stage import ActionView, StageOutcome
+from .topology import Topology
 
 __all__ = [
     "ActionView",

@@ -20,18 +20,9 @@ from tether.agents.model import ModelRequest, ModelTurn, ToolCall
 from tether.agents.scripted import ScriptedModel, call, calls, say
 from tether.agents.tools import ToolContext, tool
 
-from .spec import (
-    Agent,
-    AllowedValues,
-    ApprovalThreshold,
-    Budget,
-    Grant,
-    Provenance,
-    Role,
-    SpendCap,
-    Supervisor,
-    Topology,
-)
+from .rails import AllowedValues, Provenance, SpendCap
+from .spec import Agent, ApprovalThreshold, Budget, Grant, Role, Supervisor
+from .topology import Topology
 
 ORDERS: dict[str, dict[str, Any]] = {
     "1042": {

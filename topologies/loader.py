@@ -18,7 +18,7 @@ from typing import Any
 
 from tether.memory.errors import TetherError, TopologyLoadError
 
-from .spec import Topology
+from .topology import Topology
 
 
 @dataclass(frozen=True)

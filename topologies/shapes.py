@@ -24,12 +24,13 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from tether.agents.builtins import HANDOFF
 from tether.agents.fanout import FanOut
-from tether.agents.tools import HANDOFF
 from tether.memory.errors import TopologyError
 
+from .rails import RateLimit
 from .shapecheck import type_problems
-from .spec import Agent, Budget, RateLimit, Role, Stuck, Supervisor, entry_agent
+from .spec import Agent, Budget, Role, Stuck, Supervisor, entry_agent
 
 FOREVER_S = 10 * 365 * 24 * 3600.0
 """A rate-limit window longer than any episode: a cap per episode."""

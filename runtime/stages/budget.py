@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tether.agents.tools import DELEGATE, HANDOFF
+from tether.agents.builtins import builtin
 from tether.memory.events import BudgetReserved
 from tether.topologies.stage import PASS, StageOutcome
 
+from ..budget import action_key
 from .base import ActionInFlight
 
 if TYPE_CHECKING:
@@ -27,12 +28,17 @@ class BudgetStage:
         gate, n = self.gate, action.number
         tool, args = action.valid
         reason = gate.deadline.passed(action.at) if gate.deadline is not None else None
-        short = gate.ledger.can_reserve(1)
-        if reason is None and short is not None:
-            reason = f"no step left on {short.name}'s budget (limit {short.limit})"
-        if reason is None and tool.name in (HANDOFF, DELEGATE) and gate.spawn_check is not None:
+        # The step is checked and held in one operation on the budget (the hold is the
+        # one this action's BudgetReserved records; folding that event holds no more).
+        short = gate.budget.reserve(gate.agent, action_key(n), steps=1) if reason is None else None
+        if short is not None:
+            reason = f"no step left on {short.ledger.name}'s budget (limit {short.ledger.limit})"
+        spawns = (found := builtin(tool.name)) is not None and found.spawns
+        if reason is None and spawns and gate.spawn_check is not None:
             others = tuple(to for a, to in gate.delegated.items() if a != n)
             reason = gate.spawn_check(str(getattr(args, "to", "")), others)
+            if reason is not None:
+                gate.budget.release(gate.agent, action_key(n))
         if reason is not None:
             gate.journal.record(
                 BudgetReserved,
@@ -40,13 +46,10 @@ class BudgetStage:
                 decision="deny",
                 reason=reason,
                 steps=0,
-                left=gate.ledger.left_by_ledger(),
+                left=gate.budget.left(gate.agent, "steps"),
             )
             return StageOutcome("deny", f"denied by budget: {reason}")
-        left = {
-            name: None if steps is None else steps - 1
-            for name, steps in gate.ledger.left_by_ledger().items()
-        }
+        left = gate.budget.left(gate.agent, "steps")
         gate.journal.record(
             BudgetReserved,
             action=n,

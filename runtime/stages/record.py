@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from tether.agents.builtins import builtin
 from tether.agents.loop import ActionResult
-from tether.agents.tools import SEND
 from tether.memory.events import (
     ActionRecorded,
     BudgetSettled,
@@ -75,7 +75,8 @@ class RecordStage:
         with the effect's first record). Stamped with the execution's recorded time."""
         tool, args = action.valid
         assert action.done is not None and action.executed_at is not None
-        if tool.name != SEND or action.done.replayed:
+        found = builtin(tool.name)
+        if found is None or not found.delivers or action.done.replayed:
             return ()
         fields = args.model_dump()
         to = str(fields["to"])

@@ -51,6 +51,7 @@ from tether.memory.events import (
     ApprovalGranted,
     ApprovalSettled,
     BoundariesChecked,
+    BudgetGranted,
     BudgetReserved,
     BudgetSettled,
     ContextCompacted,
@@ -58,7 +59,9 @@ from tether.memory.events import (
     EffectUncertain,
     EpisodeEscalated,
     EpisodeFailed,
+    EpisodeResumed,
     EpisodeStarted,
+    EpisodeSuspended,
     Event,
     ExecutionStarted,
     GovernanceDecided,
@@ -72,13 +75,14 @@ from tether.memory.events import (
 from tether.memory.sources import SequentialIds, StepClock
 from tether.memory.store import Journal, Store
 from tether.runtime.boundaries import Boundaries
-from tether.runtime.budget import Extra, Ledger, deadline, granted, nanos, total, waits
+from tether.runtime.budget import BudgetFold, Ledger, deadline, nanos
 from tether.runtime.cli import app
 from tether.runtime.delegate import Delegate
 from tether.runtime.gate import Gate
 from tether.runtime.governance import Governance
 from tether.runtime.inbox import Inbox
-from tether.topologies.spec import Agent, Budget, Topology
+from tether.topologies.spec import Agent, Budget
+from tether.topologies.topology import Topology
 
 PROPERTIES: tuple[str, ...] = (
     "rails_and_policy",
@@ -296,7 +300,7 @@ def _shadow(store: Store, ep: _Episode, topology: Topology, agent: Agent, fleet:
         episode_id=episode_id,
         journal=Journal(store, agent_stream_id(episode_id, agent.name), clock),
         boundaries=Boundaries(agent, ep.started.context, fleet),
-        ledger=Ledger(agent.name, None),
+        budget=BudgetFold.of(topology, episode_id),
         governance=Governance(agent, topology.policy),
         inbox=Inbox(store, clock),
         delegate=Delegate(store, clock, secrets=MappingSecrets({})),
@@ -550,6 +554,51 @@ def _standing(ep: _Episode) -> tuple[str, str]:
     if "budget:" in reason:
         return "budget", reason
     return "failed", reason
+
+
+@dataclass(frozen=True)
+class Extra:
+    """What people granted agents on escalations (summed here, apart from the runtime's
+    budget fold: this oracle checks the runtime, so it does not reuse its arithmetic)."""
+
+    steps: int = 0
+    tokens: int = 0
+    cost: int = 0
+    """In nano-dollars."""
+    seconds: float = 0.0
+
+
+def granted(own: list[Event]) -> dict[str, Extra]:
+    """Per agent, the sum of the ``BudgetGranted`` events of an episode's stream."""
+    out: dict[str, Extra] = {}
+    for e in own:
+        if isinstance(e, BudgetGranted):
+            x = out.get(e.agent, Extra())
+            cost, seconds = x.cost + nanos(e.cost), x.seconds + e.seconds
+            out[e.agent] = Extra(x.steps + e.steps, x.tokens + e.tokens, cost, seconds)
+    return out
+
+
+def total(extras: dict[str, Extra], under: Iterable[str]) -> Extra:
+    """What was granted to the agents ``under`` a supervisor (or to one agent)."""
+    chosen = [extras[a] for a in under if a in extras]
+    return Extra(
+        sum(x.steps for x in chosen),
+        sum(x.tokens for x in chosen),
+        sum(x.cost for x in chosen),
+        sum(x.seconds for x in chosen),
+    )
+
+
+def waits(own: list[Event]) -> list[tuple[datetime, datetime | None]]:
+    """The spans an episode waited for a person (None while it still waits)."""
+    out: list[tuple[datetime, datetime | None]] = []
+    for e in own:
+        if isinstance(e, EpisodeSuspended | EpisodeEscalated):
+            out.append((e.at, None))
+        elif isinstance(e, EpisodeResumed) and out and out[-1][1] is None:
+            out[-1] = (out[-1][0], e.at)
+    return out
 
 
 @dataclass

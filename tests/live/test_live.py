@@ -28,11 +28,12 @@ from tether.memory import RandomIds, Store, SystemClock
 from tether.memory.events import ModelResponded, agent_stream_id
 from tether.runtime.cli import app
 from tether.runtime.escalation import Escalations
+from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
 from tether.runtime.inbox import Inbox
 from tether.runtime.model_server import MODEL_NAME, Steer
 from tether.runtime.reexecute import reexecute
-from tether.runtime.supervisor import EpisodeReport, LocalHost, RootSupervisor
+from tether.runtime.supervisor import EpisodeReport, RootSupervisor
 from tether.topologies import Topology
 from tether.topologies.loader import Loaded, load_file, load_module
 
