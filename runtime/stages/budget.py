@@ -33,8 +33,8 @@ class BudgetStage:
         short = gate.budget.reserve(gate.agent, action_key(n), steps=1) if reason is None else None
         if short is not None:
             reason = f"no step left on {short.ledger.name}'s budget (limit {short.ledger.limit})"
-        spawns = (found := builtin(tool.name)) is not None and found.spawns
-        if reason is None and spawns and gate.spawn_check is not None:
+        found = builtin(tool.name)
+        if reason is None and found is not None and found.spawns and gate.spawn_check:
             others = tuple(to for a, to in gate.delegated.items() if a != n)
             reason = gate.spawn_check(str(getattr(args, "to", "")), others)
             if reason is not None:
