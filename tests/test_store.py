@@ -1,4 +1,5 @@
-"""The store's conformance suite, written once and run on SQLite and on PostgreSQL."""
+"""The store's conformance suite, written once and run on every backend: SQLite,
+PostgreSQL and the in-memory one."""
 
 from __future__ import annotations
 
@@ -309,6 +310,12 @@ class TestPostgresStore(StoreConformance):
     @pytest.fixture
     def url(self, postgres_url: str) -> str:
         return postgres_url
+
+
+class TestInMemoryStore(StoreConformance):
+    @pytest.fixture
+    def url(self) -> str:
+        return "memory://"
 
 
 # --- URLs -----------------------------------------------------------------------------
