@@ -229,8 +229,8 @@ class StoreOutdated(StoreFormatError):
         """The revision this tether writes."""
         StoreError.__init__(
             self,
-            f"store {url} has schema {found}, older than this tether's {head}; "
-            f"upgrade it with 'tether db upgrade --db {url}' (back it up first)",
+            f"store {url} has schema {found}; this tether needs {head}: upgrade it "
+            f"with 'tether db upgrade --db {url}' (back it up first)",
         )
 
 

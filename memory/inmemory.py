@@ -139,6 +139,11 @@ class InMemoryBackend(SqliteBackend):
                 _NAMED[self.database] = engine
             return engine
 
+    @property
+    def redacted(self) -> str:
+        """The URL as it was given (an anonymous store's name is nobody's business)."""
+        return "memory://" if self.database.startswith(_ANONYMOUS) else self.url
+
     def tables(self) -> list[str]:
         return sa.inspect(self.engine).get_table_names()
 

@@ -66,6 +66,7 @@ from tether.memory.events import (
 from tether.memory.forgetting import erase_subject, redact_step, retain_episodes
 from tether.memory.org import OrgMemory, Retention
 from tether.memory.redaction import without_redacted
+from tether.memory.schema import upgrade as upgrade_schema
 from tether.memory.sources import RandomIds, SystemClock
 from tether.memory.steps import parse_step, turn_of_action
 from tether.memory.store import Store
@@ -1864,3 +1865,21 @@ def audit_key_public(audit_key: AuditKeyFile = None) -> None:
 def main() -> None:
     """Entry point of the ``tether`` script."""
     app()
+
+
+# --- tether db: the store's schema ---------------------------------------------------------
+# (A block of its own: it moves whole into the cli package's module for the store.)
+
+db_app = typer.Typer(
+    help="The store's schema: upgrade a store an older tether made.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+@handled
+def db_upgrade(db: Db = None) -> None:
+    """Bring the store's schema up to this tether's (back the store up first). A store
+    that is up to date is left as it is; one a newer tether made is refused."""
+
+    out.print(upgrade_schema(db), markup=False)
