@@ -90,6 +90,11 @@ class Backend(ABC):
         """What to change when the database refuses a write."""
         return "give a --db you may write to (not a read-only replica or transaction)"
 
+    def refused_write(self, e: BaseException) -> bool:
+        """Whether ``e`` is the database refusing a write because it may only be read."""
+        text = str(getattr(e, "orig", None) or e)
+        return "readonly database" in text or "read-only transaction" in text
+
     def prepare(self) -> None:
         """Make room for a new store (a SQLite file's directory)."""
         return None  # a server's database needs none
@@ -130,21 +135,12 @@ def first_line(e: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(e).__name__
 
 
-def is_read_only(e: BaseException) -> bool:
-    """Whether the database refused a write because it may only be read."""
-    cause = getattr(e, "orig", None) or e
-    if getattr(cause, "sqlstate", None) == "25006":  # PostgreSQL: read_only_sql_transaction
-        return True
-    text = str(cause)
-    return "readonly database" in text or "read-only transaction" in text
-
-
 def _name_read_only(engine: Engine, backend: Backend) -> None:
     # A write the database refuses as read-only, wherever it is made (a read model, a key,
     # a snapshot), is one StoreReadOnly naming the fix, not the driver's traceback.
     @sa.event.listens_for(engine, "handle_error")
     def _on_error(context: sa.engine.ExceptionContext) -> None:
-        if is_read_only(context.original_exception):
+        if backend.refused_write(context.original_exception):
             raise StoreReadOnly(
                 backend.redacted, first_line(context.original_exception), backend.read_only_fix
             )

@@ -37,6 +37,11 @@ class PostgresBackend(Backend):
     def tables(self) -> list[str]:
         return sa.inspect(self.engine).get_table_names()
 
+    # SQLSTATE 25006 is read_only_sql_transaction (a replica, a read-only transaction).
+    def refused_write(self, e: BaseException) -> bool:
+        cause = getattr(e, "orig", None) or e
+        return getattr(cause, "sqlstate", None) == "25006" or super().refused_write(e)
+
     def migration_lock(self, conn: sa.Connection) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
 

@@ -96,8 +96,9 @@ def placed(batches: list[Batch], max_version: Callable[[str], int | None]) -> li
 @contextlib.contextmanager
 def writing(engine: Engine) -> Iterator[sa.Connection]:
     """A write transaction for tables beside the log (read models, snapshots, keys),
-    committed on success. On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``):
-    a transaction that reads first and writes later could otherwise fail on a lock upgrade.
+    committed on success. A backend with one writer at a time takes the write lock up front
+    (``tether_immediate``: SQLite's ``BEGIN IMMEDIATE``), where a transaction that reads
+    first and writes later could otherwise fail on a lock upgrade.
     """
     with engine.connect().execution_options(tether_immediate=True) as conn:
         with conn.begin():

@@ -107,11 +107,15 @@ class SqliteBackend(Backend):
         # immutable=1 reads a store in a directory one may not write (mode=ro alone cannot).
         options = "mode=ro&immutable=1" if self.file.immutable else "mode=ro"
         uri = f"{self.file.path.as_uri()}?{options}"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-            rows = conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )
-            return [r[0] for r in rows]
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                rows = conn.execute(
+                    "SELECT name FROM sqlite_master "
+                    "WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                )
+                return [r[0] for r in rows]
+        except sqlite3.Error as e:  # not a database, or unreadable: as SQLAlchemy says it
+            raise sa.exc.OperationalError("reading the table list", None, e) from e
 
     @property
     def read_only(self) -> bool:

@@ -34,7 +34,7 @@ from tether.memory.errors import (
 
 from . import schema
 from .audit import AuditKey, AuditTrail, resolve_key_path
-from .backend import Backend, first_line, is_read_only
+from .backend import Backend, first_line
 from .backends import open_backend
 from .codec import bulk, new_mapper
 from .events import (
@@ -91,7 +91,7 @@ CATALOGUED: tuple[type[Event], ...] = (
 
 def _unavailable(backend: Backend, e: BaseException) -> StoreUnavailable:
     """The error for a database that failed: ``StoreReadOnly`` if it refused a write."""
-    if is_read_only(e):
+    if backend.refused_write(e):
         return StoreReadOnly(backend.redacted, first_line(e), backend.read_only_fix)
     return StoreUnavailable(backend.redacted, first_line(e))
 
