@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from tether.memory import SequentialIds, StepClock, Store, list_episodes
 from tether.memory.errors import StoreMissing, StoreUrlError, StreamConflict
+from tether.memory.events import TaskAssigned
+from tether.memory.forgetting import erase_subject
 from tether.runtime import run
 from tether.runtime.cli import app
 from tether.runtime.host import Host
@@ -89,6 +91,20 @@ def test_threads_take_turns_on_the_one_connection() -> None:
         for t in threads:
             t.join()
         assert seen == {s: 2 for s in streams}
+
+
+def test_erasure_works_on_a_memory_store() -> None:
+    # A unit test of a user's erasure flow needs no file: the scrub vacuums the memory.
+    with Store("memory://") as store:
+        stream = uuid.uuid4()
+        store.append([_task(stream, 1)], subject="customer:ada")
+        [before] = store.read(stream)
+        assert isinstance(before, TaskAssigned) and before.task["n"] == 1
+        erase_subject(
+            store, "customer:ada", requested_by="dpo", reason="art. 17", clock=StepClock()
+        )
+        [after] = store.read(stream)
+        assert isinstance(after, TaskAssigned) and after.task == {"erased": "customer:ada"}
 
 
 def test_ray_host_actors_are_refused_a_memory_store_in_one_line(tmp_path: Path) -> None:

@@ -343,6 +343,7 @@ def test_tether_db_is_the_default_url(tmp_path: Path, monkeypatch: pytest.Monkey
         ("not a url", "not a URL"),
         ("mysql://root@localhost/test", "unsupported backend 'mysql'"),
         ("sqlite://", "in-memory"),
+        ("memory://name/path", "named memory:// or memory://NAME"),
     ],
 )
 def test_an_unusable_url_says_why(url: str, words: str) -> None:
