@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from tether.memory.errors import StoreReadOnly
+from tether.memory.errors import StoreReadOnly, StoreUnavailable
 
 if TYPE_CHECKING:
     from .recorder import SqlRecorder
@@ -94,6 +94,12 @@ class Backend(ABC):
         """Whether ``e`` is the database refusing a write because it may only be read."""
         text = str(getattr(e, "orig", None) or e)
         return "readonly database" in text or "read-only transaction" in text
+
+    def unavailable(self, e: BaseException) -> StoreUnavailable:
+        """The error for a database that failed: ``StoreReadOnly`` if it refused a write."""
+        if self.refused_write(e):
+            return StoreReadOnly(self.redacted, first_line(e), self.read_only_fix)
+        return StoreUnavailable(self.redacted, first_line(e))
 
     def prepare(self) -> None:
         """Make room for a new store (a SQLite file's directory)."""

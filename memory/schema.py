@@ -128,25 +128,32 @@ def upgrade(url: str | None) -> str:
     ``StoreTooNew`` for a store a newer tether made (nothing is changed)."""
     backend = open_backend(url)
     try:
-        tables = backend.tables()
-        ours = {*BASELINE_TABLES, VERSION_TABLE}
-        if tables is None or ours.isdisjoint(tables):
-            raise StoreMissing(backend.redacted, None if tables is None else sorted(tables))
-        before = revision(backend, tables)
-        if before is not None and before != HEAD and before not in revisions():
-            raise StoreTooNew(backend.redacted, f"revision {before}", f"revision {HEAD}")
-        if before == HEAD:
-            return f"store {backend.redacted} is at schema revision {HEAD}: nothing to do"
-        _migrate(backend)
-        added = sorted(set(backend.tables() or ()) - set(tables) - {VERSION_TABLE})
-        if before is None:
-            did = f"stamped schema revision {BASELINE} (it was made before schema versions)"
-            if added:
-                did += f", adding {', '.join(added)}"
-            if HEAD != BASELINE:
-                did += f"; upgraded it to revision {HEAD}"
-        else:
-            did = f"upgraded schema revision {before} to {HEAD}"
-        return f"store {backend.redacted}: {did}"
+        return _upgrade(backend)
+    except (sa.exc.SQLAlchemyError, OSError) as e:
+        raise backend.unavailable(e) from e
     finally:
         backend.close()
+
+
+def _upgrade(backend: Backend) -> str:
+    """``upgrade`` on an open backend."""
+    tables = backend.tables()
+    ours = {*BASELINE_TABLES, VERSION_TABLE}
+    if tables is None or ours.isdisjoint(tables):
+        raise StoreMissing(backend.redacted, None if tables is None else sorted(tables))
+    before = revision(backend, tables)
+    if before is not None and before != HEAD and before not in revisions():
+        raise StoreTooNew(backend.redacted, f"revision {before}", f"revision {HEAD}")
+    if before == HEAD:
+        return f"store {backend.redacted} is at schema revision {HEAD}: nothing to do"
+    _migrate(backend)
+    added = sorted(set(backend.tables() or ()) - set(tables) - {VERSION_TABLE})
+    if before is None:
+        did = f"stamped schema revision {BASELINE} (it was made before schema versions)"
+        if added:
+            did += f", adding {', '.join(added)}"
+        if HEAD != BASELINE:
+            did += f"; upgraded it to revision {HEAD}"
+    else:
+        did = f"upgraded schema revision {before} to {HEAD}"
+    return f"store {backend.redacted}: {did}"

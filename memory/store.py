@@ -26,7 +26,6 @@ from tether.memory.errors import (
     StoreCorrupt,
     StoreMissing,
     StoreNotInitialised,
-    StoreReadOnly,
     StoreUnavailable,
     StoreUrlError,
     StreamConflict,
@@ -34,7 +33,7 @@ from tether.memory.errors import (
 
 from . import schema
 from .audit import AuditKey, AuditTrail, resolve_key_path
-from .backend import Backend, first_line
+from .backend import first_line
 from .backends import open_backend
 from .codec import bulk, new_mapper
 from .events import (
@@ -89,13 +88,6 @@ CATALOGUED: tuple[type[Event], ...] = (
 """Event types listed across streams (episodes, the inbox, the ledger, facts): indexed."""
 
 
-def _unavailable(backend: Backend, e: BaseException) -> StoreUnavailable:
-    """The error for a database that failed: ``StoreReadOnly`` if it refused a write."""
-    if backend.refused_write(e):
-        return StoreReadOnly(backend.redacted, first_line(e), backend.read_only_fix)
-    return StoreUnavailable(backend.redacted, first_line(e))
-
-
 class _Tables(Protocol):
     """A part of the store with tables of its own."""
 
@@ -144,7 +136,7 @@ class Store:
             self._open(mode, {name for p in parts for name in p.metadata.tables})
         except (sa.exc.SQLAlchemyError, OSError) as e:
             self.backend.close()
-            raise _unavailable(self.backend, e) from e
+            raise self.backend.unavailable(e) from e
         except BaseException:
             self.backend.close()
             raise
@@ -234,7 +226,7 @@ class Store:
             streams = sorted({str(e_.originator_id) for e_ in events})
             raise StreamConflict(streams, first_line(e)) from e
         except OperationalError as e:
-            raise _unavailable(self.backend, e) from e
+            raise self.backend.unavailable(e) from e
 
     # --- reading ----------------------------------------------------------------------
 
