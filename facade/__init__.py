@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 _ERRORS = (
     "TetherError ConfigError TopologyError StoreUrlError TopologyLoadError AuditKeyError "
     "PolicyError AmbiguousId StoreError StoreUnavailable StoreMissing StoreNotInitialised "
-    "StoreReadOnly StreamConflict StoreCorrupt StoreFormatError AuditTampered NotFound "
+    "StoreReadOnly StreamConflict StoreCorrupt StoreFormatError StoreOutdated StoreTooNew "
+    "AuditTampered NotFound "
     "EpisodeNotFound ApprovalNotFound EpisodeErased EpisodeLeased LeaseLost EpisodeEnded "
     "TopologyChanged ApprovalError EvidenceError ModelError TransientModelError "
     "ScriptExhausted ToolError TransientToolError BudgetExhausted HostError"
@@ -96,7 +97,9 @@ __all__ = [
     "StoreFormatError",
     "StoreMissing",
     "StoreNotInitialised",
+    "StoreOutdated",
     "StoreReadOnly",
+    "StoreTooNew",
     "StoreUnavailable",
     "StoreUrlError",
     "StreamConflict",
@@ -191,7 +194,9 @@ if TYPE_CHECKING:
         StoreFormatError,
         StoreMissing,
         StoreNotInitialised,
+        StoreOutdated,
         StoreReadOnly,
+        StoreTooNew,
         StoreUnavailable,
         StoreUrlError,
         StreamConflict,

@@ -4,13 +4,14 @@ The bottom layer: it imports no other tether package. The error tree lives here
 (``tether.memory.errors``) so that every layer above it can raise the same errors.
 """
 
+from .backends import DEFAULT_URL, resolve_url
 from .compare import diff_episodes
 from .episodes import EpisodeSummary, Timeline, fork_episode, list_episodes, load_timeline
 from .forgetting import erase_subject, redact_field, retain_episodes
 from .org import Fact, FactPolicy, OrgMemory, Retention
 from .recorder import SqlRecorder
 from .sources import Clock, Ids, RandomIds, SequentialIds, StepClock, SystemClock
-from .store import DEFAULT_URL, Journal, Store, resolve_url
+from .store import Journal, Store
 
 __all__ = [
     "DEFAULT_URL",

@@ -20,6 +20,8 @@ out inside the gate) are values or events, never these exceptions.
     │   ├── StreamConflict          another writer appended to the same stream first
     │   ├── StoreCorrupt            a stored record cannot be decoded (names stream and position)
     │   ├── StoreFormatError        the database was written by an incompatible tether
+    │   │   ├── StoreOutdated       an older schema; `tether db upgrade` brings it up to date
+    │   │   └── StoreTooNew         a schema made by a newer tether
     │   ├── LeaseLost               a runner whose episode lease was taken over: refused
     │   └── AuditTampered           the audit trail's last record was not written by tether
     ├── NotFound                    a named thing does not exist
@@ -172,15 +174,11 @@ class StoreReadOnly(StoreUnavailable):
     ``mode=ro``, a read-only PostgreSQL transaction); nothing of the refused write was
     written."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, fix: str = "give a --db you may write to") -> None:
         self.url = url
         self.reason = reason
-        fix = (
-            "to write, give a --db whose file and directory you may write, without mode=ro "
-            "or immutable=1; to only read, open it with ?immutable=1&uri=true"
-            if url.startswith("sqlite")
-            else "give a --db you may write to (not a read-only replica or transaction)"
-        )
+        self.fix = fix
+        """What to change; the store's backend knows (``Backend.read_only_fix``)."""
         StoreError.__init__(self, f"store {url} is read-only ({reason}); {fix}")
 
 
@@ -216,6 +214,37 @@ class StoreFormatError(StoreError):
         super().__init__(
             f"table {table} was written by an incompatible tether (missing columns {missing}, "
             f"unknown {extra}); point --db at a new database, or migrate this one"
+        )
+
+
+class StoreOutdated(StoreFormatError):
+    """The store's schema is older than this tether's: it is opened only once upgraded,
+    which changes the database, so only when asked (``tether db upgrade``)."""
+
+    def __init__(self, url: str, found: str, head: str) -> None:
+        self.url = url
+        self.found = found
+        """The store's schema revision (or what stands for it, for an unversioned store)."""
+        self.head = head
+        """The revision this tether writes."""
+        StoreError.__init__(
+            self,
+            f"store {url} has schema {found}; this tether needs {head}: upgrade it "
+            f"with 'tether db upgrade --db {url}' (back it up first)",
+        )
+
+
+class StoreTooNew(StoreFormatError):
+    """The store's schema revision is unknown here: a newer tether made it."""
+
+    def __init__(self, url: str, found: str, head: str) -> None:
+        self.url = url
+        self.found = found
+        self.head = head
+        StoreError.__init__(
+            self,
+            f"store {url} has schema {found}, made by a newer tether (this one knows up to "
+            f"{head}); upgrade tether to open it",
         )
 
 

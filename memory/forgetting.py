@@ -4,8 +4,8 @@
 about the subject, in facts about the subject) reads as erased from then on; the event
 log itself stays append-only. What was derived from the plaintext is thrown away and
 rebuilt — the org-memory read model, timeline snapshots — and the database is made to
-forget the bytes too: SQLite zeroes freed pages (``secure_delete``), is vacuumed and its
-write-ahead log truncated; PostgreSQL's touched tables are ``VACUUM FULL``-ed. A
+forget the bytes too, as its backend knows how (``scrub``: zeroed and vacuumed pages, a
+truncated write-ahead log, tables rewritten without dead row versions). A
 ``SubjectErased`` receipt records who asked, why, and what was affected.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -93,30 +92,15 @@ def erase_subject(
     return ErasureReceipt(subject, sealed, facts, rebuilt, receipt)
 
 
+SCRUBBED = ("tether_facts", "tether_fact_conflicts", "tether_snapshots", "tether_subject_keys")
+"""The tables an erasure deletes rows of: the bytes of those rows must go too."""
+
+
 def scrub(store: Store) -> None:
-    """Make the database forget deleted bytes: free pages, old row versions, the WAL."""
+    """Make the database forget deleted bytes: free pages, old row versions, the WAL
+    (how is the backend's: ``Backend.scrub``)."""
     store.recorder.close()  # the writer connection must not hold the file open
-    store.engine.dispose()
-    if store.engine.dialect.name == "sqlite":
-        raw = store.engine.raw_connection()  # the driver's own: VACUUM runs outside a txn
-        try:
-            db: Any = raw.driver_connection
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("VACUUM")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            raw.close()
-        store.engine.dispose()
-        return
-    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in (
-            "tether_facts",
-            "tether_fact_conflicts",
-            "tether_snapshots",
-            "tether_subject_keys",
-        ):
-            conn.exec_driver_sql(f"VACUUM FULL {table}")
-    store.engine.dispose()
+    store.backend.scrub(SCRUBBED)
 
 
 def redact_field(

@@ -7,9 +7,10 @@ and releases it when it stops. A second runner finds the lease held and runs not
 
 Every append a runner makes carries its token (``Fence``), and the recorder writes it only
 if the token is still the episode's current one, inside the append's own transaction
-(``memory/recorder.py``): a runner that lost its lease (it was paused past its expiry and
-someone took over) can record nothing more, whatever it believes. This is Kleppmann's
-fencing token; the lease's expiry only decides when someone else may take over.
+(each backend's recorder checks it its own way: ``memory/backend.py``): a runner that lost
+its lease (it was paused past its expiry and someone took over) can record nothing more,
+whatever it believes. This is Kleppmann's fencing token; the lease's expiry only decides
+when someone else may take over.
 
 Leases use wall-clock time (``now``): they coordinate processes, and are not part of any
 episode's recorded history.
@@ -26,11 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
 
 from tether.memory.errors import EpisodeLeased, LeaseLost
 
+from .backend import Backend
 from .recorder import writing
 
 DEFAULT_TTL_S = 30.0
@@ -94,8 +94,9 @@ def pid_alive(pid: int) -> bool:
 class Leases:
     """The episode leases of one store: one row per episode ever run."""
 
-    def __init__(self, engine: Engine, now: Callable[[], float] = time.time) -> None:
-        self.engine = engine
+    def __init__(self, backend: Backend, now: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.engine = backend.engine
         self.now = now
         self.metadata = sa.MetaData()
         self.table = sa.Table(
@@ -109,9 +110,6 @@ class Leases:
             sa.Column("expires", sa.Float, nullable=False),
             sa.Column("released", sa.Boolean, nullable=False, default=False),
         )
-
-    def create_table(self) -> None:
-        self.metadata.create_all(self.engine)
 
     def current(self, episode_id: uuid.UUID) -> Lease | None:
         """The episode's lease as it stands (None: it was never run under one)."""
@@ -173,7 +171,7 @@ class Leases:
             )
         return lease, None if why is None else (held, why)
 
-    def _insert_absent(self, key: str) -> sa.Insert:
+    def _insert_absent(self, key: str) -> sa.Executable:
         values = {
             "episode_id": key,
             "token": 0,
@@ -183,9 +181,7 @@ class Leases:
             "expires": 0.0,
             "released": True,
         }
-        if self.engine.dialect.name == "postgresql":
-            return postgresql.insert(self.table).values(**values).on_conflict_do_nothing()
-        return sqlite.insert(self.table).values(**values).on_conflict_do_nothing()
+        return self.backend.insert_absent(self.table, values)
 
     def renew(self, lease: Lease, ttl_s: float = DEFAULT_TTL_S) -> Lease:
         """Push the lease's expiry out; ``LeaseLost`` if someone else holds it now."""

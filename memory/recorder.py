@@ -1,22 +1,21 @@
-"""eventsourcing's ``ApplicationRecorder`` on SQLAlchemy Core: one recorder, two backends.
+"""eventsourcing's ``ApplicationRecorder`` on SQLAlchemy Core: the recorder every backend shares.
 
 Design note — how events reach SQL. eventsourcing ships a SQLite recorder (on ``sqlite3``)
 and a PostgreSQL recorder (on psycopg), each configured by environment variables, and the
 ``eventsourcing-sqlalchemy`` package, which pins SQLAlchemy below 2.1. tether instead
 implements eventsourcing's recorder interface itself, on SQLAlchemy Core, because:
 
-- every command takes one SQLAlchemy URL (``--db``); one engine, one schema and one set
-  of queries serve SQLite and PostgreSQL. Only the insert differs, each backend taking
-  its fastest correct route: an ``executemany`` under ``BEGIN IMMEDIATE`` on SQLite (the
-  write lock is taken up front, so two processes never deadlock on a lock upgrade), and
-  ``INSERT ... RETURNING`` under a table lock on PostgreSQL, so notification ids commit in
-  the order they are taken, as eventsourcing's own PostgreSQL recorder does;
+- every command takes one SQLAlchemy URL (``--db``); one schema and one set of queries
+  serve every backend. Only the insert differs, each backend taking its fastest correct
+  route in its own module (``sqlite.py``: an ``executemany`` under ``BEGIN IMMEDIATE``;
+  ``postgres.py``: ``INSERT ... RETURNING`` under a table lock), as a subclass of
+  ``SqlRecorder`` that implements ``_write_batches``;
 - the store owns its transactions: several streams are appended atomically (an action's
   events with its approval request, or with its effect);
 - no version pin holds SQLAlchemy back.
 
-eventsourcing's own ``ApplicationRecorderTestCase`` runs against this recorder on both
-backends (``tests/test_recorder_contract.py``).
+eventsourcing's own ``ApplicationRecorderTestCase`` runs against this recorder on every
+backend (``tests/test_recorder_contract.py``).
 
 What stays eventsourcing's: ``StoredEvent``/``Notification``, the ``Mapper`` with its
 transcoder (and, later, its cipher hook), and the recorder contract, including
@@ -27,12 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import operator
-import sqlite3
-import threading
 import uuid
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 from eventsourcing.persistence import (
@@ -54,16 +52,16 @@ if TYPE_CHECKING:
     from .leases import Fence
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_COLUMNS = ("originator_id", "originator_version", "topic", "state", "catalog")
-_Row = tuple[str, int, str, bytes, str | None]
+COLUMNS = ("originator_id", "originator_version", "topic", "state", "catalog")
+Row = tuple[str, int, str, bytes, str | None]
 
 
 @dataclass
-class _Batch:
+class Batch:
     """One append: events at given positions, and events for the end of their streams."""
 
-    rows: list[_Row]
-    tail: list[_Row]
+    rows: list[Row]
+    tail: list[Row]
     audit: list[dict[str, Any]]
     """Audit records of the decisions among these events (``memory/audit.py``)."""
     fence: Fence | None = None
@@ -74,7 +72,7 @@ class _Batch:
         return LeaseLost(self.fence.episode, self.fence.token)
 
 
-def _placed(batches: list[_Batch], max_version: Callable[[str], int | None]) -> list[_Row]:
+def placed(batches: list[Batch], max_version: Callable[[str], int | None]) -> list[Row]:
     """All rows of the batches, in order; tail rows numbered after their stream's end (in
     the database, or among the fixed rows of this transaction, whichever is later)."""
     if not any(b.tail for b in batches):
@@ -84,7 +82,7 @@ def _placed(batches: list[_Batch], max_version: Callable[[str], int | None]) -> 
         for stream, version, *_ in b.rows:
             fixed[stream] = max(fixed.get(stream, 0), version)
     ends: dict[str, int] = {}
-    out: list[_Row] = []
+    out: list[Row] = []
     for b in batches:
         out += b.rows
         for stream, _, topic, state, catalog in b.tail:
@@ -98,8 +96,9 @@ def _placed(batches: list[_Batch], max_version: Callable[[str], int | None]) -> 
 @contextlib.contextmanager
 def writing(engine: Engine) -> Iterator[sa.Connection]:
     """A write transaction for tables beside the log (read models, snapshots, keys),
-    committed on success. On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``):
-    a transaction that reads first and writes later could otherwise fail on a lock upgrade.
+    committed on success. A backend with one writer at a time takes the write lock up front
+    (``tether_immediate``: SQLite's ``BEGIN IMMEDIATE``), where a transaction that reads
+    first and writes later could otherwise fail on a lock upgrade.
     """
     with engine.connect().execution_options(tether_immediate=True) as conn:
         with conn.begin():
@@ -109,7 +108,7 @@ def writing(engine: Engine) -> Iterator[sa.Connection]:
 _first = operator.itemgetter(0)
 
 
-def _refused(batches: list[_Batch], token_of: Callable[[str], Any]) -> set[int]:
+def fenced_out(batches: list[Batch], token_of: Callable[[str], Any]) -> set[int]:
     """The batches (by index) whose fence is not their episode's current lease token."""
     tokens: dict[str, int | None] = {}
     out: set[int] = set()
@@ -133,7 +132,17 @@ def _originator(value: str) -> uuid.UUID | str:
 
 
 class SqlRecorder(ApplicationRecorder):
-    """Records events in one table, ``tether_events``; the notification id is the global order."""
+    """Records events in one table, ``tether_events``; the notification id is the global order.
+
+    The reads and the group commit are shared; a backend's subclass writes (``_write_batches``).
+    """
+
+    placeholder: ClassVar[str] = "?"
+    """The driver's DB-API parameter mark."""
+    integrity_errors: tuple[type[BaseException], ...] = (sa.exc.IntegrityError,)
+    """What the driver raises for a conflicting insert (eventsourcing's ``IntegrityError``)."""
+    operational_errors: tuple[type[BaseException], ...] = (sa.exc.OperationalError,)
+    """What the driver raises when the database fails (eventsourcing's ``OperationalError``)."""
 
     def __init__(
         self,
@@ -175,52 +184,26 @@ class SqlRecorder(ApplicationRecorder):
             sqlite_where=catalog.isnot(None),
             postgresql_where=catalog.isnot(None),
         )
-        t = self.table
-        self._insert = t.insert().returning(t.c.id, sort_by_parameter_order=True)
-        self._is_postgres = engine.dialect.name == "postgresql"
-        self._sqlite_insert = (
-            f"INSERT INTO {table_name} "
-            "(originator_id, originator_version, topic, state, catalog) VALUES (?, ?, ?, ?, ?)"
-        )
-        self._sqlite_max = f"SELECT MAX(id) FROM {table_name}"
-        self._sqlite_max_version = (
-            f"SELECT MAX(originator_version) FROM {table_name} WHERE originator_id = ?"
-        )
-        self._sqlite_tokens = f"SELECT token FROM {leases} WHERE episode_id = ?"
-        # One statement: the leases the fenced rows name that still hold their tokens, and
-        # the rows inserted because theirs do (or because they carry no fence).
-        self._pg_fenced_insert = (
-            f"WITH ok AS (SELECT l.episode_id, l.token FROM {leases} l "
-            "JOIN unnest(%s::varchar[], %s::bigint[]) AS f(e, t) "
-            "ON l.episode_id = f.e AND l.token = f.t), "
-            f"ins AS (INSERT INTO {table_name} "
-            "(originator_id, originator_version, topic, state, catalog) "
-            "SELECT r.o, r.v, r.t, r.s, r.c FROM unnest("
-            "%s::varchar[], %s::int[], %s::varchar[], %s::bytea[], %s::varchar[], "
-            "%s::varchar[], %s::bigint[]) WITH ORDINALITY AS r(o, v, t, s, c, fe, ft, n) "
-            "WHERE r.fe IS NULL OR EXISTS (SELECT 1 FROM ok "
-            "WHERE ok.episode_id = r.fe AND ok.token = r.ft) "
-            "ORDER BY r.n RETURNING id, originator_id, originator_version) "
-            "SELECT id, originator_id, originator_version FROM ins "
-            "UNION ALL SELECT NULL, episode_id, token FROM ok"
-        )
-        self._group: GroupCommit[_Batch, list[int]] = GroupCommit(
+        self._group: GroupCommit[Batch, list[int]] = GroupCommit(
             self._write, isolate=lambda e: isinstance(e, IntegrityError)
         )
-        self._writer_lock = threading.Lock()
-        self._writer: Any = None
-        self._lock = sa.text(f"LOCK TABLE {table_name} IN EXCLUSIVE MODE")
 
     def create_table(self) -> None:
         """Create the table and its indexes if they do not exist; refuse a table of another
-        shape (written by an incompatible version) rather than fail on the first insert."""
+        shape (written by an incompatible version) rather than fail on the first insert.
+        (A store's tables are made by its schema migrations, ``memory/schema.py``; this
+        serves a recorder used alone, as eventsourcing's test cases use one.)"""
+        self.check_shape()
+        self.metadata.create_all(self.engine)
+
+    def check_shape(self) -> None:
+        """``StoreFormatError`` if the events table exists with other columns than these."""
         found = sa.inspect(self.engine)
         if found.has_table(self.table.name):
             have = {c["name"] for c in found.get_columns(self.table.name)}
             want = {c.name for c in self.table.columns}
             if have != want:
                 raise StoreFormatError(self.table.name, sorted(want - have), sorted(have - want))
-        self.metadata.create_all(self.engine)
 
     # --- writing ----------------------------------------------------------------------
 
@@ -230,7 +213,9 @@ class SqlRecorder(ApplicationRecorder):
         ``tail=[...]`` (tether's extension) appends more events at the end of their
         streams, whatever their ``originator_version`` says: the position is taken inside
         the transaction, so a stream many writers share (org-memory facts about one
-        subject) never conflicts. Appends that arrive together share one transaction.
+        subject) never conflicts. ``fence=`` (a ``leases.Fence``) writes them only if the
+        token is still the episode's current lease token (``LeaseLost`` otherwise).
+        Appends that arrive together share one transaction.
         """
         tail: Sequence[StoredEvent] = kwargs.get("tail", ())
         audit: list[dict[str, Any]] = list(kwargs.get("audit", ()))
@@ -239,7 +224,7 @@ class SqlRecorder(ApplicationRecorder):
             return []
         if audit:
             self._signing_key()  # a key that cannot be loaded fails here, before anything
-        batch = _Batch(self._rows(stored_events), self._rows(tail), audit, fence)
+        batch = Batch(self._rows(stored_events), self._rows(tail), audit, fence)
         return self._group.submit(batch)
 
     def _signing_key(self) -> AuditKey:
@@ -247,20 +232,20 @@ class SqlRecorder(ApplicationRecorder):
             raise ValueError("this recorder keeps no audit trail")
         return self.audit_key()
 
-    def _write_audit(self, cursor: Any, mark: str, batches: list[_Batch]) -> None:
+    def _write_audit(self, cursor: Any, batches: list[Batch]) -> None:
         bodies = [body for b in batches for body in b.audit]
         if bodies:
             assert self.audit is not None
-            self.audit.write(cursor, mark, bodies, self._signing_key())
+            self.audit.write(cursor, self.placeholder, bodies, self._signing_key())
 
     @property
-    def group(self) -> GroupCommit[_Batch, list[int]]:
+    def group(self) -> GroupCommit[Batch, list[int]]:
         """The group committer: its ``transactions`` and ``queued`` counts are observable."""
         return self._group
 
-    def _rows(self, events: Sequence[StoredEvent]) -> list[_Row]:
+    def _rows(self, events: Sequence[StoredEvent]) -> list[Row]:
         catalogued = self.catalogued
-        rows: list[_Row] = []
+        rows: list[Row] = []
         stream, text = None, ""
         for e in events:
             if e.originator_id is not stream:  # an append's events share few streams
@@ -271,130 +256,28 @@ class SqlRecorder(ApplicationRecorder):
             )
         return rows
 
-    def _write(self, batches: list[_Batch]) -> list[list[int] | BaseException]:
+    def _write(self, batches: list[Batch]) -> list[list[int] | BaseException]:
         """Write batches in one transaction; the ids of each batch, in order, or, for a
         batch whose writer no longer holds its episode's lease, the refusal (it alone
         was not written)."""
-        # (The fenced PostgreSQL insert runs on the driver's own cursor: its errors come
-        # as the driver's, not SQLAlchemy's.)
-        driver = self.engine.dialect.loaded_dbapi
         try:
-            if self._is_postgres:
-                return self._write_postgres(batches)
-            return self._write_sqlite(batches)
-        except (sqlite3.IntegrityError, sa.exc.IntegrityError, driver.IntegrityError) as e:
+            return self._write_batches(batches)
+        except self.integrity_errors as e:
             raise IntegrityError(str(getattr(e, "orig", None) or e)) from e
-        except (sqlite3.OperationalError, sa.exc.OperationalError, driver.OperationalError) as e:
+        except self.operational_errors as e:
             raise OperationalError(str(getattr(e, "orig", None) or e)) from e
 
-    def _write_sqlite(self, batches: list[_Batch]) -> list[list[int] | BaseException]:
-        # The hot path of every governed action. Through SQLAlchemy's execute, an append of
-        # nine events cost ~480 µs; on the engine's own DBAPI connection, kept open for
-        # writing, it costs about what raw sqlite3 does (~90 µs). One executemany; the
-        # transaction is IMMEDIATE, so no one else inserts meanwhile and the new ids are
-        # the contiguous range that ends at the largest id.
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = self.engine.raw_connection()
-            db = self._writer.driver_connection
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                # Fences are checked under the write lock, in this process (SQLite has no
-                # round trip to save): a batch whose token is no longer its episode's
-                # current one is refused alone.
-                refused = _refused(
-                    batches,
-                    lambda episode: db.execute(self._sqlite_tokens, (episode,)).fetchone(),
-                )
-                accepted = [b for i, b in enumerate(batches) if i not in refused]
-                rows = _placed(
-                    accepted,
-                    lambda stream: db.execute(self._sqlite_max_version, (stream,)).fetchone()[0],
-                )
-                if rows:
-                    db.executemany(self._sqlite_insert, rows)
-                    last = int(db.execute(self._sqlite_max).fetchone()[0])
-                    self._write_audit(db.cursor(), "?", accepted)
-                self.before_commit()
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        ids = iter(range(last - len(rows) + 1, last + 1) if rows else ())
-        return [
-            b.refused() if i in refused else [next(ids) for _ in range(len(b.rows) + len(b.tail))]
-            for i, b in enumerate(batches)
-        ]
-
-    def _write_postgres(self, batches: list[_Batch]) -> list[list[int] | BaseException]:
-        t = self.table
-        with self.engine.begin() as conn:
-            conn.execute(self._lock)  # notification ids commit in the order they are taken
-            rows = _placed(
-                batches,
-                lambda stream: conn.execute(
-                    sa.select(sa.func.max(t.c.originator_version)).where(
-                        t.c.originator_id == stream
-                    )
-                ).scalar(),
-            )
-            if not any(b.fence for b in batches):
-                keyed = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-                ids = iter([row[0] for row in conn.execute(self._insert, keyed)])
-                self._write_audit(conn.connection.cursor(), "%s", batches)
-                self.before_commit()
-                return [[next(ids) for _ in range(len(b.rows) + len(b.tail))] for b in batches]
-            # Fenced: one statement inserts the rows whose writer's token is still the
-            # episode's current one, so a stale writer costs no extra round trip.
-            fenced = {b.fence for b in batches if b.fence is not None}
-            fences = [b.fence for b in batches for _ in range(len(b.rows) + len(b.tail))]
-            cursor = conn.connection.cursor()
-            cursor.execute(
-                self._pg_fenced_insert,
-                (
-                    [f.episode for f in fenced],
-                    [f.token for f in fenced],
-                    [r[0] for r in rows],
-                    [r[1] for r in rows],
-                    [r[2] for r in rows],
-                    [r[3] for r in rows],
-                    [r[4] for r in rows],
-                    [f.episode if f else None for f in fences],
-                    [f.token if f else None for f in fences],
-                ),
-            )
-            written: dict[tuple[str, int], int] = {}
-            held: set[tuple[str, int]] = set()
-            for i, o, v in cursor.fetchall():
-                if i is None:
-                    held.add((str(o), int(v)))
-                else:
-                    written[(str(o), int(v))] = int(i)
-            out: list[list[int] | BaseException] = []
-            accepted: list[_Batch] = []
-            at = 0
-            for b in batches:
-                mine = rows[at : at + len(b.rows) + len(b.tail)]
-                at += len(mine)
-                if b.fence is not None and (b.fence.episode, b.fence.token) not in held:
-                    out.append(b.refused())
-                    continue
-                accepted.append(b)
-                out.append([written[(r[0], r[1])] for r in mine])
-            self._write_audit(cursor, "%s", accepted)
-            self.before_commit()
-        return out
+    @abstractmethod
+    def _write_batches(self, batches: list[Batch]) -> list[list[int] | BaseException]:
+        """``_write`` on this database: rows placed by ``placed``, fences checked (the
+        batches ``fenced_out`` names answer with ``Batch.refused()``), audit records written with
+        ``_write_audit``, ``before_commit`` called just before the commit."""
 
     def before_commit(self) -> None:
         """Called inside every write transaction just before it commits (a test seam)."""
 
     def close(self) -> None:
-        """Give back the connection kept for writing."""
-        with self._writer_lock:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+        """Give back any connection kept for writing."""
 
     # --- reading ----------------------------------------------------------------------
 
@@ -455,13 +338,12 @@ class SqlRecorder(ApplicationRecorder):
         # comes in order from the unique index, and sorting those runs by id here costs
         # less than the database's own sort by id (0.03 against 0.4 µs a row on SQLite).
         ids = [str(i) for i in originator_ids]
-        mark = "?" if not self._is_postgres else "%s"
+        mark = self.placeholder
         sql = (
             f"SELECT id, originator_id, originator_version, topic, state FROM "
             f"{self.table.name} WHERE originator_id IN ({', '.join([mark] * len(ids))}) "
             f"AND id > {mark} ORDER BY originator_id, originator_version"
         )
-        driver_error = self.engine.dialect.loaded_dbapi.OperationalError
         try:
             with self.engine.connect() as conn:
                 cursor = conn.connection.cursor()
@@ -470,7 +352,7 @@ class SqlRecorder(ApplicationRecorder):
                     rows = list(cursor.fetchall())
                 finally:
                     cursor.close()
-        except (driver_error, sa.exc.OperationalError) as e:
+        except self.operational_errors as e:
             raise OperationalError(str(getattr(e, "orig", None) or e)) from e
         rows.sort(key=_first)
         return rows

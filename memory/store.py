@@ -1,40 +1,40 @@
-"""The event store: one SQLAlchemy URL, eventsourcing's mapper, and tether's recorder.
+"""The event store: one URL, eventsourcing's mapper, and tether's recorder.
 
-SQLite (a file, ``.tether/tether.db`` by default) for one machine; PostgreSQL for a fleet
-that spans nodes. ``Store`` appends events of any number of streams atomically and reads
-them back as typed events; ``Journal`` is the single writer of one stream.
+The URL's scheme picks the backend (``memory/backends.py``): a SQLite file
+(``.tether/tether.db`` by default) for one machine, PostgreSQL for a fleet that spans
+nodes, ``memory://`` for a store that lives in this process (tests, notebooks). ``Store``
+appends events of any number of streams atomically and reads them back as typed events;
+``Journal`` is the single writer of one stream.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from typing import Any, Literal, Protocol, TypeVar
 
 import sqlalchemy as sa
 from eventsourcing.persistence import IntegrityError, Notification, OperationalError, StoredEvent
 from eventsourcing.utils import get_topic
-from sqlalchemy.engine import URL, Engine, make_url
 
 from tether.memory.errors import (
     LeaseLost,
     StoreCorrupt,
     StoreMissing,
     StoreNotInitialised,
-    StoreReadOnly,
     StoreUnavailable,
     StoreUrlError,
     StreamConflict,
 )
 
+from . import schema
 from .audit import AuditKey, AuditTrail, resolve_key_path
+from .backend import first_line
+from .backends import open_backend
 from .codec import bulk, new_mapper
 from .events import (
     ApprovalDenied,
@@ -56,23 +56,15 @@ from .events import (
 )
 from .keys import SubjectKeys
 from .leases import Fence, Leases
-from .recorder import SqlRecorder, writing
+from .recorder import writing
 from .snapshots import Snapshots
 from .sources import Clock
-
-DEFAULT_URL = "sqlite:///.tether/tether.db"
-"""Where the store lives when neither ``--db`` nor ``TETHER_DB`` says otherwise."""
 
 StoreMode = Literal["existing", "create", "init"]
 """What ``Store`` may do with what it finds at its URL. ``existing``: a tether store must be
 there, nothing is created (commands that read, or act on what was recorded). ``create``: a
 new file or an empty database becomes a store; a database of other tables is refused.
 ``init``: tether's tables are added whatever else the database holds (``--init``)."""
-
-_DRIVER_OPTIONS = frozenset(
-    ("uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements")
-)
-"""The query options of a SQLite URL that pysqlite takes; any other is SQLite's own."""
 
 E = TypeVar("E", bound=Event)
 
@@ -96,172 +88,10 @@ CATALOGUED: tuple[type[Event], ...] = (
 """Event types listed across streams (episodes, the inbox, the ledger, facts): indexed."""
 
 
-def resolve_url(url: str | None) -> str:
-    """The store URL to use: ``url``, else ``$TETHER_DB``, else the default SQLite file.
-
-    A relative SQLite path is made absolute here, once, so every process of a fleet (the
-    driver and its Ray workers, which may run elsewhere) opens the same file.
-    """
-    raw = url or os.environ.get("TETHER_DB") or DEFAULT_URL
-    try:
-        parsed = make_url(raw)
-    except sa.exc.ArgumentError as e:
-        raise StoreUrlError(raw, "not a URL") from e
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return _resolve_sqlite(parsed, raw)
-    if backend == "postgresql":
-        return parsed.render_as_string(hide_password=False)
-    raise StoreUrlError(redact(raw), f"unsupported backend {backend!r} (sqlite or postgresql)")
-
-
-def _resolve_sqlite(parsed: URL, raw: str) -> str:
-    query = dict(parsed.query)
-    # SQLite's own options (mode=ro, immutable=1) reach it only in its URI form, which
-    # SQLAlchemy spells sqlite:///file:path?mode=ro&uri=true ("URI Connections"); without
-    # uri=true the driver would drop them, so tether asks for that form itself.
-    as_uri = _true(query.get("uri")) or not _DRIVER_OPTIONS.issuperset(query)
-    database = parsed.database or ""
-    if as_uri and database.startswith("file:"):
-        database = unquote(urlsplit(database).path)
-    if not database or database == ":memory:" or query.get("mode") == "memory":
-        raise StoreUrlError(
-            redact(raw), "an in-memory SQLite database cannot be shared; name a file"
-        )
-    path = Path(database).expanduser()
-    if not path.is_absolute():
-        path = Path.cwd() / path
-    if not as_uri:
-        return parsed.set(database=str(path)).render_as_string(hide_password=False)
-    uri = parsed.set(database=f"file:{quote(str(path), safe='/')}", query={**query, "uri": "true"})
-    # SQLAlchemy escapes the URI's colon (file%3A/...); both parse the same, and the form
-    # its documentation shows is the one people recognise in messages.
-    return uri.render_as_string(hide_password=False).replace(":///file%3A", ":///file:", 1)
-
-
-def _true(value: str | Sequence[str] | None) -> bool:
-    return isinstance(value, str) and value.lower() in ("1", "true", "yes", "on")
-
-
-class _SqliteFile(NamedTuple):
-    path: Path
-    read_only: bool
-    """Opened with mode=ro or immutable=1: nothing can be created or written."""
-    immutable: bool
-
-
-def _sqlite_file(url: URL) -> _SqliteFile | None:
-    """The file a resolved SQLite URL names, and how it is opened; None for another backend."""
-    if url.get_backend_name() != "sqlite":
-        return None
-    database = url.database or ""
-    if database.startswith("file:") and _true(url.query.get("uri")):
-        immutable = _true(url.query.get("immutable"))
-        read_only = url.query.get("mode") == "ro" or immutable
-        return _SqliteFile(Path(unquote(urlsplit(database).path)), read_only, immutable)
-    return _SqliteFile(Path(database), False, False)
-
-
-def open_engine(url: str) -> Engine:
-    """An engine for a resolved URL, with tether's SQLite settings. It creates nothing: a
-    SQLite file is made on first connection, which ``Store`` allows or refuses first."""
-    parsed = make_url(url)
-    try:
-        sqlite = _sqlite_file(parsed)
-        if sqlite is not None:
-            engine = sa.create_engine(
-                parsed, connect_args={"timeout": 30, "check_same_thread": False}
-            )
-            _tune_sqlite(engine, read_only=sqlite.read_only)
-        else:
-            engine = sa.create_engine(parsed, pool_pre_ping=True)
-    except (sa.exc.NoSuchModuleError, ModuleNotFoundError) as e:
-        raise StoreUrlError(redact(url), f"no database driver: {e}") from e
-    _name_read_only(engine, url)
-    return engine
-
-
-def _name_read_only(engine: Engine, url: str) -> None:
-    # A write the database refuses as read-only, wherever it is made (a read model, a key,
-    # a snapshot), is one StoreReadOnly naming the fix, not the driver's traceback.
-    @sa.event.listens_for(engine, "handle_error")
-    def _on_error(context: sa.engine.ExceptionContext) -> None:
-        if _is_read_only(context.original_exception):
-            raise StoreReadOnly(redact(url), _first_line(context.original_exception))
-
-
-def _is_read_only(e: BaseException) -> bool:
-    cause = getattr(e, "orig", None) or e
-    if getattr(cause, "sqlstate", None) == "25006":  # PostgreSQL: read_only_sql_transaction
-        return True
-    text = str(cause)
-    return "readonly database" in text or "read-only transaction" in text
-
-
-def _unavailable(url: str, e: BaseException) -> StoreUnavailable:
-    """The error for a database that failed: ``StoreReadOnly`` if it refused a write."""
-    kind = StoreReadOnly if _is_read_only(e) else StoreUnavailable
-    return kind(redact(url), _first_line(e))
-
-
-def _tables_at(url: str, engine: Engine) -> list[str] | None:
-    """The tables of the database at ``url``; None if there is none (no SQLite file). On
-    SQLite the file is read through a read-only connection of its own, so that nothing,
-    not even the journal mode the engine sets, changes a file that is not a store."""
-    sqlite = _sqlite_file(make_url(url))
-    if sqlite is None:
-        return sa.inspect(engine).get_table_names()
-    if not sqlite.path.exists():
-        return None
-    # immutable=1 reads a store in a directory one may not write (mode=ro alone cannot).
-    options = "mode=ro&immutable=1" if sqlite.immutable else "mode=ro"
-    uri = f"{sqlite.path.as_uri()}?{options}"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-        rows = conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        )
-        return [r[0] for r in rows]
-
-
 class _Tables(Protocol):
     """A part of the store with tables of its own."""
 
     metadata: sa.MetaData
-
-    def create_table(self) -> None: ...
-
-
-def _tune_sqlite(engine: Engine, *, read_only: bool = False) -> None:
-    # WAL lets readers run beside the writer. With synchronous=NORMAL a commit survives a
-    # crashed process (kill -9) but an OS crash or power loss may lose the last commits;
-    # that is the trade SQLite recommends for WAL, and PostgreSQL is the store for fleets
-    # that need more. The driver's own transaction handling is turned off: the recorder
-    # writes with BEGIN IMMEDIATE on its own connection, reads begin as usual.
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        if not read_only:  # a read-only connection cannot change it (a store is WAL already)
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        # Deleted rows (destroyed keys, rebuilt read models) are zeroed, not left in free pages.
-        cursor.execute("PRAGMA secure_delete=ON")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        immediate = conn.get_execution_options().get("tether_immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        parsed = make_url(url)
-    except sa.exc.ArgumentError:
-        return url
-    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
 class Store:
@@ -276,15 +106,16 @@ class Store:
     ) -> None:
         """``mode``: what may be created at ``url`` (``StoreMode``); ``StoreMissing`` or
         ``StoreNotInitialised`` when what is there does not allow it."""
-        self.url = resolve_url(url)
+        self.backend = open_backend(url)
+        """The database behind the store (``memory/backend.py``)."""
+        self.url = self.backend.url
         self.audit_key_path = resolve_key_path(audit_key)
         """The file of the key that signs the audit trail (``memory/audit.py``)."""
         self._audit_key: AuditKey | None = None
         self._key_lock = threading.Lock()
-        self.engine = open_engine(self.url)
+        self.engine = self.backend.engine
         self.audit = AuditTrail(self.engine)
-        self.recorder = SqlRecorder(
-            self.engine,
+        self.recorder = self.backend.recorder(
             catalogued_topics=map(get_topic, CATALOGUED),
             audit=self.audit,
             audit_key=self.signing_key,
@@ -292,7 +123,7 @@ class Store:
         self.keys = SubjectKeys(self.engine)
         self.mapper = new_mapper(self.keys)
         self.snapshots = Snapshots(self.engine, self.mapper.transcoder)
-        self.leases = Leases(self.engine)
+        self.leases = Leases(self.backend)
         """Who runs each episode (``memory/leases.py``); fenced appends are checked here."""
         parts: tuple[_Tables, ...] = (
             self.recorder,
@@ -302,29 +133,38 @@ class Store:
             self.leases,
         )
         try:
-            self._allow(mode, {name for p in parts for name in p.metadata.tables})
-            for part in parts:
-                part.create_table()
-        except (sa.exc.SQLAlchemyError, sqlite3.Error, OSError) as e:
-            self.engine.dispose()
-            raise _unavailable(self.url, e) from e
+            self._open(mode, {name for p in parts for name in p.metadata.tables})
+        except (sa.exc.SQLAlchemyError, OSError) as e:
+            self.backend.close()
+            raise self.backend.unavailable(e) from e
         except BaseException:
-            self.engine.dispose()
+            self.backend.close()
             raise
 
-    def _allow(self, mode: StoreMode, ours: set[str]) -> None:
-        """Refuse, as ``mode`` says, a URL where no tether store is; else prepare the place
-        where the store's tables are about to be made."""
-        found = _tables_at(self.url, self.engine)
-        if found is not None and not ours.isdisjoint(found):
-            return  # a tether store (tables it lacks, new in this tether, are added)
-        sqlite = _sqlite_file(make_url(self.url))
-        if mode == "existing" or (sqlite is not None and sqlite.read_only):
-            raise StoreMissing(redact(self.url), None if found is None else sorted(found))
+    def _open(self, mode: StoreMode, ours: set[str]) -> None:
+        """Check the store at the URL is one this tether reads (``memory/schema.py``), or
+        make a new one there, as ``mode`` allows."""
+        found = self.backend.tables()
+        if found is not None and not {*ours, schema.VERSION_TABLE}.isdisjoint(found):
+            if schema.VERSION_TABLE not in found:
+                self.recorder.check_shape()  # made before schema versions: is it tether's?
+            schema.check(self.backend, found)
+            return
+        if mode == "existing" or self.backend.read_only:
+            raise StoreMissing(self.backend.redacted, None if found is None else sorted(found))
         if found and mode != "init":
-            raise StoreNotInitialised(redact(self.url), sorted(found))
-        if sqlite is not None:
-            sqlite.path.parent.mkdir(parents=True, exist_ok=True)
+            raise StoreNotInitialised(self.backend.redacted, sorted(found))
+        self.backend.prepare()
+        schema.create(self.backend)
+
+    def ensure_shared(self, by: str) -> None:
+        """``StoreUrlError`` if other processes (``by``) cannot open this store."""
+        if self.backend.process_local:
+            raise StoreUrlError(
+                self.backend.redacted,
+                f"a {self.backend.name}:// store lives in this process and {by} run in "
+                "other processes; give a SQLite file or PostgreSQL",
+            )
 
     def signing_key(self) -> AuditKey:
         """The audit signing key, loaded once; created if its file does not exist yet."""
@@ -336,7 +176,7 @@ class Store:
     def close(self) -> None:
         """Release the database connections."""
         self.recorder.close()
-        self.engine.dispose()
+        self.backend.close()
 
     def __enter__(self) -> Store:
         return self
@@ -384,9 +224,9 @@ class Store:
             raise LeaseLost(e.episode_id, e.token, current) from None
         except IntegrityError as e:
             streams = sorted({str(e_.originator_id) for e_ in events})
-            raise StreamConflict(streams, _first_line(e)) from e
+            raise StreamConflict(streams, first_line(e)) from e
         except OperationalError as e:
-            raise _unavailable(self.url, e) from e
+            raise self.backend.unavailable(e) from e
 
     # --- reading ----------------------------------------------------------------------
 
@@ -397,7 +237,7 @@ class Store:
         try:
             stored = self.recorder.select_events(stream_id, gt=after or None, limit=limit)
         except sa.exc.OperationalError as e:
-            raise StoreUnavailable(redact(self.url), _first_line(e)) from e
+            raise StoreUnavailable(self.backend.redacted, first_line(e)) from e
         return [self.decode(s) for s in stored]
 
     def read_streams(
@@ -407,7 +247,7 @@ class Store:
         try:
             rows = self.recorder.select_streams(list(stream_ids), gt=after)
         except OperationalError as e:
-            raise StoreUnavailable(redact(self.url), _first_line(e)) from e
+            raise StoreUnavailable(self.backend.redacted, first_line(e)) from e
         try:
             with bulk():
                 return self.mapper.from_rows(rows)
@@ -554,8 +394,3 @@ class Fencing:
 def new_event(cls: type[E], stream_id: uuid.UUID, version: int, at: datetime, **fields: Any) -> E:
     """An event of a stream that has no journal (an approval decision, an effect)."""
     return cls(originator_id=stream_id, originator_version=version, at=at, **fields)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e)
-    return text.strip().splitlines()[0] if text.strip() else type(e).__name__

@@ -281,6 +281,7 @@ def on_hosts(
     """Do ``work`` with a supervisor over the fleet's Ray host actors (placed as its
     agents ask), and stop the hosts after: what ``run`` and ``resume`` do, for callers
     that run several episodes on the same hosts (the benchmark)."""
+    store.ensure_shared("Ray host actors")  # before Ray starts: they could not open it
     from .actor import ensure_ray, spawn_host
 
     ensure_ray(address)

@@ -60,7 +60,7 @@ class Now:
 
 def test_a_second_runner_is_told_who_holds_the_episode(store_url: str) -> None:
     with Store(store_url) as store:
-        leases = Leases(store.engine, Now())
+        leases = Leases(store.backend, Now())
         first, taken = leases.take(EPISODE, "tether run by ada", host="host-a", pid=os.getpid())
         assert (first.token, taken) == (1, None)
         with pytest.raises(EpisodeLeased) as e:
@@ -76,7 +76,7 @@ def test_a_second_runner_is_told_who_holds_the_episode(store_url: str) -> None:
 def test_an_expired_lease_or_a_dead_owner_is_taken_over_with_a_new_token(store_url: str) -> None:
     with Store(store_url) as store:
         now = Now()
-        leases = Leases(store.engine, now)
+        leases = Leases(store.backend, now)
         first, _ = leases.take(EPISODE, "run", ttl_s=30, host="elsewhere", pid=1)
         now.t += 31  # the runner stopped renewing
         second, taken = leases.take(EPISODE, "resume")
@@ -97,7 +97,7 @@ def test_an_expired_lease_or_a_dead_owner_is_taken_over_with_a_new_token(store_u
 
 def test_take_over_forces_it_and_the_old_token_cannot_renew(store_url: str) -> None:
     with Store(store_url) as store:
-        leases = Leases(store.engine, Now())
+        leases = Leases(store.backend, Now())
         first, _ = leases.take(EPISODE, "run")
         second, taken = leases.take(EPISODE, "resume", take_over=True)
         assert second.token == 2 and taken == (first, "taken over by force (--take-over)")

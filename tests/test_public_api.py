@@ -147,6 +147,13 @@ def test_one_import_for_users_reexports_the_owners_objects() -> None:
     assert tether.TetherError is TetherError
     for name in tether.__all__:
         assert getattr(tether, name) is not None, name
+    # Every error a user may catch is one import away.
+    from tether.memory import errors
+
+    raised = {
+        n for n, v in vars(errors).items() if isinstance(v, type) and issubclass(v, Exception)
+    }
+    assert raised <= set(tether.__all__), raised - set(tether.__all__)
     with pytest.raises(AttributeError, match="no attribute 'Agnet'"):
         _ = tether.Agnet  # type: ignore[attr-defined]
 

@@ -1,8 +1,9 @@
 """eventsourcing's own recorder test cases, run against tether's SQLAlchemy recorder.
 
 tether implements eventsourcing's ``ApplicationRecorder`` itself (see ``memory/recorder.py``),
-so it must pass the contract eventsourcing holds its own recorders to, on both backends.
-Subscriptions are optional in that contract and not supported yet.
+so it must pass the contract eventsourcing holds its own recorders to, on every backend:
+SQLite, PostgreSQL and the in-memory one. Subscriptions are optional in that contract and
+not supported yet.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from eventsourcing.tests.persistence import (
     NonInterleavingNotificationIDsBaseCase,
 )
 
+from tether.memory.backends import open_backend
 from tether.memory.recorder import SqlRecorder
-from tether.memory.store import open_engine
 
 from .conftest import IN_CI, PG_URL, postgres_unavailable
 
@@ -40,7 +41,7 @@ class _OnSQLite:
         self._dir.cleanup()
 
     def create_recorder(self) -> SqlRecorder:
-        recorder = SqlRecorder(open_engine(self.url))
+        recorder = open_backend(self.url).recorder()
         recorder.create_table()
         self._recorders.append(recorder)
         return recorder
@@ -69,6 +70,20 @@ class _OnPostgres(_OnSQLite):
         self._admin.dispose()
 
 
+class _InMemory(_OnSQLite):
+    def setUp(self) -> None:
+        # A named store: the recorders a test creates share it, as they share a file.
+        self.url = f"memory://contract-{uuid.uuid4().hex[:12]}"
+        self._recorders = []
+
+    def tearDown(self) -> None:
+        _join_readers()
+        for r in self._recorders:
+            r.close()
+        if self._recorders:
+            self._recorders[0].engine.dispose()
+
+
 def _join_readers() -> None:
     # eventsourcing's concurrency tests signal their reader threads to stop but do not join
     # them; wait until they have given their connections back before disposing of the pool.
@@ -77,18 +92,21 @@ def _join_readers() -> None:
             thread.join(timeout=30)
 
 
-def _cases(base: Any, name: str) -> tuple[type, type]:
+def _cases(base: Any, name: str) -> tuple[type, type, type]:
     sqlite_case = type(f"TestSQLite{name}", (_OnSQLite, base), {})
     pg_case = type(f"TestPostgres{name}", (_OnPostgres, base), {})
-    return sqlite_case, pg_case
+    memory_case = type(f"TestInMemory{name}", (_InMemory, base), {})
+    return sqlite_case, pg_case, memory_case
 
 
 # AggregateRecorderTestCase is not included: it is eventsourcing's contract for recorders
 # of aggregates only (an empty insert returns None); its application recorders, like this
 # one, return [] there and are held to ApplicationRecorderTestCase.
-TestSQLiteApplicationRecorder, TestPostgresApplicationRecorder = _cases(
-    ApplicationRecorderTestCase, "ApplicationRecorder"
-)
-TestSQLiteNonInterleaving, TestPostgresNonInterleaving = _cases(
+(
+    TestSQLiteApplicationRecorder,
+    TestPostgresApplicationRecorder,
+    TestInMemoryApplicationRecorder,
+) = _cases(ApplicationRecorderTestCase, "ApplicationRecorder")
+TestSQLiteNonInterleaving, TestPostgresNonInterleaving, TestInMemoryNonInterleaving = _cases(
     NonInterleavingNotificationIDsBaseCase, "NonInterleaving"
 )

@@ -1,4 +1,5 @@
-"""The store's conformance suite, written once and run on SQLite and on PostgreSQL."""
+"""The store's conformance suite, written once and run on every backend: SQLite,
+PostgreSQL and the in-memory one."""
 
 from __future__ import annotations
 
@@ -311,6 +312,12 @@ class TestPostgresStore(StoreConformance):
         return postgres_url
 
 
+class TestInMemoryStore(StoreConformance):
+    @pytest.fixture
+    def url(self) -> str:
+        return "memory://"
+
+
 # --- URLs -----------------------------------------------------------------------------
 
 
@@ -336,6 +343,7 @@ def test_tether_db_is_the_default_url(tmp_path: Path, monkeypatch: pytest.Monkey
         ("not a url", "not a URL"),
         ("mysql://root@localhost/test", "unsupported backend 'mysql'"),
         ("sqlite://", "in-memory"),
+        ("memory://name/path", "named memory:// or memory://NAME"),
     ],
 )
 def test_an_unusable_url_says_why(url: str, words: str) -> None:

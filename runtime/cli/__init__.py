@@ -33,6 +33,10 @@ audit_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(audit_app, name="audit")
+db_app = typer.Typer(
+    help="The store's schema: upgrade a store an older tether made.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
 
 
 @app.callback()
@@ -68,6 +72,7 @@ app.command()(memory.facts)
 app.command()(memory.forget)
 app.command()(memory.redact)
 app.command()(memory.retain)
+db_app.command("upgrade")(memory.db_upgrade)
 # The approvals inbox.
 inbox_app.command("list")(inbox.inbox_list)
 inbox_app.command("escalations")(inbox.inbox_escalations)

@@ -11,6 +11,7 @@ import typer
 from tether.memory.errors import ConfigError, NotFound
 from tether.memory.forgetting import erase_subject, redact_step, retain_episodes
 from tether.memory.org import OrgMemory, Retention
+from tether.memory.schema import upgrade as upgrade_schema
 from tether.memory.sources import SystemClock
 from tether.memory.steps import parse_step
 from tether.memory.store import Store
@@ -238,3 +239,9 @@ def _when(option: str, value: str | None) -> datetime | None:
             f"{option} {value!r}: not an ISO time; e.g. 2026-11-21 or 2026-11-21T09:30:00+00:00"
         ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+@handled
+def db_upgrade(db: Db = None) -> None:
+    """Bring the store's schema up to this tether's; back the store up first."""
+    out.print(upgrade_schema(db), markup=False)
