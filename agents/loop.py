@@ -40,6 +40,7 @@ from tether.memory.store import Journal
 
 from . import context
 from .builtins import folds
+from .conduct import Conduct
 from .model import Message, Model, ModelRequest, ModelTurn, Price, ToolCall, ToolSpec
 
 Outcome = Literal["finished", "handed_off", "waiting", "failed", "delegated"]
@@ -292,9 +293,6 @@ class TimeLimit(Protocol):
         ...
 
 
-Verifier = Callable[[str, dict[str, Any]], str | None]
-"""Checks an agent's final answer against its task: why it fails, or None."""
-
 Recall = Callable[[dict[str, Any], datetime | None], tuple[list[str], list[dict[str, Any]]]]
 """Org memory for a task: (the subjects in scope, the facts believed about them)."""
 
@@ -313,63 +311,38 @@ class AgentLoop:
         gate: ActionGate,
         journal: Journal,
         *,
-        instructions: str = "",
-        max_turns: int = 10,
-        context_tokens: int | None = None,
-        stuck_repeats: int | None = None,
-        stuck_without_progress: int | None = None,
+        conduct: Conduct | None = None,
         tokens: TokenBudget | None = None,
-        model_attempts: int = 3,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 8.0,
-        sleep: Callable[[float], None] = time.sleep,
         price: Price | None = None,
         mailbox: Mailbox | None = None,
-        verifiers: tuple[Verifier, ...] = (),
-        verifier_agents: tuple[str, ...] = (),
         recall: Recall | None = None,
-        stuck_rejections: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.recall = recall
-        """Org memory in the agent's scope, recalled at the start of each task."""
-        self.verifiers = verifiers
-        """Checks on a final answer; a failure is fed back and the agent goes on."""
-        self.verifier_agents = verifier_agents
-        """Agents that check an answer the functions passed (its supervisor runs them):
-        each approves by answering ``approve``; any other answer is its reason to reject."""
-        self.stuck_rejections = stuck_rejections
-        """This many rejected answers in a row: stuck."""
-        self.mailbox = mailbox
-        """Where messages sent to the agent wait; read before each model call."""
-        self.sleep = sleep
-        self.price = price
-        """What the model's tokens cost (each turn's cost is recorded); None = unpriced."""
-        self.deadline: TimeLimit | None = None
-        """When its time runs out, for the run it is in (set by its host)."""
-        self.model_attempts = model_attempts
-        """Model calls a turn may take: the first, and retries after transient failures."""
-        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.conduct = conduct or Conduct()
+        """How it works: instructions, limits, watches, retries and checks (its spec's)."""
         self.tokens = tokens
         """The model-token budget each call reserves from first; None = no limit."""
-        self.stuck_repeats = stuck_repeats
-        """The same call this many times in a row: stuck (the last is refused)."""
-        self.stuck_without_progress = stuck_without_progress
-        """This many actions in a row without recorded progress: stuck."""
+        self.price = price
+        """What the model's tokens cost (each turn's cost is recorded); None = unpriced."""
+        self.mailbox = mailbox
+        """Where messages sent to the agent wait; read before each model call."""
+        self.recall = recall
+        """Org memory in the agent's scope, recalled at the start of each task."""
+        self.sleep = sleep
+        self.deadline: TimeLimit | None = None
+        """When its time runs out, for the run it is in (set by its host)."""
         self.agent = agent
         self.model = model
         self.tools = tools
         self.gate = gate
         self.journal = journal
-        self.instructions = instructions
-        self.max_turns = max_turns
-        self.context_tokens = context_tokens
         self.state = LoopState()
         self._calls = 0
         """Model calls the current turn made so far (its retries included)."""
 
     def observe(self, event: Event) -> None:
         """Fold an event of this agent's stream into the loop's state."""
-        self.state.apply(event, self.agent, self.instructions)
+        self.state.apply(event, self.agent, self.conduct.instructions)
 
     def run(self) -> AgentOutcome:
         """Work until the task is finished, handed off, waiting for a person, or failed."""
@@ -403,8 +376,8 @@ class AgentLoop:
             late = self._late()
             if late:
                 return self._end(AgentOutcome(self.agent, "failed", f"budget: {late}"))
-            if state.turns >= self.max_turns:
-                reason = f"max_turns ({self.max_turns}) reached without a final answer"
+            if state.turns >= self.conduct.max_turns:
+                reason = f"max_turns ({self.conduct.max_turns}) reached without a final answer"
                 return self._end(AgentOutcome(self.agent, "failed", reason))
             self._recall()
             self._read_messages()
@@ -443,7 +416,7 @@ class AgentLoop:
             )
             if not turn.tool_calls:
                 reasons = self._verify(turn.text)
-                if not reasons and self.verifier_agents:
+                if not reasons and self.conduct.verifier_agents:
                     # The functions passed it; the verifier agents see it next.
                     key = f"{self.agent}@{responded.originator_version}"
                     asked = json.dumps({"answer": turn.text, "task": state.task}, default=str)
@@ -455,7 +428,7 @@ class AgentLoop:
                             "task": asked,
                             "verify": {"answer": turn.text, "turn": request.turn},
                         }
-                        for name in self.verifier_agents
+                        for name in self.conduct.verifier_agents
                     )
                     return self._end(AgentOutcome(self.agent, "delegated", calls=checks))
                 if not reasons:
@@ -474,7 +447,7 @@ class AgentLoop:
         """Record a rejected answer (fed back to the agent); the failure, if that many
         rejections in a row make it stuck."""
         self._record(AnswerRejected, turn=turn, answer=answer, reasons=reasons)
-        limit = self.stuck_rejections
+        limit = self.conduct.stuck_rejections
         if limit is not None and self.state.rejected >= limit:
             times = "once" if limit == 1 else f"{limit} times in a row"
             why = f"stuck: its answer failed verification {times}"
@@ -503,7 +476,7 @@ class AgentLoop:
         try:
             return once(), attempts
         except TransientModelError as first:
-            if self.model_attempts <= 1:
+            if self.conduct.model_attempts <= 1:
                 raise
             self.sleep(self._pause(first, 1))  # (only a failure pays for the machinery)
 
@@ -512,7 +485,7 @@ class AgentLoop:
             return self._pause(failed, state.attempt_number + 1)
 
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.model_attempts - 1),
+            stop=tenacity.stop_after_attempt(self.conduct.model_attempts - 1),
             wait=wait,
             retry=tenacity.retry_if_exception_type(TransientModelError),
             reraise=True,
@@ -529,7 +502,9 @@ class AgentLoop:
         asked = getattr(failed, "retry_after", None)
         if asked is not None:
             return float(asked)
-        return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1)))
+        return random.uniform(
+            0, min(self.conduct.max_backoff_s, self.conduct.backoff_s * 2 ** (n - 1))
+        )
 
     def _recall(self) -> None:
         """Bring the facts in scope for this task into working memory (recorded)."""
@@ -541,7 +516,7 @@ class AgentLoop:
     def _verify(self, answer: str) -> list[str]:
         """What each verifier that rejects the answer says."""
         task = self.state.task or {}
-        return [why for check in self.verifiers if (why := check(answer, task))]
+        return [why for check in self.conduct.verifiers if (why := check(answer, task))]
 
     def _read_messages(self) -> None:
         """Take new messages into working memory (recorded, so a rebuild sees them)."""
@@ -562,11 +537,11 @@ class AgentLoop:
 
     def _stuck(self, call: ToolCall) -> str:
         """Why proposing ``call`` now would show the agent is stuck; empty if it would not."""
-        state, limit = self.state, self.stuck_repeats
+        state, limit = self.state, self.conduct.stuck_repeats
         key = (call.name, canonical_arguments(call.arguments))
         if limit is not None and key == state.last_call and state.repeats + 1 >= limit:
             return f"{call.name} called with the same arguments {limit} times in a row"
-        steps = self.stuck_without_progress
+        steps = self.conduct.stuck_without_progress
         watched = folds(call.name) != "progress"
         if steps is not None and watched and state.since_progress >= steps:
             return f"no progress recorded in {steps} actions (record_progress)"
@@ -574,10 +549,10 @@ class AgentLoop:
 
     def _fit_context(self) -> None:
         """Compact working memory if it passed its bound (recorded, so rebuilds match)."""
-        if self.context_tokens is None:
+        if self.conduct.context_tokens is None:
             return
         before = context.total(self.state.messages)
-        found = context.plan(self.state.messages, self.context_tokens)
+        found = context.plan(self.state.messages, self.conduct.context_tokens)
         if found is None:
             return
         after = context.total(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agents.builtins import folds
@@ -60,6 +61,40 @@ _ENDS: dict[str, Outcome] = {"deny": "denied", "fail": "failed"}
 """How an action a stage ends is recorded, by what the stage decided."""
 
 
+@dataclass(frozen=True)
+class EpisodeRules:
+    """What every gate of one episode shares: the episode, its input, and the rules of
+    its topology that hold for every agent in it."""
+
+    episode_id: uuid.UUID
+    context: dict[str, Any]
+    """The episode's input, shown to its agents (the system's words, but for the parts
+    ``untrusted_input`` names)."""
+    policy: str
+    """The hash of the topology's policy (``Topology.policy_hash``), for the audit."""
+    untrusted_input: tuple[str, ...] = ()
+    """Paths of the episode's input a third party wrote (``Topology.untrusted_input``)."""
+    approvals: Approvals = field(default_factory=Approvals)
+    """Deadlines of approval requests, per tier."""
+    agents: frozenset[str] = frozenset()
+    """The fleet's agents: a message from one is an agent's words; from anyone else,
+    untrusted content."""
+    stages: tuple[CustomStage, ...] = ()
+    """The stages the topology adds to the gate's own."""
+
+
+@dataclass(frozen=True)
+class Services:
+    """Where an agent's gate reaches out: a person, the tools, new ids."""
+
+    inbox: Inbox
+    delegate: Delegate
+    ids: Ids
+    escalations: Escalations | None = None
+    """Where a person is asked about a side effect a crash left uncertain (by default,
+    beside the inbox)."""
+
+
 class Gate:
     """The seven stages for one agent in one episode."""
 
@@ -67,60 +102,45 @@ class Gate:
         self,
         *,
         agent: str,
-        episode_id: uuid.UUID,
         journal: Journal,
         boundaries: Boundaries,
-        budget: BudgetFold,
         governance: Governance,
-        inbox: Inbox,
-        delegate: Delegate,
-        ids: Ids,
-        context: dict[str, Any],
-        policy: str,
-        untrusted_input: tuple[str, ...] = (),
-        approvals: Approvals | None = None,
-        agents: frozenset[str] = frozenset(),
+        budget: BudgetFold,
+        episode: EpisodeRules,
+        services: Services,
         spawn_check: Callable[[str, tuple[str, ...]], str | None] | None = None,
-        escalations: Escalations | None = None,
-        stages: tuple[CustomStage, ...] = (),
     ) -> None:
-        self.escalations = escalations or Escalations(journal.store, inbox.clock)
-        """Where a person is asked about a side effect a crash left uncertain."""
-        self.spawn_check = spawn_check
-        """Why handing work to an agent would start one too many (spawn budgets), given
-        the agents it delegated to that have not answered (they start first)."""
-        self.delegated: dict[int, str] = {}
-        """The workers of its delegate calls in flight or not answered yet, by action."""
-        self.approvals = approvals or Approvals()
-        """Deadlines of this agent's approval requests, per tier."""
         self.agent = agent
-        self.untrusted_input = untrusted_input
-        """Paths of the episode's input a third party wrote (``Topology.untrusted_input``)."""
-        self.sources = Sources()
-        """What the agent has been shown, by origin: the context is the system's."""
-        self.sources.add(context, "context", "system")
-        self.policy = policy
-        """The hash of the topology's policy (``Topology.policy_hash``), for the audit."""
-        self._episode_text, self._stream_text = str(episode_id), str(journal.stream_id)
-        self.episode_id = episode_id
         self.journal = journal
         self.boundaries = boundaries
+        self.governance = governance
         self.budget = budget
         """The episode's budgets: the agent's steps are reserved there (its journal's
         events are folded into it by its host)."""
-        self.governance = governance
-        self.inbox = inbox
-        self.delegate = delegate
-        self.ids = ids
-        self.context = context
+        self.spawn_check = spawn_check
+        """Why handing work to an agent would start one too many (spawn budgets), given
+        the agents it delegated to that have not answered (they start first)."""
+        self.episode_id = episode.episode_id
+        self.context = episode.context
+        self.policy = episode.policy
+        self.untrusted_input = episode.untrusted_input
+        self.approvals = episode.approvals
+        self.peers_known = episode.agents
+        self.inbox = services.inbox
+        self.delegate = services.delegate
+        self.ids = services.ids
+        self.escalations = services.escalations or Escalations(journal.store, self.inbox.clock)
+        self.sources = Sources()
+        """What the agent has been shown, by origin: the context is the system's."""
+        self.sources.add(self.context, "context", "system")
+        self._episode_text, self._stream_text = str(self.episode_id), str(journal.stream_id)
+        self.delegated: dict[int, str] = {}
+        """The workers of its delegate calls in flight or not answered yet, by action."""
         self.actions = 0
         self.open: dict[int, OpenAction] = {}
         self.deadline: Deadline | None = None
         """When the agent's time runs out, for the run it is in (set by its host)."""
-        self.peers_known = agents
-        """The fleet's agents: a message from one is an agent's words; from anyone else,
-        untrusted content."""
-        self.stages = gate_stages(self, stages)
+        self.stages = gate_stages(self, episode.stages)
         """Its stages in order (``runtime/stages/``), a topology's own among them."""
 
     # --- the fold ---------------------------------------------------------------------

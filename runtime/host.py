@@ -42,7 +42,7 @@ from .boundaries import Boundaries, fleet_spend
 from .budget import BudgetFold, ModelBudget
 from .delegate import Delegate
 from .escalation import Escalations
-from .gate import Gate
+from .gate import EpisodeRules, Gate, Services
 from .governance import Governance
 from .inbox import Inbox
 
@@ -75,7 +75,7 @@ class AgentRuntime:
             agent=self.name,
             task=task,
             by=by,
-            instructions=self.loop.instructions,
+            instructions=self.loop.conduct.instructions,
         )
         if flush:
             self.journal.flush()
@@ -378,6 +378,18 @@ class Host:
             for e in events
         ]
 
+    def _rules(self, episode_id: uuid.UUID) -> EpisodeRules:
+        """What every gate of the episode shares."""
+        return EpisodeRules(
+            episode_id,
+            self.contexts[episode_id],
+            self.policy,
+            self.topology.untrusted_input,
+            self.topology.approvals,
+            self.names,
+            self.topology.stages,
+        )
+
     def _rebuild(
         self, episode_id: uuid.UUID, name: str, stream: uuid.UUID, history: list[Event]
     ) -> AgentRuntime:
@@ -391,48 +403,33 @@ class Host:
         price = spec.price or getattr(spec.model, "price", None)  # the agent's, or its model's
         gate = Gate(
             agent=name,
-            episode_id=episode_id,
             journal=journal,
             boundaries=Boundaries(spec, context, self.fleet_spent[episode_id]),
-            budget=budget,
             governance=Governance(spec, self.topology.policy),
-            inbox=self.inbox,
-            delegate=self.delegate,
-            ids=self.ids_for(name) if self.ids_for is not None else self.ids,
-            context=context,
-            policy=self.policy,
-            untrusted_input=self.topology.untrusted_input,
-            approvals=self.topology.approvals,
-            agents=self.names,
+            budget=budget,
+            episode=self._rules(episode_id),
+            services=Services(
+                self.inbox,
+                self.delegate,
+                self.ids_for(name) if self.ids_for is not None else self.ids,
+                self.escalations,
+            ),
             spawn_check=lambda target, first: self._spawn_denied(episode_id, target, first),
-            escalations=self.escalations,
-            stages=self.topology.stages,
         )
-        tools = tuple(t.spec() for t in spec.all_tools().values())
         loop = AgentLoop(
             name,
             spec.model,
-            tools,
+            tuple(t.spec() for t in spec.all_tools().values()),
             gate,
             journal,
-            instructions=spec.instructions,
-            max_turns=spec.max_turns,
-            context_tokens=spec.context_tokens,
-            stuck_repeats=spec.stuck.repeats,
-            stuck_without_progress=spec.stuck.no_progress_steps,
-            verifiers=tuple(v for v in spec.verifiers if not isinstance(v, str)),
-            verifier_agents=tuple(v for v in spec.verifiers if isinstance(v, str)),
-            recall=self._recall(episode_id, name, spec.memory) if spec.memory else None,
-            stuck_rejections=spec.stuck.rejected_answers,
+            conduct=spec.conduct(),
             tokens=ModelBudget(budget, name, price),
             price=price,
-            model_attempts=spec.retries.attempts,
-            backoff_s=spec.retries.backoff_s,
-            max_backoff_s=spec.retries.max_backoff_s,
-            sleep=self.sleep,
             mailbox=self.mailboxes(episode_id, name, journal)
             if self.mailboxes is not None
             else self._mailbox(mailbox_stream_id(episode_id, name)),
+            recall=self._recall(episode_id, name, spec.memory) if spec.memory else None,
+            sleep=self.sleep,
         )
         for event in history:
             gate.observe(event)

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Literal
 
 from tether.agents.builtins import builtins_of
-from tether.agents.loop import Verifier
+from tether.agents.conduct import Conduct, Verifier
 from tether.agents.model import Model, Price
 from tether.agents.tools import Tool
 
@@ -237,6 +237,22 @@ class Agent:
     node: str | None = None
     """For an isolated agent: prefer a node started with this custom resource
     (``ray start --resources='{"gpu_box": 1}'``); when no such node is alive, any node."""
+
+    def conduct(self) -> Conduct:
+        """How its loop works, as this spec declares it."""
+        return Conduct(
+            instructions=self.instructions,
+            max_turns=self.max_turns,
+            context_tokens=self.context_tokens,
+            stuck_repeats=self.stuck.repeats,
+            stuck_without_progress=self.stuck.no_progress_steps,
+            stuck_rejections=self.stuck.rejected_answers,
+            model_attempts=self.retries.attempts,
+            backoff_s=self.retries.backoff_s,
+            max_backoff_s=self.retries.max_backoff_s,
+            verifiers=tuple(v for v in self.verifiers if not isinstance(v, str)),
+            verifier_agents=tuple(v for v in self.verifiers if isinstance(v, str)),
+        )
 
     def all_tools(self) -> dict[str, Tool]:
         """Its tools by name, with the built-in handoff tool when it may hand off and the

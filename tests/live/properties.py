@@ -78,7 +78,7 @@ from tether.runtime.boundaries import Boundaries
 from tether.runtime.budget import BudgetFold, Ledger, deadline, nanos
 from tether.runtime.cli import app
 from tether.runtime.delegate import Delegate
-from tether.runtime.gate import Gate
+from tether.runtime.gate import EpisodeRules, Gate, Services
 from tether.runtime.governance import Governance
 from tether.runtime.inbox import Inbox
 from tether.topologies.spec import Agent, Budget
@@ -297,18 +297,22 @@ def _shadow(store: Store, ep: _Episode, topology: Topology, agent: Agent, fleet:
     clock = StepClock()
     return Gate(
         agent=agent.name,
-        episode_id=episode_id,
         journal=Journal(store, agent_stream_id(episode_id, agent.name), clock),
         boundaries=Boundaries(agent, ep.started.context, fleet),
-        budget=BudgetFold.of(topology, episode_id),
         governance=Governance(agent, topology.policy),
-        inbox=Inbox(store, clock),
-        delegate=Delegate(store, clock, secrets=MappingSecrets({})),
-        ids=SequentialIds(),
-        context=ep.started.context,
-        policy="",
-        untrusted_input=topology.untrusted_input,
-        agents=frozenset(topology.agents()),
+        budget=BudgetFold.of(topology, episode_id),
+        episode=EpisodeRules(
+            episode_id,
+            ep.started.context,
+            policy="",
+            untrusted_input=topology.untrusted_input,
+            agents=frozenset(topology.agents()),
+        ),
+        services=Services(
+            Inbox(store, clock),
+            Delegate(store, clock, secrets=MappingSecrets({})),
+            SequentialIds(),
+        ),
     )
 
 
