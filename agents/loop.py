@@ -38,7 +38,7 @@ from tether.memory.events import (
 )
 from tether.memory.store import Journal
 
-from . import context
+from . import _context as context
 from .builtins import folds
 from .conduct import Conduct
 from .model import Message, Model, ModelRequest, ModelTurn, Price, ToolCall, ToolSpec

@@ -33,9 +33,9 @@ from pydantic import BaseModel
 
 from tether.agents import ToolContext, tool
 from tether.agents.scripted import ScriptedModel
+from tether.runtime._provenance import Origin
 from tether.runtime.boundaries import domain_of
 from tether.runtime.governance import Governance
-from tether.runtime.provenance import Origin
 from tether.topologies import Agent, Grant, Policy, Role, Rule, When
 
 TOOLS = [f"pay{i}" for i in range(10)]

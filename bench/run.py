@@ -74,7 +74,7 @@ from pydantic import BaseModel
 from bench import fleet, policy
 from tether.agents import ScriptedModel, ToolCall, ToolContext, say, tool
 from tether.memory import SequentialIds, StepClock, Store, SystemClock
-from tether.memory.codec import new_mapper
+from tether.memory._codec import new_mapper
 from tether.memory.sources import RandomIds
 from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host

@@ -14,6 +14,7 @@ from typing import Any
 
 from tether.memory.errors import EpisodeNotFound
 
+from ._steps import label
 from .events import (
     EpisodeStarted,
     EpisodeTakenOver,
@@ -21,7 +22,6 @@ from .events import (
     TopologyChangeAccepted,
     agent_stream_id,
 )
-from .steps import label
 from .store import Store
 
 NOT_COMPARED = ("at",)
@@ -56,7 +56,7 @@ class Divergence:
     new: Any
     """What the new run did."""
     place: str = ""
-    """The position as a person reads it (``memory/steps.py``): ``#2, event 7``, ``turn
+    """The position as a person reads it (``memory/_steps.py``): ``#2, event 7``, ``turn
     3, event 5`` or ``event 9``."""
 
     def __str__(self) -> str:

@@ -16,7 +16,9 @@ from typing import Any
 
 from tether.memory.errors import ConfigError, EpisodeErased, EpisodeNotFound
 
-from .codec import bulk
+from ._codec import bulk
+from ._keys import erased
+from ._redaction import without_redacted
 from .events import (
     ActionExecuted,
     ActionProposed,
@@ -51,8 +53,6 @@ from .events import (
     effect_stream_id,
     stage_events,
 )
-from .keys import erased
-from .redaction import without_redacted
 from .store import Store
 
 

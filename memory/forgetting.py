@@ -19,6 +19,8 @@ import sqlalchemy as sa
 
 from tether.memory.errors import ConfigError, EpisodeNotFound, NotFound
 
+from ._redaction import fields_of
+from ._steps import Step, events_at, places
 from .episodes import list_episodes
 from .events import (
     EpisodeForgotten,
@@ -30,9 +32,7 @@ from .events import (
     erasure_stream_id,
 )
 from .org import OrgMemory
-from .redaction import fields_of
 from .sources import Clock
-from .steps import Step, events_at, places
 from .store import Store, new_event
 
 

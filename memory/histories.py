@@ -7,11 +7,11 @@ its side effects, the org-memory streams of the subjects it recorded facts about
 erasure receipts of its subject, and (``audit=True``) the audit trail. That is all that
 re-execution (``runtime/reexecute.py``), the timeline and ``tether audit verify`` read.
 
-Each event is kept as the mapper stored it (``memory/codec.py``): its topic and its
+Each event is kept as the mapper stored it (``memory/_codec.py``): its topic and its
 state, the JSON the database holds. Importing writes those states back unchanged, so an
 old file is decoded by the current mapper, upcasters included, exactly as an old
 database would be. One difference, for files that stay the same when recorded again: a
-field sealed under a subject's key (``memory/keys.py``: a random key, a random nonce) is
+field sealed under a subject's key (``memory/_keys.py``: a random key, a random nonce) is
 kept **opened**, ``{"_type_": "sealed", "_data_": {"s", "f", "k", "open": value}}``, and
 sealed again under the importing store's key. A field whose subject was erased cannot be
 opened; it is kept sealed, without its ciphertext, and reads as erased after import as
@@ -38,8 +38,9 @@ from eventsourcing.persistence import JSONTranscoder, StoredEvent
 
 from tether.memory.errors import ConfigError, EpisodeNotFound
 
+from ._codec import new_mapper
+from ._keys import Sealed
 from .audit import canonical
-from .codec import new_mapper
 from .events import (
     ActionExecuted,
     ApprovalAwaited,
@@ -54,7 +55,6 @@ from .events import (
     mailbox_stream_id,
     subject_stream_id,
 )
-from .keys import Sealed
 from .store import Store
 
 FORMAT = "tether-history"
@@ -176,7 +176,7 @@ class _Opener:
 
 
 def _sealed(value: Any) -> dict[str, Any] | None:
-    """The envelope's data if ``value`` is a sealed field (``memory/keys.py``)."""
+    """The envelope's data if ``value`` is a sealed field (``memory/_keys.py``)."""
     if type(value) is dict and value.get("_type_") == "sealed" and len(value) == 2:
         data = value.get("_data_")
         if isinstance(data, dict):

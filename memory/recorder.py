@@ -45,8 +45,8 @@ from sqlalchemy.engine import Engine
 
 from tether.memory.errors import LeaseLost, StoreFormatError
 
+from ._commit import GroupCommit
 from .audit import AuditKey, AuditTrail
-from .commit import GroupCommit
 
 if TYPE_CHECKING:
     from .leases import Fence

@@ -32,10 +32,12 @@ from tether.memory.errors import (
 )
 
 from . import schema
+from ._codec import bulk, new_mapper
+from ._keys import SubjectKeys
+from ._snapshots import Snapshots
 from .audit import AuditKey, AuditTrail, resolve_key_path
 from .backend import first_line
 from .backends import open_backend
-from .codec import bulk, new_mapper
 from .events import (
     ApprovalDenied,
     ApprovalGranted,
@@ -54,10 +56,8 @@ from .events import (
     FieldRedacted,
     SubjectErased,
 )
-from .keys import SubjectKeys
 from .leases import Fence, Leases
 from .recorder import writing
-from .snapshots import Snapshots
 from .sources import Clock
 
 StoreMode = Literal["existing", "create", "init"]

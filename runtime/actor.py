@@ -161,7 +161,7 @@ def spawn_host(
     supervisor decides what a dead host means. With ``node_id``, it goes to that node
     (hard affinity: Ray's soft affinity spilled a first actor to another node here even
     when the node was alive); when the node cannot take it, the host dies at once and its
-    supervisor places the replacement elsewhere (``runtime/placement.py``).
+    supervisor places the replacement elsewhere (``runtime/_placement.py``).
 
     A topology from a file or a module is loaded again inside the worker, from its source;
     one built in Python code is shipped by value (cloudpickle). The host opens the same

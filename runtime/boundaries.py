@@ -34,7 +34,7 @@ from tether.topologies.rails import (
 )
 from tether.topologies.spec import Agent
 
-from .provenance import MADE_UP, Origin, Sources
+from ._provenance import MADE_UP, Origin, Sources
 
 
 @dataclass(frozen=True)

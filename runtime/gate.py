@@ -47,13 +47,13 @@ from tether.memory.store import Journal
 from tether.topologies.spec import Approvals
 from tether.topologies.stage import CustomStage, Stage
 
+from ._provenance import Sources
 from .boundaries import Boundaries
 from .budget import BudgetFold, Deadline
 from .delegate import Delegate
 from .escalation import Escalations
 from .governance import Governance
 from .inbox import Inbox
-from .provenance import Sources
 from .stages import ActionInFlight, OpenAction, gate_stages, run_now
 from .stages.base import Outcome
 

@@ -21,8 +21,8 @@ from tether.agents.tools import Tool
 from tether.topologies.policy import NUMERIC, Policy, Rule, When, as_number
 from tether.topologies.spec import TIER_RANK, Agent, Grant, Tier, default_tier
 
+from ._provenance import Origin
 from .boundaries import domain_of, lookup
-from .provenance import Origin
 
 Verdict = Literal["allow", "deny", "approval"]
 

@@ -18,6 +18,7 @@ from typing import Any
 from tether.agents.loop import ActionResult, AgentLoop, AgentOutcome, Mailbox, Recall
 from tether.agents.model import ToolCall
 from tether.agents.secrets import Secrets
+from tether.memory._redaction import redacted, redactions
 from tether.memory.errors import BudgetExhausted, ConfigError, EpisodeNotFound, StoreError
 from tether.memory.events import (
     ActionExecuted,
@@ -32,7 +33,6 @@ from tether.memory.events import (
     mailbox_stream_id,
 )
 from tether.memory.org import OrgMemory
-from tether.memory.redaction import redacted, redactions
 from tether.memory.sources import Clock, Ids
 from tether.memory.store import Fencing, Journal, Store, flush_together, new_event
 from tether.topologies.spec import Agent

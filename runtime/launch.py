@@ -1,7 +1,7 @@
 """One call to run a fleet: ``run(topology, task=...)``; one to continue it: ``resume(id)``.
 
 Both start Ray if it is not running (``ray.init`` locally, or join ``address``), place
-the fleet's agents on host actors (``runtime/placement.py``: one shared, and one for each
+the fleet's agents on host actors (``runtime/_placement.py``: one shared, and one for each
 isolated agent), and stop them when the supervisor is done. Each takes the episode's lease
 first (``memory/leases.py``): a second runner of the same episode runs nothing.
 """
@@ -37,9 +37,9 @@ from tether.memory.store import Fencing, Journal, Store
 from tether.topologies.loader import Loaded, load_source
 from tether.topologies.topology import Topology
 
+from ._placement import Placement
 from .escalation import Escalations
 from .inbox import Inbox
-from .placement import Placement
 from .supervisor import EpisodeReport, RootSupervisor, ended_report, topology_changes
 
 

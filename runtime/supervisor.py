@@ -46,9 +46,9 @@ from tether.memory.sources import Clock, Ids
 from tether.memory.store import Journal, Store
 from tether.topologies.topology import Topology
 
+from ._lease import Held
 from .escalation import Escalations, partial_results
 from .handles import AgentHost
-from .lease import Held
 from .restarts import RestartPolicy, last_task
 
 MAX_HANDOFFS = 50

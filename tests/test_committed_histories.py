@@ -20,11 +20,11 @@ from typer.testing import CliRunner
 
 from tether.agents import ScriptedModel, call, say
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
+from tether.memory._keys import ERASED
 from tether.memory.episodes import episode_events
 from tether.memory.errors import ConfigError, EpisodeErased
 from tether.memory.events import mailbox_stream_id
 from tether.memory.histories import export_episode, import_history, read_history
-from tether.memory.keys import ERASED
 from tether.runtime.cli import app
 from tether.runtime.handles import LocalHost
 from tether.runtime.histories import recorded_topology, reexecute_history

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from eventsourcing.utils import get_topic, resolve_topic
 
 import tether.memory.events as events
-from tether.memory.codec import new_mapper
+from tether.memory._codec import new_mapper
 from tether.memory.events import BoundariesChecked, Event, StageEvent
 
 

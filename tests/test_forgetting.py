@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory import episodes as episodes_module
+from tether.memory._keys import ERASED
 from tether.memory.episodes import episode_events
 from tether.memory.events import (
     ActionProposed,
@@ -21,7 +22,6 @@ from tether.memory.events import (
     agent_stream_id,
     erasure_stream_id,
 )
-from tether.memory.keys import ERASED
 from tether.memory.org import OrgMemory
 from tether.runtime.cli import app
 from tether.runtime.handles import LocalHost

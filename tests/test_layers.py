@@ -21,7 +21,7 @@ HEAVY = {
 LATE = {
     "tether.runtime.cli": "`tether inbox` or `tether replay` answers without importing Ray",
     "tether.runtime.launch": "`import tether` and `tether.run` load without Ray until a run",
-    "tether.runtime.placement": "the placement plan is built and tested without Ray",
+    "tether.runtime._placement": "the placement plan is built and tested without Ray",
 }
 """Modules allowed function-local imports of tether modules that (transitively) import a
 HEAVY module, with the reason. A late import of anything lighter is a dodged cycle."""

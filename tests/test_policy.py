@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from tether.agents import call, say
 from tether.memory import Store
 from tether.memory.errors import PolicyError, TopologyError
+from tether.runtime._provenance import Origin
 from tether.runtime.cli import app
 from tether.runtime.governance import Governance
-from tether.runtime.provenance import Origin
 from tether.topologies import Grant, Policy, Rule, Topology, When
 
 from .test_gate import Pay, Run, fleet, pay

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from tether.agents import ScriptedModel, ToolCall, call, calls, say
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
 from tether.memory.errors import TopologyError
+from tether.runtime._provenance import Origin, Sources
 from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host
-from tether.runtime.provenance import Origin, Sources
 from tether.runtime.supervisor import RootSupervisor
 from tether.topologies import Provenance, Topology, demo
 from tether.topologies.policy import ORIGINS

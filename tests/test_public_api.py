@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pathlib
 import subprocess
 import sys
 
@@ -109,6 +110,36 @@ SURFACES = {
         "swarm",
     ],
 }
+
+
+MODULES = {
+    "memory": "audit backend backends compare coverage episodes errors events events.approvals "
+    "events.episode events.gate events.memory forgetting histories inmemory leases org postgres "
+    "recorder schema sources sqlite store",
+    "agents": "builtins conduct fanout loop model openai_compat scripted secrets tools",
+    "topologies": "demo loader policy rails shapes spec stage topology validation",
+    "runtime": "actor boundaries budget cli cli.audit cli.episodes cli.inbox cli.memory cli.status "
+    "delegate escalation evidence gate governance handles histories host inbox launch "
+    "model_server reexecute restarts stages stages.approval stages.base stages.boundaries "
+    "stages.budget stages.custom stages.execution stages.governance stages.record "
+    "stages.verification status supervisor",
+}
+"""The modules without a leading underscore, per package: the ones a user (or a backend,
+a stage, a tool written outside tether) may import. Everything else is private."""
+
+
+def test_a_module_is_public_only_on_purpose() -> None:
+    root = pathlib.Path(__file__).resolve().parent.parent
+    found = {}
+    for package in MODULES:
+        names = set()
+        for path in (root / package).rglob("*.py"):
+            parts = path.relative_to(root / package).with_suffix("").parts
+            if "migrations" in parts or any(p.startswith("_") and p != "__init__" for p in parts):
+                continue
+            names.add(".".join(p for p in parts if p != "__init__"))
+        found[package] = sorted(n for n in names if n)
+    assert found == {p: sorted(m.split()) for p, m in MODULES.items()}
 
 
 @pytest.mark.parametrize("package", sorted(SURFACES))

@@ -15,15 +15,15 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from tether.memory import Store
+from tether.memory._codec import new_mapper
+from tether.memory._keys import SubjectKeys
+from tether.memory._snapshots import Snapshots
 from tether.memory.audit import AuditTrail
 from tether.memory.backends import open_backend
-from tether.memory.codec import new_mapper
 from tether.memory.errors import StoreOutdated, StoreTooNew
 from tether.memory.events import TaskAssigned
-from tether.memory.keys import SubjectKeys
 from tether.memory.leases import Leases
 from tether.memory.schema import BASELINE, BASELINE_TABLES, HEAD, VERSION_TABLE, revisions
-from tether.memory.snapshots import Snapshots
 from tether.memory.store import new_event
 from tether.runtime.cli import app
 

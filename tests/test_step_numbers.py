@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.memory import SequentialIds, StepClock, Store, load_timeline
+from tether.memory._steps import Step, label, parse_step
 from tether.memory.errors import ConfigError
 from tether.memory.events import ActionProposed, ModelResponded, agent_stream_id
-from tether.memory.steps import Step, label, parse_step
 from tether.runtime.cli import app
 from tether.runtime.handles import LocalHost
 from tether.runtime.host import Host

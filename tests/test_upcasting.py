@@ -15,7 +15,7 @@ from eventsourcing.persistence import Mapper, MapperDeserialisationError, Stored
 from eventsourcing.utils import get_topic
 
 from tether.memory import Store
-from tether.memory.codec import new_mapper
+from tether.memory._codec import new_mapper
 from tether.memory.errors import StoreCorrupt
 from tether.memory.events import Event
 from tether.memory.store import new_event

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from tether.agents import ModelRequest, ModelTurn, ScriptedModel, ToolContext, call, say, tool
-from tether.agents.context import digest, total
+from tether.agents._context import digest, total
 from tether.agents.loop import context_at
 from tether.memory import SequentialIds, StepClock, Store
 from tether.memory.errors import TopologyError

@@ -39,7 +39,7 @@ Effect = Literal["allow", "deny", "approval"]
 EFFECTS = ("allow", "deny", "approval")
 TIERS = ("low", "medium", "high")
 ORIGINS = ("operator", "system", "agent", "untrusted", "model")
-"""Where an argument can come from, most trusted first (``runtime/provenance.py``)."""
+"""Where an argument can come from, most trusted first (``runtime/_provenance.py``)."""
 NUMERIC = ("gt", "ge", "lt", "le")
 LISTS = ("in", "not_in", "domain_in", "domain_not_in", "from", "not_from")
 OPERATORS = ("eq", "ne", *NUMERIC, "matches", "not_matches", *LISTS)

@@ -131,7 +131,7 @@ class ReadOnly:
 
 @dataclass(frozen=True)
 class Provenance:
-    """Rail: an argument must come from where the rule says (``runtime/provenance.py``):
+    """Rail: an argument must come from where the rule says (``runtime/_provenance.py``):
     the operator's task, the system's records, never text a third party wrote."""
 
     tool: str

@@ -28,8 +28,8 @@ from tether.agents.builtins import HANDOFF
 from tether.agents.fanout import FanOut
 from tether.memory.errors import TopologyError
 
+from ._shapecheck import type_problems
 from .rails import RateLimit
-from .shapecheck import type_problems
 from .spec import Agent, Budget, Role, Stuck, Supervisor, entry_agent
 
 FOREVER_S = 10 * 365 * 24 * 3600.0

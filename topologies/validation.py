@@ -12,6 +12,7 @@ from tether.agents.builtins import BUILTINS
 from tether.agents.model import Model, Price
 from tether.agents.tools import Tool
 
+from ._shapecheck import type_problems
 from .policy import ORIGINS, Policy
 from .rails import (
     RAILS,
@@ -24,7 +25,6 @@ from .rails import (
     ReadOnly,
     SpendCap,
 )
-from .shapecheck import type_problems
 from .spec import (
     RESTART_TYPES,
     STRATEGIES,

@@ -52,7 +52,7 @@ class Event:
 
     personal: ClassVar[tuple[str, ...]] = ()
     """Fields that may carry a data subject's personal data: sealed under the subject's
-    key when the event belongs to one (see ``memory/keys.py``)."""
+    key when the event belongs to one (see ``memory/_keys.py``)."""
 
     TOPIC: ClassVar[str]
     """The class's name in stored events (eventsourcing reads it): ``module:class``."""

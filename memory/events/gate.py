@@ -97,7 +97,7 @@ class BoundariesChecked(StageEvent):
     """Each failed rule: ``{"rule", "field", "message"}``."""
     provenance: dict[str, dict[str, str]] = field(default_factory=dict)
     """Where each argument came from: ``{"to": {"origin": "system", "source":
-    "context.customer.email"}}`` (``runtime/provenance.py``)."""
+    "context.customer.email"}}`` (``runtime/_provenance.py``)."""
 
     def audited(self) -> dict[str, Any]:
         return {**super().audited(), "rules": sorted({v["rule"] for v in self.violations})}

@@ -18,8 +18,8 @@ import typer
 from tether.memory.errors import ApprovalNotFound, EpisodeNotFound, TetherError
 from tether.memory.events import ApprovalRequested, EpisodeStarted, EscalationRequested, Event
 from tether.memory.store import Store
+from tether.runtime._prefixes import resolve
 from tether.runtime.cli._render import _esc, err
-from tether.runtime.prefixes import resolve
 
 Db = Annotated[
     str | None,

@@ -13,9 +13,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tether.agents.context import digest, total
+from tether.agents._context import digest, total
 from tether.agents.loop import context_at
 from tether.agents.openai_compat import OpenAIModel
+from tether.memory._redaction import without_redacted
+from tether.memory._steps import parse_step, turn_of_action
 from tether.memory.compare import diff_episodes
 from tether.memory.episodes import (
     episode_events,
@@ -26,9 +28,7 @@ from tether.memory.episodes import (
 )
 from tether.memory.errors import ConfigError, EpisodeNotFound
 from tether.memory.events import ActionProposed, EpisodeStarted, ModelResponded, agent_stream_id
-from tether.memory.redaction import without_redacted
 from tether.memory.sources import RandomIds, SystemClock
-from tether.memory.steps import parse_step, turn_of_action
 from tether.memory.store import Store
 from tether.runtime.cli._render import (
     Progress,

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
+from tether.memory._steps import parse_step
 from tether.memory.errors import ConfigError, NotFound
 from tether.memory.forgetting import erase_subject, redact_step, retain_episodes
 from tether.memory.org import OrgMemory, Retention
 from tether.memory.schema import upgrade as upgrade_schema
 from tether.memory.sources import SystemClock
-from tether.memory.steps import parse_step
 from tether.memory.store import Store
 from tether.runtime.cli._render import _count, _esc, _table, out
 from tether.runtime.cli._shared import Approver, Db, Json, _current_user, _episode_id, handled

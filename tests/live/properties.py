@@ -38,7 +38,7 @@ from typer.testing import CliRunner
 
 from tether.agents.model import Price, Usage
 from tether.agents.secrets import MappingSecrets
-from tether.memory.codec import bulk
+from tether.memory._codec import bulk
 from tether.memory.coverage import verify_trail
 from tether.memory.episodes import episode_status
 from tether.memory.events import (

@@ -49,8 +49,8 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic, resolve_topic
 
+from ._keys import Sealed, SealedTranscoding, SubjectKeys
 from .events import Event
-from .keys import Sealed, SealedTranscoding, SubjectKeys
 from .sources import SystemClock
 
 _AT = b'{"at":{"_type_":"datetime_iso","_data_":"'
