@@ -28,7 +28,8 @@ _OWNERS: dict[str, list[str]] = {
         "ToolContext ToolSpec Usage call calls flaky handoff say tool"
     ).split(),
     "tether.topologies": (
-        "Agent AllowedDomains AllowedPaths AllowedValues ApprovalThreshold Approvals Budget "
+        "ActionView Agent AllowedDomains AllowedPaths AllowedValues ApprovalThreshold Approvals "
+        "Budget StageOutcome "
         "Forbidden Grant Policy Provenance RateLimit ReadOnly Restarts Retries Role Rule "
         "SpendCap Stuck Supervisor Topology When critic_loop load_file map_reduce pipeline "
         "supervisor_workers swarm"
@@ -38,12 +39,13 @@ _OWNERS: dict[str, list[str]] = {
         "list_episodes load_timeline"
     ).split(),
     "tether.memory.errors": _ERRORS,
-    "tether.runtime": "EpisodeReport Inbox LocalHost resume run".split(),
+    "tether.runtime": "EpisodeReport Host Inbox LocalHost RootSupervisor resume run".split(),
 }
 
 _WHERE = {name: module for module, names in _OWNERS.items() for name in names}
 
 __all__ = [
+    "ActionView",
     "Agent",
     "AllowedDomains",
     "AllowedPaths",
@@ -66,6 +68,7 @@ __all__ = [
     "EvidenceError",
     "Forbidden",
     "Grant",
+    "Host",
     "HostError",
     "Inbox",
     "LeaseLost",
@@ -85,11 +88,13 @@ __all__ = [
     "Restarts",
     "Retries",
     "Role",
+    "RootSupervisor",
     "Rule",
     "ScriptExhausted",
     "ScriptedModel",
     "SequentialIds",
     "SpendCap",
+    "StageOutcome",
     "StepClock",
     "Store",
     "StoreCorrupt",
@@ -208,8 +213,9 @@ if TYPE_CHECKING:
         TransientModelError,
         TransientToolError,
     )
-    from tether.runtime import EpisodeReport, Inbox, LocalHost, resume, run
+    from tether.runtime import EpisodeReport, Host, Inbox, LocalHost, RootSupervisor, resume, run
     from tether.topologies import (
+        ActionView,
         Agent,
         AllowedDomains,
         AllowedPaths,
@@ -228,6 +234,7 @@ if TYPE_CHECKING:
         Role,
         Rule,
         SpendCap,
+        StageOutcome,
         Stuck,
         Supervisor,
         Topology,

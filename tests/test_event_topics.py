@@ -53,3 +53,19 @@ def test_an_event_defined_elsewhere_gets_its_own_topic() -> None:
         stage = "hours"
 
     assert get_topic(HoursChecked) == f"{__name__}:{HoursChecked.__qualname__}"
+
+
+def test_a_new_event_of_the_catalogue_is_found_without_a_reexport() -> None:
+    # Adding a stage to tether is its event in a family module, its stage module and its
+    # place in the list: the package need not learn its name for stored rows to decode.
+    probe = dataclasses.make_dataclass(
+        "ProbeChecked",
+        [],
+        bases=(StageEvent,),
+        frozen=True,
+        kw_only=True,
+        namespace={"__module__": "tether.memory.events.gate", "stage": "probe"},
+    )
+    # (Resolved first: writing an event would make the topic known to this process.)
+    assert resolve_topic("tether.memory.events:ProbeChecked") is probe
+    assert get_topic(probe) == "tether.memory.events:ProbeChecked"

@@ -19,7 +19,6 @@ HEAVY = {
 """Third-party modules a function may import late, with the reason."""
 
 LATE = {
-    "tether.runtime.cli": "`tether inbox` or `tether replay` answers without importing Ray",
     "tether.runtime.launch": "`import tether` and `tether.run` load without Ray until a run",
     "tether.runtime._placement": "the placement plan is built and tested without Ray",
 }

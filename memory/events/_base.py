@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+from eventsourcing.utils import register_topic
+
 CATALOGUE = "tether.memory.events"
 """The module every event class was defined in when the catalogue was one file."""
 
@@ -66,3 +68,6 @@ class Event:
         if module.startswith(CATALOGUE + "."):
             module = CATALOGUE
         cls.TOPIC = f"{module}:{cls.__qualname__}"
+        if module == CATALOGUE:
+            # Found by its topic even where the package does not re-export it (yet).
+            register_topic(cls.TOPIC, cls)

@@ -4,8 +4,8 @@ the stages a topology adds each after the one it names.
 
 Every stage has one interface (``topologies/stage.py``): ``async def check(action) ->
 StageOutcome``. A stage of tether's own records its events, each kind of which says how
-it is audited and shown (``memory/events.py``); adding one is its module, its event, and
-its place in ``BUILT_IN``.
+it is audited and shown (``memory/events/gate.py``); adding one is its module, its event,
+and its place in ``BUILT_IN``.
 """
 
 from __future__ import annotations
