@@ -88,7 +88,7 @@ def render(t: Timeline) -> Tree:
             node = branch.add(
                 f"#{act.action} [bold]{act.tool}[/] {args} → [{color}]{act.outcome}[/]"
             )
-            width = max([12, *(len(s.stage) + 1 for s in act.stages)])  # a topology's may be long
+            width = max([12, *(len(s.stage) for s in act.stages)])  # a topology's may be long
             for s in act.stages:
                 hue = _TONES.get(s.tone, "white")
                 note = f" [dim]({_esc(s.note)})[/]" if s.note else ""
