@@ -442,11 +442,33 @@ def _note_statement(seen: list[str], *args: Any) -> None:
 
 def test_the_cross_check_knows_every_producer_of_records() -> None:
     # A new kind of audited event must be declared where verify looks for it.
-    # (The gate audits each stage event that ``decides``: the same declaration.)
-    from tether.memory.coverage import AUDITED
-    from tether.memory.coverage import DECIDING_STAGES as _AUDITED
+    # (The gate audits each stage event that ``decides``: the same declaration, so the
+    # list is written out here: a stage event that stops deciding, or a new one that
+    # decides, changes this test on purpose.)
+    from tether.memory.coverage import AUDITED, DECIDING_STAGES
+    from tether.memory.events import (
+        ActionExecuted,
+        ActionVerified,
+        ApprovalSettled,
+        BoundariesChecked,
+        BudgetReserved,
+        EffectUncertain,
+        GovernanceDecided,
+        StageChecked,
+    )
 
-    producers = {*_AUDITED, ApprovalGranted, ApprovalDenied, ApprovalTimedOut}
+    deciding = {
+        BoundariesChecked,
+        BudgetReserved,
+        GovernanceDecided,
+        ApprovalSettled,
+        ActionExecuted,
+        EffectUncertain,
+        ActionVerified,
+        StageChecked,  # a topology's own stage
+    }
+    assert set(DECIDING_STAGES) == deciding
+    producers = {*deciding, ApprovalGranted, ApprovalDenied, ApprovalTimedOut}
     others = {EscalationDecided, EpisodeTakenOver, EpisodeCancelled, EpisodeForked}
     assert producers | others == set(AUDITED)
 

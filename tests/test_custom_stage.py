@@ -187,3 +187,19 @@ def test_a_stage_in_no_place_of_the_gate_is_refused_with_the_places() -> None:
 
     with pytest.raises(TopologyError, match=r"treasury.stages\[0\].after: must be one of"):
         Topology("treasury", TOPOLOGY.root, stages=(Nowhere(),))
+
+
+def test_a_stage_named_like_one_of_the_gates_own_is_refused_before_anything_runs() -> None:
+    # Refused when the topology is built, so no episode is ever started with it.
+    class Budget(BusinessHours):
+        name = "budget"
+
+    with pytest.raises(TopologyError, match=r"treasury.stages\[0\].name: 'budget' is one of"):
+        Topology("treasury", TOPOLOGY.root, stages=(Budget(),))
+
+
+def test_the_topology_knows_the_gates_stages_by_the_names_the_gate_runs() -> None:
+    from tether.runtime.stages import BUILT_IN
+    from tether.topologies.stage import GATE
+
+    assert GATE == tuple(stage.name for stage in BUILT_IN)

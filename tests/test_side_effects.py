@@ -272,12 +272,8 @@ def test_a_tool_that_reconciles_runs_again_when_the_effect_did_not_happen(store:
 # --- a resumed action passes the rails again, by recorded time --------------------------
 
 
-def test_an_action_a_crash_cut_short_is_checked_against_the_rails_again_on_resume(
-    store: Store,
-) -> None:
-    # One refund an hour. The clerk asks for two at once: ada's, above the threshold,
-    # waits for a person; bob's goes out, and the process dies inside it.
-    topology = Topology(
+def _two_refunds() -> Topology:
+    return Topology(
         "desk",
         Supervisor(
             "root",
@@ -303,6 +299,14 @@ def test_an_action_a_crash_cut_short_is_checked_against_the_rails_again_on_resum
             ),
         ),
     )
+
+
+def test_an_action_a_crash_cut_short_is_checked_against_the_rails_again_on_resume(
+    store: Store,
+) -> None:
+    # One refund an hour. The clerk asks for two at once: ada's, above the threshold,
+    # waits for a person; bob's goes out, and the process dies inside it.
+    topology = _two_refunds()
     ada, bob = f"{EPISODE}/clerk/1", f"{EPISODE}/clerk/2"
     crash_next.append(True)
     clock, ids = StepClock(), SequentialIds()
@@ -314,7 +318,7 @@ def test_an_action_a_crash_cut_short_is_checked_against_the_rails_again_on_resum
     # Alice approves ada's refund; on resume it goes out, the hour's one refund.
     [item] = Inbox(store, clock).items("pending")
     Inbox(store, clock).approve(item.id, "alice", "checked")
-    assert resume(store, topology).status == "completed"
+    assert resume(store, topology).status == "waiting"
     # Bob's, resumed after the crash, is checked again, at the time on record: over the
     # limit now, so it is not run again, and the check that refused it is on record.
     assert world == [bob, ada]
@@ -322,10 +326,44 @@ def test_an_action_a_crash_cut_short_is_checked_against_the_rails_again_on_resum
     assert [c.decision for c in checks] == ["pass", "deny"]
     assert checks[1].reason.startswith("checked again on resume: refund ran 1 times in the last")
     assert [v["rule"] for v in checks[1].violations] == ["rate:refund"]
+    # But its first attempt may have paid bob: refusing a re-run does not undo it, so the
+    # record does not say "not executed"; a person is asked what happened (not to retry).
+    [uncertain] = [e for e in clerk_events(store) if isinstance(e, EffectUncertain)]
+    assert uncertain.action == 2 and "the rails now refuse to run it again" in uncertain.reason
+    assert "tether inbox retry" not in uncertain.reason
+    [asked] = Escalations(store, StepClock()).items()
+    Escalations(store, StepClock()).decide(asked.id, "retry", "alice", "try again")
+    assert resume(store, topology).status == "completed"
+    # A person's retry does not get past the rails either; bob was paid once, by the crash.
+    assert world == [bob, ada]
     [recorded] = [e for e in clerk_events(store) if isinstance(e, ActionRecorded) and e.action == 2]
-    assert (recorded.decision, recorded.ended_at) == ("denied", "boundaries")
+    assert (recorded.decision, recorded.ended_at) == ("denied", "execution")
+    assert "denied by boundaries" in recorded.observation
     key = AuditKey.load(store.audit_key_path)
     assert verify_trail(store, {key.id: key.public}).intact
+
+
+def test_a_refused_rerun_of_an_effect_that_happened_is_recorded_as_a_person_resolves_it(
+    store: Store,
+) -> None:
+    # The same crash, but the person finds bob was paid: the record says it happened.
+    topology = _two_refunds()
+    crash_next.append(True)
+    clock, ids = StepClock(), SequentialIds()
+    with pytest.raises(Crash):
+        RootSupervisor(
+            topology, store, LocalHost(Host(topology, store, clock, ids)), clock, ids
+        ).start({"ticket": "two refunds"})
+    [item] = Inbox(store, clock).items("pending")
+    Inbox(store, clock).approve(item.id, "alice", "checked")
+    assert resume(store, topology).status == "waiting"
+    [asked] = Escalations(store, StepClock()).items()
+    Escalations(store, StepClock()).decide(asked.id, "done", "alice", "in the bank's log")
+    assert resume(store, topology).status == "completed"
+    [executed] = [e for e in clerk_events(store) if isinstance(e, ActionExecuted) and e.action == 2]
+    assert executed.decision == "ok" and "resolved by alice" in executed.reason
+    [recorded] = [e for e in clerk_events(store) if isinstance(e, ActionRecorded) and e.action == 2]
+    assert recorded.decision == "executed"
 
 
 class Nothing(BaseModel):

@@ -26,7 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
 
-PLACES = ("boundaries", "budget", "governance")
+GATE = ("boundaries", "budget", "governance", "approval", "execution", "verification", "record")
+"""The gate's own stages, in order (``runtime/stages/``): a topology's stage needs another
+name."""
+
+PLACES = GATE[:3]
 """The gate's stages a topology's stage may follow: those that decide whether an action
 may run at all, before a person is asked and before anything runs."""
 
@@ -128,6 +132,8 @@ def stage_problems(stages: Any, path: str) -> list[str]:
         name = getattr(stage, "name", None)
         if not isinstance(name, str) or not name.isidentifier():
             out.append(f"{here}.name: must be a name like 'business_hours', got {name!r}")
+        elif name in GATE:
+            out.append(f"{here}.name: {name!r} is one of the gate's own stages; give it another")
         elif name in seen:
             out.append(f"{here}.name: {name!r} is taken by an earlier stage; rename one")
         else:

@@ -82,6 +82,9 @@ class ActionInFlight:
     """What execution produced: a run, a result fed back, or a person's word."""
     executed_at: datetime | None = None
     """When that was recorded (``ActionExecuted``)."""
+    refused: str | None = None
+    """Set when the rails, checked again on resume, refuse an action whose last attempt a
+    crash cut short: it is not run again, but it may have happened (execution finds out)."""
     unchecked: str | None = None
     """Set when the result is a person's word, not one to verify: how it came about."""
     delivers: bool = False

@@ -41,7 +41,14 @@ class BoundariesStage:
             violations=[v.as_dict() for v in check.violations],
             provenance={name: o.as_dict() for name, o in check.provenance.items()},
         )
-        if not check.passed or check.tool is None or check.args is None:
+        if check.tool is None or check.args is None:
             return StageOutcome("deny", f"denied by boundaries: {check.reason}")
         action.rails = check
-        return PASS
+        if check.passed:
+            return PASS
+        if action.open.attempts > 0:
+            # An attempt was under way when the run stopped: refusing to run it again does
+            # not undo it. Execution finds out whether it happened; it never runs again.
+            action.refused = check.reason
+            return PASS
+        return StageOutcome("deny", f"denied by boundaries: {check.reason}")

@@ -103,7 +103,8 @@ class ExecutionStage:
         may not have happened."""
         gate, n, opened = self.gate, action.number, action.open
         tool, args = action.valid
-        if tool.rerunnable:
+        refused = f"the rails now refuse to run it again ({action.refused})"
+        if tool.rerunnable and action.refused is None:
             return self._run(action, "the tool is idempotent: run again")
         if tool.reconcile is not None:
             found = gate.delegate.reconcile(
@@ -114,11 +115,15 @@ class ExecutionStage:
                 action=n,
                 context=gate.context,
             )
+            if found is None and action.refused is not None:
+                return StageOutcome("deny", f"reconciled: it had not happened; {refused}")
             if found is None:
                 return self._run(action, "reconciled: it had not happened; run again")
             if found.error is None:  # (the outside system's result: checked like the tool's)
                 return self._result(action, found, "reconciled: it had happened")
             why = f"reconcile failed ({found.error})"
+        elif action.refused is not None:
+            why = refused
         else:
             why = "the tool is not idempotent and cannot reconcile"
         escalation_id = gate.ids.new()
@@ -127,8 +132,13 @@ class ExecutionStage:
         reason = (
             f"{call} may or may not have happened: attempt {opened.attempts} (started "
             f"{opened.started_at}, idempotency key {key}) was cut short by a crash, "
-            f"and {why}; check, then `tether inbox retry {escalation_id}` to run it again or "
-            f"`tether inbox resolve {escalation_id} --done|--not-done`"
+            f"and {why}; check, then "
+            + (
+                f"`tether inbox retry {escalation_id}` to run it again or "
+                if action.refused is None
+                else ""
+            )
+            + f"`tether inbox resolve {escalation_id} --done|--not-done`"
         )
         gate.journal.record(
             EffectUncertain,
@@ -165,6 +175,11 @@ class ExecutionStage:
         d = gate.escalations.get(escalation_id).decision
         assert d is not None  # (the gate resumes it only once a person has answered)
         said = f"{d.approver}: {d.reason or 'no reason given'}"
+        if d.option == "retry" and action.refused is not None:
+            # A person may run it again, never past the rails (as after an approval).
+            return StageOutcome(
+                "deny", f"not run again for {said}: denied by boundaries: {action.refused}"
+            )
         if d.option == "retry":
             return self._run(action, f"run again by {said}")
         key = self._key(action)
