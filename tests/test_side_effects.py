@@ -112,15 +112,20 @@ EPISODE = uuid.UUID(int=1)  # the first id SequentialIds hands out
 KEY = f"{EPISODE}/clerk/1"
 
 
-def crash_once(store: Store, topology: Topology) -> None:
-    """Run the episode; the process dies inside the refund."""
+def crash_once(
+    store: Store,
+    topology: Topology,
+    task: dict[str, Any] | None = None,
+    paid: tuple[str, ...] = (KEY,),
+) -> None:
+    """Run the episode; the process dies inside the (first) refund it makes."""
     crash_next.append(True)
     clock, ids = StepClock(), SequentialIds()
     with pytest.raises(Crash):
         RootSupervisor(
             topology, store, LocalHost(Host(topology, store, clock, ids)), clock, ids
-        ).start({"ticket": "refund order 1042"})
-    assert world == [KEY]
+        ).start(task or {"ticket": "refund order 1042"})
+    assert world == list(paid)
 
 
 def resume(store: Store, topology: Topology, start: int = 100) -> EpisodeReport:
@@ -308,13 +313,8 @@ def test_an_action_a_crash_cut_short_is_checked_against_the_rails_again_on_resum
     # waits for a person; bob's goes out, and the process dies inside it.
     topology = _two_refunds()
     ada, bob = f"{EPISODE}/clerk/1", f"{EPISODE}/clerk/2"
-    crash_next.append(True)
-    clock, ids = StepClock(), SequentialIds()
-    with pytest.raises(Crash):
-        RootSupervisor(
-            topology, store, LocalHost(Host(topology, store, clock, ids)), clock, ids
-        ).start({"ticket": "two refunds"})
-    assert world == [bob]
+    crash_once(store, topology, {"ticket": "two refunds"}, paid=(bob,))
+    clock = StepClock()
     # Alice approves ada's refund; on resume it goes out, the hour's one refund.
     [item] = Inbox(store, clock).items("pending")
     Inbox(store, clock).approve(item.id, "alice", "checked")
@@ -348,12 +348,8 @@ def test_a_refused_rerun_of_an_effect_that_happened_is_recorded_as_a_person_reso
 ) -> None:
     # The same crash, but the person finds bob was paid: the record says it happened.
     topology = _two_refunds()
-    crash_next.append(True)
-    clock, ids = StepClock(), SequentialIds()
-    with pytest.raises(Crash):
-        RootSupervisor(
-            topology, store, LocalHost(Host(topology, store, clock, ids)), clock, ids
-        ).start({"ticket": "two refunds"})
+    crash_once(store, topology, {"ticket": "two refunds"}, paid=(f"{EPISODE}/clerk/2",))
+    clock = StepClock()
     [item] = Inbox(store, clock).items("pending")
     Inbox(store, clock).approve(item.id, "alice", "checked")
     assert resume(store, topology).status == "waiting"
